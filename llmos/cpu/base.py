@@ -1,0 +1,122 @@
+"""The CPU interface: what the kernel needs from a model backend.
+
+The kernel describes the whole context as a list of :class:`Segment`\\ s (system
+prompt, turns, tool results, pages) and asks the CPU to :meth:`CPU.load` it, then
+to :meth:`CPU.generate` from it. A backend keeps whatever it already evaluated
+(the KV cache) and evaluates only what differs: that is KV continuity.
+
+Contract
+--------
+* ``load(segments)`` makes the context equal to ``segments``. Tokens already in the
+  KV cache that match a prefix of the new context are reused; from the first
+  difference on, the backend evaluates again and counts it.
+* ``generate(sampling)`` yields :class:`Piece`\\ s one token at a time. Each yielded
+  token becomes part of the context. Closing the generator (``.close()`` or leaving
+  a ``for`` loop) stops decoding at once: no further token is computed.
+* ``segment.trusted`` decides special-token parsing: untrusted text (pages, tool
+  output) is tokenized with special-token parsing *off*, so it can never produce a
+  control token. Backends that cannot tokenize that way must neutralise markers.
+* Counters: ``tokens_evaluated`` (every token run through the model, prefill and
+  decode), ``tokens_sampled``, ``context_tokens`` (distinct tokens that were ever
+  part of a context, the denominator of the recompute ratio) and times. A segment's
+  tokens count as distinct once per ``key`` (a segment that grows counts its
+  growth); segments without a key count every time they are loaded; generated
+  tokens count when generated, so segments with preset ``tokens`` do not count.
+
+Not covered: batching several sequences, speculative decoding, multimodal input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of context text with one trust level.
+
+    ``tokens`` may carry the exact tokens (e.g. what the model generated), so that
+    re-rendering a conversation reproduces the KV cache byte for byte.
+    """
+
+    text: str
+    trusted: bool = True
+    tokens: tuple[int, ...] | None = None
+    tag: str = ""  # what it is (system, user, call, result, page, stub): for paging and logs
+    key: str = ""  # stable identity across renders; counted once into ``context_tokens``
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One generated token: its id (``None`` for text-only backends) and its text."""
+
+    token: int | None
+    text: str
+    control: bool = False  # a control token (a special marker), not plain text
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repeat_penalty: float = 1.0
+    seed: int = 0
+    max_tokens: int = 512
+    grammar: str | None = None  # GBNF, for backends that support it
+    forced_prefix: str = ""  # markup inserted before sampling (a forced call's opening marker)
+    forced_suffix: str = ""  # markup that replaces end-of-generation once the grammar is complete
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Counters:
+    tokens_evaluated: int = 0
+    tokens_sampled: int = 0
+    context_tokens: int = 0
+    reprefilled_tokens: int = 0  # evaluated again because the prefix changed
+    eval_seconds: float = 0.0
+    sample_seconds: float = 0.0
+
+    def recompute_ratio(self) -> float:
+        return self.tokens_evaluated / self.context_tokens if self.context_tokens else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        data = dict(vars(self))
+        data["recompute_ratio"] = round(self.recompute_ratio(), 4)
+        return data
+
+
+class CPUError(RuntimeError):
+    """The backend failed (a crashed server, a model that will not load)."""
+
+
+class ContextOverflow(CPUError):
+    """The context would exceed the model's window."""
+
+
+@runtime_checkable
+class CPU(Protocol):
+    name: str
+    n_ctx: int
+    counters: Counters
+
+    def load(self, segments: Sequence[Segment]) -> None: ...
+
+    def generate(self, sampling: Sampling) -> Iterator[Piece]: ...
+
+    def count_tokens(self, text: str, trusted: bool = False) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class CPUInfo:
+    name: str
+    n_ctx: int
+    can_shift: bool = False
+    extra: dict[str, object] = field(default_factory=dict)

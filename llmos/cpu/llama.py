@@ -1,0 +1,337 @@
+"""The llama.cpp CPU, through llama-cpp-python's low-level (ctypes) API.
+
+Why the low-level API: the kernel needs to own the KV cache (prefill only what is
+new, cut a span out and shift what follows, stop the instant a call closes), and
+the high-level ``Llama`` helpers re-derive all of that on each call.
+
+Contract (in addition to :mod:`llmos.cpu.base`)
+-----------------------------------------------
+* One sequence (id 0). ``self.tokens`` is the context; the first ``n_evaluated`` of
+  them are in the KV cache at positions ``0..n_evaluated-1``. The last sampled
+  token is in ``tokens`` but not yet evaluated: it is evaluated with whatever comes
+  next, so a call's closing marker costs nothing extra.
+* :meth:`truncate` drops everything from a position on; :meth:`remove_span` cuts
+  ``[start, end)`` and shifts the rest left with ``llama_memory_seq_rm`` +
+  ``llama_memory_seq_add`` when the cache can shift (``llama_memory_can_shift``),
+  else it truncates at ``start`` and re-evaluates the suffix (counted in
+  ``reprefilled_tokens``).
+* Threads: ``n_threads`` defaults to the number of cores, because llama.cpp threads
+  spin, and oversubscribing a small machine slows decoding by orders of magnitude.
+
+Not covered: several sequences, GPU offload settings beyond ``n_gpu_layers``,
+LoRA adapters, embeddings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment
+
+_runtime: dict[str, object] = {}  # the loaded library and the log callback kept alive
+
+
+def _lib():
+    """Import llama_cpp lazily (it loads a shared library) and initialise it once."""
+    import llama_cpp
+
+    if "log" not in _runtime:
+        _runtime["log"] = llama_cpp.llama_log_callback(_log)
+        llama_cpp.llama_log_set(_runtime["log"], ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty on stderr; the kernel does no terminal I/O, so it is silent unless asked.
+    if os.environ.get("LLMOS_LLAMA_LOG"):
+        print(text.decode("utf-8", "replace"), end="")
+
+
+class LlamaCPU:
+    """A GGUF model run in-process by llama.cpp."""
+
+    reports_controls = True  # pieces carry token ids and a control flag
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise CPUError(f"model file not found: {path}")
+        self.lib = lib = _lib()
+        self.name = path.name
+        self.path = path
+        model_params = lib.llama_model_default_params()
+        model_params.n_gpu_layers = n_gpu_layers
+        self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise CPUError(f"llama.cpp could not load {path} (not a GGUF model, or an unsupported architecture)")
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        ctx_params = lib.llama_context_default_params()
+        ctx_params.n_ctx = n_ctx
+        ctx_params.n_batch = n_batch
+        ctx_params.n_ubatch = n_batch
+        threads = n_threads or os.cpu_count() or 1
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        ctx_params.no_perf = True
+        self._ctx = lib.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            lib.llama_model_free(self._model)
+            raise CPUError(f"llama.cpp could not create a context of {n_ctx} tokens for {path}")
+        self.n_ctx = lib.llama_n_ctx(self._ctx)
+        self.n_batch = n_batch
+        self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        self._memory = lib.llama_get_memory(self._ctx)
+        self.can_shift = bool(lib.llama_memory_can_shift(self._memory))
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self.add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
+        self.bos = lib.llama_vocab_bos(self._vocab)
+        self.tokens: list[int] = []
+        self.n_evaluated = 0
+        self.counters = Counters()
+        self._seen_keys: dict[str, int] = {}
+        self._token_cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+        self._seed = seed
+
+    # ---------------------------------------------------------------- tokens
+    def tokenize(self, text: str, *, special: bool, add_bos: bool = False) -> list[int]:
+        """Tokenize ``text``; ``special`` turns control-token parsing on (trusted text only)."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (self.lib.llama_token * capacity)()
+        n = self.lib.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_bos, special)
+        if n < 0:
+            raise CPUError(f"tokenizer needed {-n} slots for {len(data)} bytes")
+        return list(buffer[:n])
+
+    def piece(self, token: int, *, special: bool = True) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = self.lib.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = self.lib.llama_token_to_piece(self._vocab, token, buffer, -n, 0, special)
+        return buffer.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int], *, special: bool = True) -> str:
+        return b"".join(self.piece(t, special=special) for t in tokens).decode("utf-8", "replace")
+
+    def is_control(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_control(self._vocab, token))
+
+    def is_end(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self._vocab, token))
+
+    def token_id(self, text: str) -> int | None:
+        """The id of a control token such as ``<|call|>``, or ``None`` if the vocabulary lacks it."""
+        tokens = self.tokenize(text, special=True)
+        return tokens[0] if len(tokens) == 1 and self.is_control(tokens[0]) else None
+
+    def count_tokens(self, text: str, trusted: bool = False) -> int:
+        return len(self.tokenize(text, special=trusted))
+
+    def segment_tokens(self, segment: Segment) -> tuple[int, ...]:
+        if segment.tokens is not None:
+            return segment.tokens
+        key = (segment.text, segment.trusted)
+        cached = self._token_cache.get(key)
+        if cached is None:
+            cached = tuple(self.tokenize(segment.text, special=segment.trusted))
+            if len(self._token_cache) > 4096:
+                self._token_cache.clear()
+            self._token_cache[key] = cached
+        return cached
+
+    # ---------------------------------------------------------------- KV cache
+    def load(self, segments: Sequence[Segment]) -> None:
+        target: list[int] = [self.bos] if self.add_bos and self.bos >= 0 else []
+        if target and not self.tokens:
+            self.counters.context_tokens += 1  # a fresh context starts with BOS
+        for segment in segments:
+            tokens = self.segment_tokens(segment)
+            self._count_distinct(segment, len(tokens))
+            target.extend(tokens)
+        self.set_tokens(target)
+
+    def _count_distinct(self, segment: Segment, n_tokens: int) -> None:
+        if segment.tokens is not None:
+            return  # generated tokens were counted when they were sampled
+        if not segment.key:
+            self.counters.context_tokens += n_tokens
+            return
+        before = self._seen_keys.get(segment.key, 0)
+        if n_tokens > before:
+            self.counters.context_tokens += n_tokens - before
+            self._seen_keys[segment.key] = n_tokens
+
+    def set_tokens(self, target: Sequence[int]) -> None:
+        """Make the context ``target``: keep the common prefix, drop the rest, queue the new suffix."""
+        if len(target) > self.n_ctx:
+            raise ContextOverflow(f"context of {len(target)} tokens exceeds the window of {self.n_ctx}")
+        common = 0
+        limit = min(len(target), len(self.tokens))
+        while common < limit and target[common] == self.tokens[common]:
+            common += 1
+        if common < self.n_evaluated:
+            self.counters.reprefilled_tokens += min(len(target), self.n_evaluated) - common
+            self.truncate(common)
+        self.tokens = list(target)
+
+    def truncate(self, position: int) -> None:
+        """Forget everything from ``position`` on."""
+        if position < self.n_evaluated:
+            self.lib.llama_memory_seq_rm(self._memory, 0, position, -1)
+            self.n_evaluated = position
+        del self.tokens[position:]
+
+    def remove_span(self, start: int, end: int) -> bool:
+        """Cut tokens ``[start, end)`` out of the context; return True if the KV cache was shifted.
+
+        Without shifting support the suffix is re-evaluated at the next decode.
+        """
+        if not 0 <= start <= end <= len(self.tokens):
+            raise ValueError(f"span [{start}, {end}) is outside the context of {len(self.tokens)} tokens")
+        if start == end:
+            return True
+        if end > self.n_evaluated or not self.can_shift:
+            suffix = self.tokens[end:]
+            self.counters.reprefilled_tokens += max(0, self.n_evaluated - end)
+            self.truncate(start)
+            self.tokens.extend(suffix)
+            return False
+        lib = self.lib
+        if not lib.llama_memory_seq_rm(self._memory, 0, start, end):
+            raise CPUError("llama_memory_seq_rm refused a partial removal")
+        lib.llama_memory_seq_add(self._memory, 0, end, -1, -(end - start))
+        del self.tokens[start:end]
+        self.n_evaluated -= end - start
+        return True
+
+    def _evaluate_pending(self) -> None:
+        """Run every token not yet in the KV cache through the model, in batches."""
+        lib, batch = self.lib, self._batch
+        started = time.perf_counter()
+        while self.n_evaluated < len(self.tokens):
+            chunk = self.tokens[self.n_evaluated : self.n_evaluated + self.n_batch]
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = self.n_evaluated + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = i == len(chunk) - 1
+            status = lib.llama_decode(self._ctx, batch)
+            if status != 0:
+                raise CPUError(f"llama_decode failed with status {status}")
+            self.n_evaluated += len(chunk)
+            self.counters.tokens_evaluated += len(chunk)
+        self.counters.eval_seconds += time.perf_counter() - started
+
+    # ---------------------------------------------------------------- sampling
+    def _sampler(self, sampling: Sampling):
+        lib = self.lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if sampling.grammar:
+            grammar = lib.llama_sampler_init_grammar(self._vocab, sampling.grammar.encode(), b"root")
+            if not grammar:
+                lib.llama_sampler_free(chain)
+                raise CPUError("llama.cpp rejected the GBNF grammar")
+            lib.llama_sampler_chain_add(chain, grammar)
+        if sampling.repeat_penalty != 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
+        if sampling.temperature <= 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+            return chain
+        if sampling.top_k > 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(sampling.top_k))
+        if sampling.top_p < 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed or self._seed))
+        return chain
+
+    def generate(self, sampling: Sampling) -> Iterator[Piece]:
+        """Decode token by token. Closing the iterator stops at once.
+
+        A forced call (``sampling.forced_prefix``/``forced_suffix``, used with a
+        grammar for the call body) inserts the prefix markup first; when the grammar
+        is complete llama.cpp allows only end-of-generation tokens, and that token is
+        replaced by the suffix markup. Grammars cannot name control tokens themselves
+        in this llama.cpp (token elements reject every token), hence this split.
+        """
+        if not self.tokens:
+            raise CPUError("nothing to continue from: load a context first")
+        chain = self._sampler(sampling)
+        # a character can span tokens (byte-fallback tokens): decode incrementally
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        try:
+            yield from self._force(sampling.forced_prefix)
+            for _ in range(sampling.max_tokens):
+                if len(self.tokens) >= self.n_ctx:
+                    raise ContextOverflow(f"the context window of {self.n_ctx} tokens is full")
+                self._evaluate_pending()
+                started = time.perf_counter()
+                token = self.lib.llama_sampler_sample(chain, self._ctx, -1)
+                self.counters.sample_seconds += time.perf_counter() - started
+                self.counters.tokens_sampled += 1
+                if self.is_end(token) and sampling.grammar and sampling.forced_suffix:
+                    yield from self._force(sampling.forced_suffix)
+                    return
+                self.tokens.append(token)
+                self.counters.context_tokens += 1
+                control = self.is_control(token) or self.is_end(token)
+                text = self.piece(token).decode("utf-8", "replace") if control else decoder.decode(self.piece(token))
+                yield Piece(token, text, control)
+                if self.is_end(token):
+                    return
+        finally:
+            self.lib.llama_sampler_free(chain)
+
+    def _force(self, markup: str) -> Iterator[Piece]:
+        for token in self.tokenize(markup, special=True) if markup else []:
+            self.tokens.append(token)
+            self.counters.context_tokens += 1
+            yield Piece(token, self.piece(token).decode("utf-8", "replace"), self.is_control(token))
+
+    # ---------------------------------------------------------------- state (swap)
+    def save_state(self) -> bytes:
+        """The KV state of the sequence (``llama_state_seq_get_data``)."""
+        self._evaluate_pending()
+        size = self.lib.llama_state_seq_get_size(self._ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = self.lib.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+        return bytes(buffer[:written])
+
+    def restore_state(self, data: bytes, tokens: Sequence[int]) -> None:
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        self.lib.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        if not self.lib.llama_state_seq_set_data(self._ctx, buffer, len(data), 0):
+            raise CPUError("llama_state_seq_set_data failed")
+        self.tokens = list(tokens)
+        self.n_evaluated = len(tokens)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self.lib.llama_batch_free(self._batch)
+            self.lib.llama_free(self._ctx)
+            self.lib.llama_model_free(self._model)
+            self._ctx = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,22 @@
+"""Dialects: how a model family writes tool calls and reads results (see :mod:`llmos.dialects.base`)."""
+
+from llmos.dialects.base import Call, CallSyntaxError, Dialect, Turn
+
+__all__ = ["Call", "CallSyntaxError", "Dialect", "Turn", "get_dialect"]
+
+
+def get_dialect(name: str, **options: object) -> Dialect:
+    """A dialect by name: ``llmos``, ``hermes`` (Qwen/Hermes ``<tool_call>``) or ``generic``."""
+    if name == "llmos":
+        from llmos.dialects.llmos import LlmosDialect
+
+        return LlmosDialect()
+    if name == "hermes":
+        from llmos.dialects.hermes import HermesDialect
+
+        return HermesDialect(**options)  # type: ignore[arg-type]
+    if name == "generic":
+        from llmos.dialects.generic import GenericDialect
+
+        return GenericDialect()
+    raise ValueError(f"unknown dialect {name!r}; choose llmos, hermes or generic")

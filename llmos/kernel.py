@@ -1,0 +1,294 @@
+"""The kernel loop: decode, trap the system call, dispatch it, continue from the same KV cache.
+
+One user turn::
+
+    render turns ──► CPU.load (prefills only what is new) ──► CPU.generate
+      ──► dialect parser watches every piece ──► call closed: stop at once
+      ──► parse ──► policy ──► tool.run ──► result turn ──► render … ──► answer
+
+Contract
+--------
+* :meth:`Kernel.ask` is a generator of :mod:`llmos.events`; the kernel does no
+  terminal or file I/O (artifacts are written by the tools into ``workdir``).
+* Model mistakes are observations: a malformed call, an unknown tool, arguments
+  that fail validation, a tool that raises, a call the policy denies all become a
+  result turn the model reads (with the error, and the list of tools where
+  useful). Only bugs in llmos itself propagate as exceptions.
+* Budgets: ``max_steps`` tool calls, ``max_tokens`` generated tokens and
+  ``max_seconds`` of wall time per :meth:`ask`; ``max_step_tokens`` bounds one
+  generation (a model that never stops). Running out yields an ``Error`` event
+  with a ``budget_*`` code and ``Done(reason="budget")``.
+* KV continuity comes from rendering: the dialect renders the whole conversation
+  every step, assistant chunks carry their exact tokens, so the CPU finds a common
+  prefix and evaluates only the result tokens.
+
+Not covered: paging (the memory manager wraps the turns before rendering), several
+calls emitted in one chunk (the first one runs; decoding stops at its close).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmos.cpu.base import CPU, CPUError, Piece, Sampling
+from llmos.dialects.base import CallClosed, CallSyntaxError, Dialect, Malformed, Text, Turn, TurnEnded
+from llmos.events import (
+    ApprovalRequest,
+    ArtifactEvent,
+    CallEvent,
+    Done,
+    Error,
+    Event,
+    PolicyDecision,
+    Progress,
+    ResultEvent,
+    Token,
+)
+from llmos.policy import Decision, Policy, call_digest
+from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
+
+MAX_RESULT_CHARS = 16_000  # longer results are cut here (the memory manager pages them properly)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_steps: int = 16
+    max_tokens: int = 4096
+    max_seconds: float = 600.0
+    max_step_tokens: int = 1024
+
+
+Approver = Callable[[ApprovalRequest], bool]
+
+
+@dataclass
+class _Step:
+    """What one generation produced."""
+
+    text: str = ""
+    tokens: list[int | None] = field(default_factory=list)
+    outcome: CallClosed | TurnEnded | Malformed | None = None
+    visible: str = ""
+
+
+class Kernel:
+    """Runs a conversation on a CPU in a dialect with a set of tools."""
+
+    def __init__(
+        self,
+        cpu: CPU,
+        dialect: Dialect,
+        tools: Registry | Iterable[Tool] = (),
+        *,
+        system: str | None = None,
+        sampling: Sampling | None = None,
+        budgets: Budgets | None = None,
+        policy: Policy | None = None,
+        approver: Approver | None = None,
+        workdir: str | Path | None = None,
+        session_id: str = "",
+        settings: Mapping[str, Any] | None = None,
+        turns: list[Turn] | None = None,
+    ) -> None:
+        from llmos.dialects.llmos import DEFAULT_SYSTEM
+
+        self.cpu = cpu
+        self.dialect = dialect
+        self.tools = tools if isinstance(tools, Registry) else _registry(tools)
+        self.sampling = sampling or Sampling()
+        self.budgets = budgets or Budgets()
+        self.policy = policy or Policy()
+        self.approver = approver
+        self.workdir = Path(workdir) if workdir else Path.cwd()
+        self.session_id = session_id
+        self.settings = dict(settings or {})
+        self.turns: list[Turn] = turns or [Turn("system", system or DEFAULT_SYSTEM, id=0)]
+        self.specs = [tool.spec() for tool in self.tools.tools.values()]
+        self._calls = sum(1 for t in self.turns if t.role == "result")
+        self._progress: list[Progress] = []
+
+    # ------------------------------------------------------------------ turns
+    def _add(self, role: str, text: str, **fields: Any) -> Turn:
+        turn = Turn(role, text, id=len(self.turns), **fields)  # type: ignore[arg-type]
+        self.turns.append(turn)
+        return turn
+
+    def untrusted_in_context(self) -> bool:
+        return any(t.role == "result" and not t.trusted for t in self.turns)
+
+    # ------------------------------------------------------------------ loop
+    def ask(self, text: str, *, force_call: bool = False) -> Iterator[Event]:
+        """Add a user turn and run until the model answers or a budget runs out.
+
+        ``force_call`` constrains the first generation to one well-formed call
+        (grammar-constrained decoding, where the backend supports it).
+        """
+        self._add("user", text)
+        started = time.monotonic()
+        steps = generated = 0
+        answer: list[str] = []
+        while True:
+            left = self.budgets.max_tokens - generated
+            if time.monotonic() - started > self.budgets.max_seconds:
+                yield from self._stop("budget_time", f"the turn ran past {self.budgets.max_seconds:.0f} s", answer, steps)
+                return
+            sampling = dataclasses.replace(self.sampling, max_tokens=min(self.budgets.max_step_tokens, left))
+            if force_call and steps == 0:
+                sampling = dataclasses.replace(sampling, **self.dialect.forced_call(self.specs))
+            step = _Step()
+            try:
+                yield from self._generate(sampling, step, started)
+            except CPUError as exc:
+                self._record_chunk(step)
+                yield Error("backend", str(exc))
+                yield Done("".join(answer), "error", steps, self.cpu.counters.as_dict())
+                return
+            generated += len(step.tokens)
+            answer.append(step.visible)
+            self._record_chunk(step)
+            if isinstance(step.outcome, TurnEnded) or (step.outcome is None and len(step.tokens) < sampling.max_tokens):
+                yield Done("".join(answer).strip(), "answer", steps, self.cpu.counters.as_dict())
+                return
+            if step.outcome is None:
+                code = "budget_tokens" if generated >= self.budgets.max_tokens else "runaway"
+                message = f"generation stopped after {len(step.tokens)} tokens without ending the turn"
+                yield from self._stop(code, message, answer, steps)
+                return
+            steps += 1
+            if steps > self.budgets.max_steps:
+                yield from self._stop("budget_steps", f"more than {self.budgets.max_steps} tool calls", answer, steps)
+                return
+            answer.clear()  # the answer is what follows the last call
+            yield from self._system_call(step.outcome)
+
+    def _generate(self, sampling: Sampling, step: _Step, started: float) -> Iterator[Event]:
+        self.cpu.load(self.dialect.render(self.turns, self.specs))
+        parser = self.dialect.parser(controls=_reports_controls(self.cpu))
+        stream = self.cpu.generate(sampling)
+        try:
+            for piece in stream:
+                step.tokens.append(piece.token)
+                step.text += piece.text
+                for event in parser.feed(piece):
+                    yield from self._observe(event, step)
+                if step.outcome is not None:
+                    return  # the call closed: stop decoding at once
+                if time.monotonic() - started > self.budgets.max_seconds:
+                    return
+            for event in parser.finish():
+                yield from self._observe(event, step)
+        finally:
+            stream.close()
+
+    def _observe(self, event: object, step: _Step) -> Iterator[Event]:
+        if isinstance(event, Text):
+            step.visible += event.text
+            yield Token(event.text)
+        elif isinstance(event, CallClosed | TurnEnded | Malformed) and step.outcome is None:
+            step.outcome = event
+
+    def _record_chunk(self, step: _Step) -> None:
+        if not step.tokens:
+            return
+        tokens = tuple(t for t in step.tokens if t is not None)
+        exact = tokens if len(tokens) == len(step.tokens) else None
+        self._add("assistant", step.text, tokens=exact, ended=isinstance(step.outcome, TurnEnded))
+
+    def _stop(self, code: str, message: str, answer: list[str], steps: int) -> Iterator[Event]:
+        yield Error(code, message)
+        yield Done("".join(answer).strip(), "budget", steps, self.cpu.counters.as_dict())
+
+    # ------------------------------------------------------------------ system calls
+    def _system_call(self, outcome: CallClosed | Malformed) -> Iterator[Event]:
+        self._calls += 1
+        call_id = f"call_{self._calls}"
+        if isinstance(outcome, Malformed):
+            yield from self._result(call_id, "?", _error(outcome.message), 0.0)
+            return
+        try:
+            call = self.dialect.parse(outcome.raw)
+        except CallSyntaxError as exc:
+            yield from self._result(call_id, "?", _error(str(exc)), 0.0)
+            return
+        yield CallEvent(call_id, call.name, call.arguments, call.raw)
+        tool = self.tools.tools.get(call.name)
+        if tool is None:
+            message = f"there is no tool named {call.name!r}; the tools are: {', '.join(self.tools.names()) or 'none'}"
+            yield from self._result(call_id, call.name, _error(message), 0.0)
+            return
+        allowed = yield from self._check(call_id, tool, call.arguments)
+        if not allowed:
+            yield from self._result(call_id, call.name, _error("the policy did not allow this call"), 0.0)
+            return
+        started = time.perf_counter()
+        result = self._run(tool, call.arguments)
+        yield from self._progress_events()
+        yield from self._result(call_id, call.name, result, time.perf_counter() - started)
+
+    def _check(self, call_id: str, tool: Tool, arguments: dict[str, Any]) -> Iterator[Event]:
+        decision: Decision = self.policy.decide(tool, arguments, untrusted_context=self.untrusted_in_context())
+        approved: bool | None = None
+        if decision.action == "ask":
+            request = ApprovalRequest(call_id, tool.name, arguments, "; ".join(decision.reasons),
+                                      call_digest(tool.name, arguments))
+            yield request
+            approved = bool(self.approver and self.approver(request))
+        yield PolicyDecision(call_id, tool.name, decision.action, list(decision.reasons), approved)
+        return decision.action == "allow" or approved is True
+
+    def _run(self, tool: Tool, arguments: dict[str, Any]) -> ToolResult:
+        context = ToolContext(
+            session_id=self.session_id,
+            workdir=self.workdir,
+            emit=lambda kind, data: self._progress.append(Progress(tool.name, {"kind": kind, **data})),
+            settings=self.settings,
+        )
+        try:
+            return tool.run(arguments, context)
+        except ToolError as exc:
+            return _error(str(exc))
+        except Exception as exc:  # a broken app must not take the kernel down; the model is told
+            return _error(f"the tool failed: {type(exc).__name__}: {exc}")
+
+    def _progress_events(self) -> Iterator[Event]:
+        events, self._progress = self._progress, []
+        yield from events
+
+    def _result(self, call_id: str, name: str, result: ToolResult, seconds: float) -> Iterator[Event]:
+        text = result.text
+        if len(text) > MAX_RESULT_CHARS:
+            cut = len(text) - MAX_RESULT_CHARS
+            text = text[:MAX_RESULT_CHARS] + f"\n[… {cut} more characters cut]"
+        trusted = result.trust == Trust.TRUSTED
+        self._add("result", text, trusted=trusted, source=result.source or name, meta={"call": call_id})
+        for artifact in result.artifacts:
+            yield ArtifactEvent(str(artifact.path), artifact.mime, artifact.description)
+        artifacts = [str(a.path) for a in result.artifacts]
+        yield ResultEvent(call_id, name, text, result.is_error, str(result.trust), result.source, seconds, artifacts)
+
+
+def _error(message: str) -> ToolResult:
+    return ToolResult(text=f"error: {message}", is_error=True)
+
+
+def _registry(tools: Iterable[Tool]) -> Registry:
+    registry = Registry()
+    for tool in tools:
+        registry.add(tool)
+    if registry.problems:
+        raise ValueError("; ".join(registry.problems))
+    return registry
+
+
+def _reports_controls(cpu: CPU) -> bool:
+    """Token backends mark control tokens; text backends (HTTP, scripted) do not."""
+    return bool(getattr(cpu, "reports_controls", False))
+
+
+def first_piece_text(pieces: Iterable[Piece]) -> str:  # pragma: no cover - debugging aid
+    return "".join(p.text for p in pieces)

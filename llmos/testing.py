@@ -1,0 +1,132 @@
+"""Public test helpers for llmos and its plugin authors.
+
+* :func:`write_tiny_gguf` writes a real GGUF model (llama architecture, tiny
+  random weights) whose vocabulary holds the given special tokens as control
+  tokens, so dialects run through real llama.cpp with real special tokens. Its
+  output is noise; it is for plumbing, never for quality.
+* :class:`ScriptedCPU` replays fixed model outputs through the kernel: the way to
+  test a tool or a policy without a model. It is a text-only backend, exactly
+  like an HTTP server would be.
+
+Needs the ``gguf`` and ``numpy`` packages for :func:`write_tiny_gguf` only.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from llmos.cpu.base import Counters, CPUError, Piece, Sampling, Segment
+
+CONTROL, NORMAL, UNKNOWN, BYTE = 3, 1, 2, 6  # llama.cpp token types
+
+
+def tiny_vocabulary(special_tokens: Sequence[str]) -> tuple[list[str], list[int]]:
+    """An SPM vocabulary: unk, bos, eos, 256 byte tokens, printable ASCII, then the specials."""
+    tokens = ["<unk>", "<s>", "</s>"]
+    types = [UNKNOWN, CONTROL, CONTROL]
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [BYTE] * 256
+    chars = ["\u2581"] + [c for c in string.printable if c not in " \t\n\r\x0b\x0c"]
+    tokens += chars
+    types += [NORMAL] * len(chars)
+    tokens += list(special_tokens)
+    types += [CONTROL] * len(special_tokens)
+    return tokens, types
+
+
+def write_tiny_gguf(
+    path: str | Path,
+    special_tokens: Sequence[str],
+    *,
+    n_embd: int = 32,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_ff: int = 64,
+    n_ctx: int = 2048,
+    seed: int = 0,
+    chat_template: str | None = None,
+) -> Path:
+    """Write a random-weight llama GGUF with ``special_tokens`` as control tokens."""
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    tokens, types = tiny_vocabulary(special_tokens)
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("llmos-test-tiny")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
+    if chat_template:
+        writer.add_chat_template(chat_template)
+    writer.add_tensor("token_embd.weight", weight(len(tokens), n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("output.weight", weight(len(tokens), n_embd))
+    for i in range(n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(f"blk.{i}.{name}.weight", weight(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+class ScriptedCPU:
+    """A text-only CPU that answers each :meth:`generate` with the next scripted output.
+
+    The script's strings are what the model "writes", markers included. Running out
+    of script raises :class:`CPUError`, so a test never loops forever.
+    """
+
+    name = "scripted"
+
+    def __init__(self, outputs: Sequence[str], n_ctx: int = 1_000_000, piece_size: int = 3) -> None:
+        self.outputs = list(outputs)
+        self.n_ctx = n_ctx
+        self.piece_size = piece_size
+        self.counters = Counters()
+        self.loads: list[list[Segment]] = []
+
+    def load(self, segments: Sequence[Segment]) -> None:
+        self.loads.append(list(segments))
+
+    def count_tokens(self, text: str, trusted: bool = False) -> int:
+        return max(1, len(text) // 4)
+
+    def generate(self, sampling: Sampling) -> Iterator[Piece]:
+        if not self.outputs:
+            raise CPUError("the scripted model has no more outputs")
+        text = self.outputs.pop(0)
+        for start in range(0, min(len(text), sampling.max_tokens * self.piece_size), self.piece_size):
+            self.counters.tokens_sampled += 1
+            yield Piece(None, text[start : start + self.piece_size])
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,458 @@
+"""The disk: documents and their pages in SQLite (WAL) with a full-text (FTS5, BM25) index.
+
+Contract
+--------
+* One file holds documents, their pages, an FTS5 index over page text and saved KV
+  states keyed by (page, model). The schema version lives in ``PRAGMA user_version``
+  and :data:`MIGRATIONS` brings older files forward when a store is opened; a file
+  newer than this code is refused, never rewritten.
+* A document and all its pages are written in one transaction: after a crash (even
+  ``kill -9`` mid-ingest) a document is either complete or absent. WAL with
+  ``synchronous=NORMAL`` makes committed data survive a process crash; a power cut may
+  lose the last transactions but never corrupts the file.
+* Ingest never loses what is already stored: bad input (missing or binary file,
+  unreadable PDF, empty text, bad trust label) raises before anything is written.
+  Ingesting the same text from the same source twice returns the existing document.
+* :meth:`Store.search` ranks pages with BM25: pages with every query word first, then
+  pages with some of them. Query words are matched as plain words (stemmed, case- and
+  accent-folded); FTS5 query syntax in the query is not interpreted, so any string is
+  a valid query.
+* Page numbers start at 1, as in a book. Token counts are those of the ``count_tokens``
+  the store was opened with at ingest time.
+* A :class:`Store` may be shared between threads (calls are serialised by a lock);
+  several processes may open the same file.
+
+Not covered: embedding search, deleting single pages, and tokens of a different model
+than the one that counted them (the kernel recounts when it pages text in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmos_memory.extract import extract_file, html_to_text
+from llmos_memory.pages import _STOPWORDS, DEFAULT_PAGE_TOKENS, TokenCounter, estimate_tokens, split_pages
+
+TRUST_LEVELS = ("trusted", "untrusted")
+MAX_QUERY_TERMS = 16
+MAX_RARE_TERMS = 6  # the pair stage ranks at most 15 pairs
+COMMON_FRACTION = 0.02  # a word in more pages than this is treated like a stopword after the first stage
+
+# Each migration is a list of statements run in one transaction; index i brings version i to i + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL DEFAULT 'text',
+            trust TEXT NOT NULL CHECK (trust IN ('trusted', 'untrusted')),
+            sha256 TEXT NOT NULL,
+            n_pages INTEGER NOT NULL,
+            n_tokens INTEGER NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX documents_by_source ON documents (source, sha256)",
+        """CREATE TABLE pages (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            n_tokens INTEGER NOT NULL,
+            last_used REAL NOT NULL DEFAULT 0,
+            pins INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (document_id, number)
+        )""",
+        # External-content index: the text lives once, in pages; triggers keep the index in step.
+        # No stemmer: query words must be looked up in pages_vocab as they are indexed (see search).
+        "CREATE VIRTUAL TABLE pages_fts USING fts5 (text, content='pages', content_rowid='id', "
+        "tokenize='unicode61 remove_diacritics 2')",
+        "CREATE VIRTUAL TABLE pages_vocab USING fts5vocab (pages_fts, 'row')",
+        "CREATE TRIGGER pages_ai AFTER INSERT ON pages BEGIN "
+        "INSERT INTO pages_fts (rowid, text) VALUES (new.id, new.text); END",
+        "CREATE TRIGGER pages_ad AFTER DELETE ON pages BEGIN "
+        "INSERT INTO pages_fts (pages_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+        "CREATE TRIGGER pages_au AFTER UPDATE OF text ON pages BEGIN "
+        "INSERT INTO pages_fts (pages_fts, rowid, text) VALUES ('delete', old.id, old.text); "
+        "INSERT INTO pages_fts (rowid, text) VALUES (new.id, new.text); END",
+        """CREATE TABLE kv_states (
+            page_id INTEGER NOT NULL REFERENCES pages (id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            n_tokens INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (page_id, model)
+        )""",
+    ],
+]
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (schema too new, bad input)."""
+
+
+class PageNotFound(StoreError, KeyError):
+    """No such document or page; the message says what exists."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    source: str
+    title: str
+    kind: str
+    trust: str
+    n_pages: int
+    n_tokens: int
+    sha256: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Page:
+    id: int
+    document_id: int
+    number: int  # 1-based position in its document
+    text: str
+    n_tokens: int
+    source: str  # provenance: where the text came from (path, URL, "tool:browser")
+    trust: str  # "trusted" or "untrusted"
+    title: str
+    last_used: float
+    pins: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    page: Page
+    score: float  # BM25, higher is better
+    snippet: str  # matched words in [brackets]
+
+
+_PAGE_COLUMNS = (
+    "p.id, p.document_id, p.number, p.text, p.n_tokens, d.source, d.trust, d.title, p.last_used, p.pins"
+)
+
+
+def _page(row: Sequence) -> Page:
+    return Page(*row[:10])
+
+
+def _fold(word: str) -> str:
+    """A word as the FTS5 ``unicode61 remove_diacritics 2`` tokenizer indexes it: lower case, no accents."""
+    decomposed = unicodedata.normalize("NFKD", word.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of ``query`` worth searching for: lower-cased, unique, stopwords dropped when others remain.
+
+    Words are split as the index splits them: letters and digits, with ``_`` and punctuation as separators.
+    """
+    words = list(dict.fromkeys(w.lower() for w in re.findall(r"[^\W_]+", query)))
+    content = [w for w in words if w not in _STOPWORDS]
+    return (content or words)[:MAX_QUERY_TERMS]
+
+
+class Store:
+    """Documents, pages and the full-text index in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        count_tokens: TokenCounter = estimate_tokens,
+        page_tokens: int = DEFAULT_PAGE_TOKENS,
+    ) -> None:
+        self.path = Path(path)
+        self.count_tokens = count_tokens
+        self.page_tokens = page_tokens
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "cache_size=-65536"):
+                self._db.execute(f"PRAGMA {pragma}")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        if self.version == len(MIGRATIONS):
+            return
+        with self._write() as db:  # IMMEDIATE: two processes opening a new file migrate one after the other
+            version = self.version
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this llmos understands "
+                    f"({len(MIGRATIONS)}); upgrade llmos to open it"
+                )
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it is committed, or none of it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- ingest ----------------------------------------------------------------------------------
+
+    def add_text(self, text: str, source: str, *, title: str = "", trust: str = "untrusted", kind: str = "text") -> Document:
+        """Store ``text`` as one document split into pages; ``source`` says where it came from."""
+        trust = str(trust)
+        if trust not in TRUST_LEVELS:
+            raise StoreError(f"trust must be one of {TRUST_LEVELS}, got {trust!r}")
+        if not isinstance(text, str):
+            raise StoreError(f"text must be a string, got {type(text).__name__}")
+        if not source:
+            raise StoreError("every document needs a source (a path, a URL, 'tool:NAME', 'user')")
+        pages = split_pages(text, self.count_tokens, self.page_tokens)
+        if not pages:
+            raise StoreError(f"nothing to ingest from {source!r}: the text is empty")
+        sha = hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT id FROM documents WHERE source = ? AND sha256 = ?", (source, sha)).fetchone()
+            if row:  # the same text from the same place: already stored
+                return self._document(row[0])
+            cursor = db.execute(
+                "INSERT INTO documents (source, title, kind, trust, sha256, n_pages, n_tokens, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (source, title or source, kind, trust, sha, len(pages), sum(n for _, n in pages), now),
+            )
+            document_id = int(cursor.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO pages (document_id, number, text, n_tokens) VALUES (?, ?, ?, ?)",
+                [(document_id, number, page, n) for number, (page, n) in enumerate(pages, start=1)],
+            )
+            return self._document(document_id)
+
+    def add_file(self, path: str | Path, *, trust: str = "untrusted", source: str = "") -> Document:
+        """Ingest a text, Markdown, HTML or PDF file; the source defaults to its absolute path."""
+        title, text, kind = extract_file(path)
+        return self.add_text(text, source or str(Path(path).resolve()), title=title, trust=trust, kind=kind)
+
+    def add_html(self, markup: str, source: str, *, trust: str = "untrusted") -> Document:
+        """Ingest a web page's HTML (the browser app's rendered DOM); ``source`` is its URL."""
+        title, text = html_to_text(markup)
+        return self.add_text(text, source, title=title or source, trust=trust, kind="html")
+
+    def delete_document(self, document_id: int) -> None:
+        with self._write() as db:
+            if not db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount:
+                raise PageNotFound(f"no document {document_id}")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _document(self, document_id: int) -> Document:
+        row = self._db.execute(
+            "SELECT id, source, title, kind, trust, n_pages, n_tokens, sha256, created FROM documents WHERE id = ?",
+            (document_id,),
+        ).fetchone()
+        if row is None:
+            raise PageNotFound(f"no document {document_id}")
+        return Document(*row)
+
+    def document(self, document_id: int) -> Document:
+        with self._lock:
+            return self._document(document_id)
+
+    def documents(self, limit: int = 100, offset: int = 0) -> list[Document]:
+        """Documents, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, source, title, kind, trust, n_pages, n_tokens, sha256, created FROM documents "
+                "ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [Document(*row) for row in rows]
+
+    def page(self, document_id: int, number: int) -> Page:
+        """Page ``number`` (1-based) of a document; :class:`PageNotFound` says what exists if it does not."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_PAGE_COLUMNS} FROM pages p JOIN documents d ON d.id = p.document_id "
+                "WHERE p.document_id = ? AND p.number = ?",
+                (document_id, number),
+            ).fetchone()
+            if row is None:
+                document = self._document(document_id)  # raises if the document is missing
+                raise PageNotFound(
+                    f"document {document_id} ({document.title}) has no page {number}; "
+                    f"it has pages 1 to {document.n_pages}"
+                )
+        return _page(row)
+
+    def pages(self, document_id: int) -> list[Page]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_PAGE_COLUMNS} FROM pages p JOIN documents d ON d.id = p.document_id "
+                "WHERE p.document_id = ? ORDER BY p.number",
+                (document_id,),
+            ).fetchall()
+        return [_page(row) for row in rows]
+
+    def search(self, query: str, limit: int = 5) -> list[Hit]:
+        """The best ``limit`` pages for ``query`` by BM25.
+
+        Ranked in stages, each filling what the one before left: pages with every query
+        word, then pages with two of its rarer words, then pages with any rarer word.
+        Words no page contains are ignored; words in more than :data:`COMMON_FRACTION` of
+        pages only count in the first stage (they would make the later ones rank most of
+        the store, like stopwords). Bounding each stage keeps a search fast at a million pages.
+        """
+        terms = query_terms(query)
+        if not terms:
+            raise StoreError(f"nothing to search for in {query!r}: it has no words")
+        limit = max(1, min(int(limit), 100))
+        with self._lock:
+            frequency = {t: self._document_frequency(t) for t in terms}
+            known = sorted((t for t in terms if frequency[t]), key=frequency.__getitem__)  # rarest first
+            if not known:
+                return []
+            common = max(100, int(self._page_count() * COMMON_FRACTION))
+            rare = [t for t in known if frequency[t] <= common][:MAX_RARE_TERMS]
+            stages = [" ".join(f'"{t}"' for t in known)]  # \w words hold no quotes: no FTS5 syntax gets in
+            if len(rare) > 2:
+                stages.append(" OR ".join(f'("{a}" "{b}")' for a, b in itertools.combinations(rare, 2)))
+            if len(rare) > 1 or (rare and len(known) > 1):
+                stages.append(" OR ".join(f'"{t}"' for t in rare))
+            hits: list[Hit] = []
+            for expression in stages:
+                seen = {hit.page.id for hit in hits}
+                hits += [h for h in self._match(expression, limit + len(hits)) if h.page.id not in seen]
+                hits = hits[:limit]
+                if len(hits) >= limit:
+                    break
+        return hits
+
+    def _document_frequency(self, term: str) -> int:
+        row = self._db.execute("SELECT doc FROM pages_vocab WHERE term = ?", (_fold(term),)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _page_count(self) -> int:
+        # max(id) is an index lookup; count(*) would scan a million rows. Deleted pages make it an overestimate.
+        return int(self._db.execute("SELECT coalesce(max(id), 0) FROM pages").fetchone()[0])
+
+    def _match(self, expression: str, limit: int) -> list[Hit]:
+        # The inner query lets FTS5 order by rank and stop at the limit before the join and snippets.
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_PAGE_COLUMNS}, top.rank, top.snippet FROM ("
+                "  SELECT rowid, rank, snippet(pages_fts, 0, '[', ']', '…', 16) AS snippet FROM pages_fts"
+                "  WHERE pages_fts MATCH ? ORDER BY rank LIMIT ?"
+                ") AS top JOIN pages p ON p.id = top.rowid JOIN documents d ON d.id = p.document_id "
+                "ORDER BY top.rank",
+                (expression, limit),
+            ).fetchall()
+        return [Hit(_page(row), -float(row[10]), row[11]) for row in rows]
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            documents, pages, tokens = self._db.execute(
+                "SELECT count(*), coalesce(sum(n_pages), 0), coalesce(sum(n_tokens), 0) FROM documents"
+            ).fetchone()
+        return {"documents": documents, "pages": pages, "tokens": tokens}
+
+    # -- page bookkeeping ------------------------------------------------------------------------
+
+    def touch(self, page_ids: Sequence[int], when: float | None = None) -> None:
+        """Record that pages were just used (recalled, opened, paged in)."""
+        stamp = time.time() if when is None else when
+        with self._write() as db:
+            db.executemany("UPDATE pages SET last_used = ? WHERE id = ?", [(stamp, i) for i in page_ids])
+
+    def pin(self, page_id: int) -> None:
+        """Pin a page (pins count: each pin needs its own unpin)."""
+        self._change_pins(page_id, +1)
+
+    def unpin(self, page_id: int) -> None:
+        self._change_pins(page_id, -1)
+
+    def _change_pins(self, page_id: int, delta: int) -> None:
+        with self._write() as db:
+            if not db.execute("UPDATE pages SET pins = max(0, pins + ?) WHERE id = ?", (delta, page_id)).rowcount:
+                raise PageNotFound(f"no page with id {page_id}")
+
+    # -- saved KV states (swap) ------------------------------------------------------------------
+
+    def save_kv(self, page_id: int, model: str, n_tokens: int, data: bytes) -> None:
+        """Keep a page's evaluated KV state for ``model`` so paging it back in can skip prefill."""
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO kv_states (page_id, model, n_tokens, data, created) VALUES (?, ?, ?, ?, ?)",
+                    (page_id, model, n_tokens, sqlite3.Binary(data), time.time()),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise PageNotFound(f"no page with id {page_id}") from exc
+
+    def load_kv(self, page_id: int, model: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data FROM kv_states WHERE page_id = ? AND model = ?", (page_id, model)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def drop_kv(self, model: str | None = None) -> int:
+        """Forget saved KV states (of one model, or all); returns how many were dropped."""
+        with self._write() as db:
+            if model is None:
+                return db.execute("DELETE FROM kv_states").rowcount
+            return db.execute("DELETE FROM kv_states WHERE model = ?", (model,)).rowcount
+
+    # -- maintenance -----------------------------------------------------------------------------
+
+    def optimize(self) -> None:
+        """Merge the full-text index into one segment (faster search after bulk ingest)."""
+        with self._write() as db:
+            db.execute("INSERT INTO pages_fts (pages_fts) VALUES ('optimize')")
+
+    def check(self) -> None:
+        """Raise :class:`StoreError` if the file or the full-text index is damaged."""
+        with self._lock:
+            result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+            if result != "ok":
+                raise StoreError(f"{self.path} failed integrity_check: {result}")
+            try:
+                self._db.execute("INSERT INTO pages_fts (pages_fts, rank) VALUES ('integrity-check', 1)")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path}: the full-text index does not match the pages: {exc}") from exc

@@ -1,0 +1,616 @@
+"""One persistent, isolated Jupyter kernel per session: :class:`Sandbox`.
+
+Contract
+--------
+* ``Sandbox(config).run(code, timeout)`` executes a cell in a kernel that keeps its
+  variables between calls and returns a :class:`RunResult`: stdout, stderr, rich
+  outputs (mime bundles: ``text/plain``, ``image/png`` in base64, ``text/html``),
+  the error with its traceback, and flags: ``timed_out``, ``memory_exceeded``,
+  ``killed``, ``restarted``, ``output_truncated``. ``run`` never raises for
+  anything the code does; it raises :class:`SandboxError` only when a kernel
+  cannot be started at all (and :class:`IsolationError` when the host gives less
+  isolation than the configuration requires: fail closed).
+* Always on: a separate process group (and pid namespace where allowed), an
+  environment built from scratch (nothing of the parent's leaks in), a private
+  working folder, resource limits, IPC transport in a private 0700 folder, JSON
+  messages only (nothing is ever unpickled from the kernel), output caps (a flood
+  is cut, the rest kept under ``.output/`` in the working folder, the cell
+  interrupted past ``max_output_bytes``), child processes that do not outlive
+  their cell.
+* Timeouts escalate: SIGINT (state kept), then after ``interrupt_grace`` the whole
+  sandbox is killed and a fresh kernel started (``restarted``: state lost). A kernel
+  that dies by itself is restarted the same way, and the result says so.
+
+Not covered: the warm pool (:mod:`llmos_sandbox.pool`), figures as files (the python
+app asks the kernel for them), stdin (``input()`` fails in the kernel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import zmq
+from jupyter_client.session import Session
+
+from llmos_sandbox.isolation import (
+    CLONE_NEWNET,
+    Isolation,
+    IsolationError,
+    cgroup_create,
+    cgroup_kill,
+    cgroup_remove,
+    probe,
+    want_namespaces,
+)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_counter = itertools.count(1)
+
+
+class SandboxError(RuntimeError):
+    """A kernel could not be started or used (not the code's fault)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-kernel resource limits. ``processes`` bounds the whole sandbox (cgroup) where possible."""
+
+    cpu_seconds: int = 900  # CPU time over the kernel's life; past it the kernel is killed and restarted
+    memory_bytes: int = 3 * 2**30  # address space per process: a bomb gets MemoryError
+    file_size_bytes: int = 256 * 2**20  # largest file a kernel may write
+    processes: int = 64
+    open_files: int = 512
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How a sandbox runs. ``require`` fails closed; ``prefer`` takes what the host gives."""
+
+    limits: Limits = Limits()
+    timeout: float = 30.0  # default wall-clock seconds per cell
+    interrupt_grace: float = 2.0  # after SIGINT, how long before the sandbox is killed
+    start_timeout: float = 60.0
+    max_output_chars: int = 20_000  # per stream, kept in the result
+    max_output_bytes: int = 32 * 2**20  # per cell, everything: past it the cell is interrupted
+    max_rich_outputs: int = 50
+    network: Literal["require", "prefer", "allow"] = "prefer"
+    confine_writes: Literal["require", "prefer", "off"] = "prefer"
+    startup_code: str = ""  # run once after each (re)start, e.g. imports
+    python: str = sys.executable
+    root: str | None = None  # parent folder for session folders (default: the temp folder)
+    env: tuple[tuple[str, str], ...] = ()  # extra variables for the kernel (nothing is inherited)
+
+
+@dataclass
+class KernelError:
+    name: str
+    value: str
+    traceback: list[str]
+
+    def last_lines(self, count: int = 8) -> str:
+        lines = "\n".join(self.traceback).splitlines()
+        return "\n".join(lines[-count:])
+
+
+@dataclass
+class Output:
+    """A rich output: ``kind`` is ``execute_result`` or ``display_data``; ``data`` maps mime to text."""
+
+    kind: str
+    data: dict[str, str]
+
+
+@dataclass
+class RunResult:
+    stdout: str = ""
+    stderr: str = ""
+    outputs: list[Output] = field(default_factory=list)
+    error: KernelError | None = None
+    execution_count: int | None = None
+    timed_out: bool = False
+    memory_exceeded: bool = False
+    killed: bool = False
+    restarted: bool = False
+    output_truncated: bool = False
+    overflow_files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the sandbox did, in words for the model
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not (self.timed_out or self.killed)
+
+    @property
+    def value(self) -> str | None:
+        """The ``text/plain`` repr of the cell's last expression, if it had one."""
+        for output in self.outputs:
+            if output.kind == "execute_result":
+                return output.data.get("text/plain")
+        return None
+
+
+class _Capture:
+    """Collects one cell's output within the caps, spilling streams into files."""
+
+    def __init__(self, config: SandboxConfig, spill_dir: Path, cell: int) -> None:
+        self.config = config
+        self.spill_dir = spill_dir
+        self.cell = cell
+        self.kept: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.kept_chars = {"stdout": 0, "stderr": 0}
+        self.spill: dict[str, IO[str]] = {}
+        self.total_bytes = 0
+        self.result = RunResult()
+
+    @property
+    def over_limit(self) -> bool:
+        return self.total_bytes > self.config.max_output_bytes
+
+    def stream(self, name: str, text: str) -> None:
+        name = name if name in self.kept else "stderr"
+        self.total_bytes += len(text)
+        room = self.config.max_output_chars - self.kept_chars[name]
+        if room > 0:
+            self.kept[name].append(text[:room])
+            self.kept_chars[name] += min(room, len(text))
+        if len(text) > room:
+            self.result.output_truncated = True
+            self._spill(name, text[max(room, 0) :])
+
+    def _spill(self, name: str, rest: str) -> None:
+        """Keep what did not fit in a file, which holds the whole stream."""
+        if name not in self.spill:
+            self.spill_dir.mkdir(exist_ok=True)
+            path = self.spill_dir / f"cell-{self.cell}-{name}.txt"
+            self.spill[name] = path.open("w", encoding="utf-8", errors="replace")
+            self.result.overflow_files.append(path)
+            self.spill[name].write("".join(self.kept[name]))
+        if self.spill[name].tell() < self.config.max_output_bytes:
+            self.spill[name].write(rest)
+
+    def rich(self, kind: str, data: dict[str, Any]) -> None:
+        size = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
+        self.total_bytes += size
+        if len(self.result.outputs) >= self.config.max_rich_outputs or self.over_limit:
+            self.result.output_truncated = True
+            return
+        texts = {mime: v if isinstance(v, str) else json.dumps(v) for mime, v in data.items()}
+        self.result.outputs.append(Output(kind, texts))
+
+    def finish(self) -> RunResult:
+        for handle in self.spill.values():
+            handle.close()
+        for name in ("stdout", "stderr"):
+            setattr(self.result, name, "".join(self.kept[name]))
+        return self.result
+
+
+class Sandbox:
+    """A persistent isolated kernel with a private working folder (``workdir``)."""
+
+    def __init__(self, config: SandboxConfig | None = None, isolation: Isolation | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.isolation = effective_isolation(self.config, isolation or probe())
+        self.session_id = ""
+        self.root = Path(tempfile.mkdtemp(prefix="llmos-sbx-", dir=self.config.root))
+        self.root.chmod(0o700)
+        self.workdir, self.home, self.rundir = self.root / "work", self.root / "home", self.root / "run"
+        for folder in (self.workdir, self.home, self.home / "tmp", self.rundir):
+            folder.mkdir(mode=0o700)
+        self._cgroup = None
+        if "cgroup_pids" in self.isolation.mechanisms:
+            self._cgroup = cgroup_create(f"llmos-{os.getpid()}-{next(_counter)}", self.config.limits.processes)
+        self._context = zmq.Context.instance()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._sockets: list[zmq.Socket[bytes]] = []
+        self._cells = 0
+        self.closed = False
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- public --------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def run(self, code: str, timeout: float | None = None) -> RunResult:
+        """Execute ``code`` in the kernel; contained, whatever it does."""
+        if self.closed:
+            raise SandboxError("this sandbox is closed")
+        notes = []
+        if not self.alive:
+            notes.append("the kernel had died since the last call; it was restarted and its variables are lost")
+            self.restart()
+        started = time.monotonic()
+        self._cells += 1
+        capture = _Capture(self.config, self.workdir / ".output", self._cells)
+        result = self._execute(code, timeout or self.config.timeout, capture)
+        result.notes[:0] = notes
+        result.restarted = result.restarted or bool(notes)
+        if result.error and result.error.name == "MemoryError":
+            result.memory_exceeded = True
+            result.notes.append(f"the cell ran out of memory (limit {self.config.limits.memory_bytes // 2**20} MiB)")
+        if self.alive and not result.restarted:
+            killed = self._kill_strays()
+            if killed:
+                result.notes.append(f"{killed} child process(es) the cell left running were killed")
+        result.duration_s = time.monotonic() - started
+        return result
+
+    def interrupt(self) -> None:
+        if self._kernel_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._kernel_pid, signal.SIGINT)
+
+    def restart(self) -> None:
+        """Kill everything in the sandbox and start a fresh kernel (files stay, variables go)."""
+        self._stop()
+        self._start()
+
+    def close(self) -> None:
+        """Kill the kernel and delete the session folder. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop()
+        if self._cgroup:
+            cgroup_remove(self._cgroup)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one cell ------------------------------------------------------------------------
+
+    def _execute(self, code: str, timeout: float, capture: _Capture) -> RunResult:
+        result = capture.result
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+        message = self._session.msg("execute_request", {**content, "allow_stdin": False, "stop_on_error": True})
+        msg_id = message["header"]["msg_id"]
+        self._session.send(self._shell, message)
+        deadline = time.monotonic() + timeout
+        interrupted = False
+        reply: dict[str, Any] | None = None
+        idle = False
+        while reply is None or not idle:
+            now = time.monotonic()
+            if now >= deadline or (capture.over_limit and not interrupted):
+                if interrupted:  # SIGINT was not enough: take the whole sandbox down
+                    self._kill_and_restart(result, "did not stop after an interrupt")
+                    break
+                if capture.over_limit:
+                    result.notes.append(f"the cell printed over {self.config.max_output_bytes:,} bytes; interrupted")
+                else:
+                    result.timed_out = True
+                    result.notes.append(f"the cell ran past its {timeout:g} s timeout; interrupted")
+                self.interrupt()
+                interrupted = True
+                deadline = now + self.config.interrupt_grace
+                continue
+            events = dict(self._poller.poll(int(min(deadline - now, 0.25) * 1000) + 1))
+            if not events:
+                if not self.alive:
+                    self._kill_and_restart(result, f"died ({describe_exit(self._process)})")
+                    break
+                continue
+            if self._iopub in events:
+                idle = self._drain_iopub(msg_id, capture) or idle
+            if self._shell in events:
+                reply = self._drain_shell(msg_id) or reply
+        if reply is not None:
+            result.execution_count = reply["content"].get("execution_count")
+        return capture.finish()
+
+    def _drain_iopub(self, msg_id: str, capture: _Capture) -> bool:
+        idle = False
+        while True:
+            _, message = self._session.recv(self._iopub, mode=zmq.NOBLOCK)
+            if message is None:
+                return idle
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                capture.stream(content.get("name", "stdout"), content.get("text", ""))
+            elif kind in ("execute_result", "display_data", "update_display_data"):
+                capture.rich("display_data" if kind == "update_display_data" else kind, content.get("data", {}))
+            elif kind == "error":
+                traceback = [_ANSI.sub("", line) for line in content.get("traceback", [])]
+                capture.result.error = KernelError(content.get("ename", ""), content.get("evalue", ""), traceback)
+            elif kind == "status" and content.get("execution_state") == "idle":
+                idle = True
+
+    def _drain_shell(self, msg_id: str) -> dict[str, Any] | None:
+        found = None
+        while True:
+            _, message = self._session.recv(self._shell, mode=zmq.NOBLOCK)
+            if message is None:
+                return found
+            if message["parent_header"].get("msg_id") == msg_id:
+                found = message
+
+    def _kill_and_restart(self, result: RunResult, why: str) -> None:
+        result.killed = True
+        self._stop()
+        self._start()
+        result.restarted = True
+        result.notes.append(f"the kernel {why}; a fresh kernel was started: all variables are lost (files are kept)")
+
+    # --- processes -----------------------------------------------------------------------
+
+    def _kill_strays(self) -> int:
+        """Kill processes the cell left behind (children of the kernel, orphans adopted by init)."""
+        killed = 0
+        for _ in range(20):
+            strays = [p for p in _children(self._init_pid) if p != self._kernel_pid] + _children(self._kernel_pid)
+            strays = [p for p in strays if not _is_zombie(p)]
+            if not strays:
+                return killed
+            for pid in strays:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)  # let them die, so their children are re-parented to init
+        self._stop()  # a tree that keeps growing: start over
+        self._start()
+        return killed
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        key = secrets.token_hex(32)
+        for stale in self.rundir.iterdir():
+            stale.unlink()
+        connection = {
+            "transport": "ipc",
+            "ip": str(self.rundir / "k"),
+            **{f"{name}_port": port for port, name in enumerate(["shell", "iopub", "stdin", "control", "hb"], 1)},
+            "key": key,
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": "llmos",
+        }
+        connection_file = self.rundir / "connection.json"
+        connection_file.write_text(json.dumps(connection))
+        connection_file.chmod(0o600)
+        plan = self._plan(connection_file)
+        launcher_env = {"PATH": os.defpath, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        with (self.root / "kernel.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [self.config.python, "-m", "llmos_sandbox.launcher", json.dumps(plan)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=launcher_env,
+                cwd=self.workdir,
+            )
+        self._session = Session(
+            key=key.encode(), signature_scheme="hmac-sha256", packer="json", unpacker="json", username="llmos"
+        )
+        self._shell = self._socket(zmq.DEALER, 1)
+        self._iopub = self._socket(zmq.SUB, 2)
+        self._iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._poller = zmq.Poller()
+        self._poller.register(self._shell, zmq.POLLIN)
+        self._poller.register(self._iopub, zmq.POLLIN)
+        self._init_pid = self._kernel_pid = 0
+        self._handshake()
+        if self.config.startup_code:
+            result = self._execute(
+                self.config.startup_code, self.config.start_timeout, _Capture(self.config, self.home, 0)
+            )
+            if not result.ok:
+                detail = result.error.last_lines() if result.error else "; ".join(result.notes)
+                raise SandboxError(f"the startup code failed: {detail}")
+
+    def _plan(self, connection_file: Path) -> dict[str, Any]:
+        mechanisms = self.isolation.mechanisms
+        flags = want_namespaces() if "namespaces" in mechanisms else 0
+        if self.config.network == "allow":
+            flags &= ~CLONE_NEWNET
+        limits = self.config.limits
+        rlimits = {
+            "RLIMIT_CPU": [limits.cpu_seconds, limits.cpu_seconds + 5],
+            "RLIMIT_AS": [limits.memory_bytes, limits.memory_bytes],
+            "RLIMIT_FSIZE": [limits.file_size_bytes, limits.file_size_bytes],
+            "RLIMIT_NOFILE": [limits.open_files, limits.open_files],
+            "RLIMIT_CORE": [0, 0],
+        }
+        if os.geteuid() != 0 and self._cgroup is None:  # per-uid, so on top of what the user runs already
+            count = _user_process_count() + limits.processes
+            rlimits["RLIMIT_NPROC"] = [count, count]
+        landlock = None
+        if self.isolation.writes:
+            landlock = {
+                "write_dirs": [str(self.workdir), str(self.home), str(self.rundir)],
+                "write_files": ["/dev/null"],
+                "deny_tcp": self.config.network != "allow",
+            }
+        argv = [self.config.python, "-m", "ipykernel_launcher", "-f", str(connection_file)]
+        argv += ["--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR"]
+        return {
+            "mode": "kernel",
+            "cgroup": str(self._cgroup) if self._cgroup else None,
+            "unshare": flags,
+            "landlock": landlock,
+            "rlimits": rlimits,
+            "cwd": str(self.workdir),
+            "argv": argv,
+            "env": self._kernel_env(),
+        }
+
+    def _kernel_env(self) -> dict[str, str]:
+        """Built from nothing: no variable of the parent's (keys, tokens) reaches the kernel."""
+        home = str(self.home)
+        env = {
+            "PATH": f"{Path(self.config.python).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": home,
+            "TMPDIR": str(self.home / "tmp"),
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": f"{home}/.matplotlib",
+            "IPYTHONDIR": f"{home}/.ipython",
+            "JUPYTER_CONFIG_DIR": f"{home}/.jupyter",
+            "JUPYTER_DATA_DIR": f"{home}/.jupyter",
+            "JUPYTER_RUNTIME_DIR": str(self.rundir),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "XDG_CACHE_HOME": f"{home}/.cache",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        }
+        env.update(dict(self.config.env))
+        return env
+
+    def _socket(self, kind: int, port: int) -> zmq.Socket[bytes]:
+        sock = self._context.socket(kind)
+        sock.linger = 0
+        sock.connect(f"ipc://{self.rundir}/k-{port}")
+        self._sockets.append(sock)
+        return sock
+
+    def _handshake(self) -> None:
+        """Ask for kernel_info until both the reply and an iopub message arrive (iopub is subscribed)."""
+        deadline = time.monotonic() + self.config.start_timeout
+        replied = heard = False
+        while not (replied and heard):
+            if self._process is None or self._process.poll() is not None:
+                self._fail_start(f"the kernel exited during start ({describe_exit(self._process)})")
+            if time.monotonic() > deadline:
+                self._fail_start(f"the kernel did not answer within {self.config.start_timeout:g} s")
+            if not replied:
+                self._session.send(self._shell, "kernel_info_request", {})
+            events = dict(self._poller.poll(200))
+            if self._shell in events:
+                replied = self._drain(self._shell) or replied
+            if self._iopub in events:
+                heard = self._drain(self._iopub) or heard
+        init = _children(self._process.pid)
+        self._init_pid = init[0] if init else 0
+        kernel = _children(self._init_pid) if self._init_pid else []
+        self._kernel_pid = kernel[0] if kernel else 0
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> bool:
+        """Discard what is waiting on ``sock``; True if anything was."""
+        got = False
+        while self._session.recv(sock, mode=zmq.NOBLOCK)[1] is not None:
+            got = True
+        return got
+
+    def _fail_start(self, why: str) -> None:
+        code = self._process.poll() if self._process else None
+        log = _tail(self.root / "kernel.log")
+        self._stop()
+        if code == 78:
+            raise IsolationError(f"{why}; the sandbox failed closed: {log}")
+        raise SandboxError(f"{why}: {log}")
+
+    def _stop(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets.clear()
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if self._cgroup:
+            cgroup_kill(self._cgroup)
+        for pid in (self._init_pid, self._kernel_pid):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        self._init_pid = self._kernel_pid = 0
+
+
+def effective_isolation(config: SandboxConfig, host: Isolation) -> Isolation:
+    """What a sandbox with ``config`` gets on a host that offers ``host``; raises when short (fail closed)."""
+    if config.network == "require" and not host.network:
+        raise IsolationError(f"network isolation is required but this host cannot give it: {host.level}")
+    if config.confine_writes == "require" and not host.writes:
+        raise IsolationError(f"write confinement is required but this host cannot give it: {host.level}")
+    return replace(
+        host,
+        network=host.network and config.network != "allow",
+        writes=host.writes and config.confine_writes != "off",
+    )
+
+
+def describe_exit(process: subprocess.Popen[bytes] | None) -> str:
+    code = process.poll() if process else None
+    if code is None:
+        return "still running"
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"exit status {code}"
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.extend(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # gone
+
+
+def _user_process_count() -> int:
+    uid = os.getuid()
+    return sum(1 for entry in os.scandir("/proc") if entry.name.isdigit() and _owner(entry.path) == uid)
+
+
+def _owner(path: str) -> int:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return -1
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no kernel log)"
+    return text[-limit:].strip() or "(empty kernel log)"

@@ -1,0 +1,47 @@
+"""Shared test helpers.
+
+``need(condition, reason)``: a test that needs a real component (Chromium, a model
+file, ipykernel, torch) calls this. Outside CI a missing component skips with the
+reason; in CI (``CI=true`` or ``LLMOS_REQUIRE=1``) it fails, so nothing the suite
+depends on can go missing silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MODELS = REPO.parent / "shared" / "models"
+STORIES = SHARED_MODELS / "stories260K.gguf"
+
+
+def strict() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("LLMOS_REQUIRE") == "1"
+
+
+def need(condition: object, reason: str) -> None:
+    if condition:
+        return
+    if strict():
+        pytest.fail(f"required component missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def need_module(name: str) -> None:
+    need(importlib.util.find_spec(name) is not None, f"python package {name!r} is not installed")
+
+
+def need_binary(name: str) -> str:
+    path = shutil.which(name)
+    need(path, f"program {name!r} is not on PATH")
+    return path or ""
+
+
+def stories_model() -> Path:
+    need(STORIES.exists(), f"{STORIES} is absent (it ships beside the project in this workplace)")
+    return STORIES

@@ -1,0 +1,30 @@
+"""llmos_tools: the ABI between llmos and its apps. A leaf package: it never imports ``llmos``.
+
+Front door::
+
+    from llmos_tools import tool, Effect, ToolResult, ToolError, hookimpl
+"""
+
+from llmos_tools.abi import READ_ONLY, Artifact, Effect, Tool, ToolContext, ToolError, ToolResult, Trust
+from llmos_tools.decorator import make_tool, tool
+from llmos_tools.plugins import ENTRY_POINT_GROUP, Registry, hookimpl, hookspec, load_tools
+from llmos_tools.schema import validate_arguments
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "READ_ONLY",
+    "Artifact",
+    "Effect",
+    "Registry",
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "ToolResult",
+    "Trust",
+    "hookimpl",
+    "hookspec",
+    "load_tools",
+    "make_tool",
+    "tool",
+    "validate_arguments",
+]
