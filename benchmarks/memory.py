@@ -48,7 +48,8 @@ class Language:
 
     def __init__(self, seed: int = 1) -> None:
         rng = random.Random(seed)
-        syllables = "ka lo mi ra tu ne so vi de ph an el or us th ix qu bo za ge".split()
+        syllables = ["ka", "lo", "mi", "ra", "tu", "ne", "so", "vi", "de", "ph",
+                     "an", "el", "or", "us", "th", "ix", "qu", "bo", "za", "ge"]  # fmt: skip
         words: dict[str, None] = {}
         while len(words) < VOCABULARY:
             words["".join(rng.choice(syllables) for _ in range(rng.randint(2, 4)))] = None
@@ -108,7 +109,7 @@ def measure_recall(args: argparse.Namespace) -> dict[str, Any]:
     language = Language()
     with open_corpus(args.pages, args.log) as store:
         rng = random.Random(3)
-        queries = []
+        queries: list[str] = []
         top_page = store.stats()["pages"]
         while len(queries) < QUERIES:
             row = store._db.execute("SELECT text FROM pages WHERE id = ?", (rng.randint(1, top_page),)).fetchone()

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmos.cpu.base import CPU, CPUError, Piece, Sampling
+from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling
 from llmos.dialects.base import CallClosed, CallSyntaxError, Dialect, Malformed, Text, Turn, TurnEnded
 from llmos.events import (
     ApprovalRequest,
@@ -145,7 +145,7 @@ class Kernel:
                 yield from self._generate(sampling, step, started)
             except CPUError as exc:
                 self._record_chunk(step)
-                yield Error("backend", str(exc))
+                yield Error("context_full" if isinstance(exc, ContextOverflow) else "backend", str(exc))
                 yield Done("".join(answer), "error", steps, self.cpu.counters.as_dict())
                 return
             generated += len(step.tokens)

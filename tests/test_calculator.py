@@ -201,7 +201,7 @@ def test_errors_are_clear_and_quick(expression: str, message: str) -> None:
     started = time.perf_counter()
     with pytest.raises(ToolError, match=message):
         evaluate(expression)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 10  # a hang guard, not a speed claim (speed lives in benchmarks)
 
 
 def test_long_flat_expressions_need_no_recursion() -> None:
@@ -214,7 +214,7 @@ def test_tool_through_the_entry_point() -> None:
     assert registry.problems == []
     calculator = registry["calculator"]
     assert calculator.effects == READ_ONLY
-    assert "percent" in calculator.description
+    assert "%" in calculator.description
     assert calculator.parameters["required"] == ["expression"]
     assert "description" in calculator.parameters["properties"]["expression"]
     assert calculator.run({"expression": "400/1400"}).text == "0.2857142857"

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import need_module
-
 from llmos_memory import MIGRATIONS, ExtractError, PageNotFound, Store, StoreError, estimate_tokens, split_pages
 
 # -- pages --------------------------------------------------------------------------------------
@@ -31,7 +31,7 @@ def test_split_pages_respects_budget_and_keeps_every_word() -> None:
 
 def test_split_pages_cuts_at_paragraphs_when_they_fit() -> None:
     paragraphs = ["alpha " * 30, "beta " * 30, "gamma " * 30]
-    pages = split_pages("\n\n\n".join(paragraphs), estimate_tokens, page_tokens=100)
+    pages = split_pages("\n\n\n".join(paragraphs), estimate_tokens, page_tokens=60)
     assert [p for p, _ in pages] == [p.strip() for p in paragraphs]
 
 
@@ -54,7 +54,7 @@ def test_split_pages_uses_the_callers_token_counter() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "memory.sqlite", page_tokens=100) as opened:
         yield opened
 
@@ -278,15 +278,15 @@ def test_kill_9_mid_ingest_keeps_every_committed_page(tmp_path: Path) -> None:
 
 def test_memory_app_recall_and_open_page(tmp_path: Path) -> None:
     from llmos_apps import memory_app
-
     from llmos_tools import ToolContext, ToolError, Trust, load_tools
 
     tools = load_tools(extra_plugins=[memory_app], allow=set())
     assert {"recall", "open_page"} <= set(tools.names()), tools.problems
     context = ToolContext(workdir=tmp_path, settings={"memory_db": str(tmp_path / "m.sqlite")})
     with Store(tmp_path / "m.sqlite", page_tokens=60) as store:
-        doc = store.add_text("\n\n".join(f"Chapter {i}. " + "plain filler words " * 12 for i in range(8))
-                             + "\n\nThe lighthouse keeper hid the brass key.", "https://example.test/story")  # fmt: skip
+        chapters = [f"Chapter {i}. " + "plain filler words " * 12 for i in range(8)]
+        story = "\n\n".join([*chapters, "The lighthouse keeper hid the brass key."])
+        doc = store.add_text(story, "https://example.test/story")
 
     result = tools["recall"].run({"query": "brass key lighthouse"}, context)
     assert result.trust == Trust.UNTRUSTED and result.source == "https://example.test/story"
@@ -308,7 +308,6 @@ def test_memory_app_recall_and_open_page(tmp_path: Path) -> None:
 
 def test_memory_app_defaults_to_a_store_under_workdir(tmp_path: Path) -> None:
     from llmos_apps import memory_app
-
     from llmos_tools import ToolContext
 
     context = ToolContext(workdir=tmp_path)

@@ -506,12 +506,11 @@ def format_number(value: Value) -> str:
 
 @tool
 def calculator(expression: str) -> str:
-    """Evaluate arithmetic exactly: + - * / (or × ÷), ^ or ** for powers, parentheses,
-    % as percent (15% = 0.15, 15% of 200 = 30, 200 + 10% = 220), thousands separators
-    (1,234,567), 1.5e9, functions sqrt, ln, log(x) (base 10) or log(x, base), exp, abs,
-    round(x, digits), min, max, floor, ceil, sin, cos, tan (radians) and constants pi, e.
-    Fractions stay exact (1/3*3 = 1, 0.1+0.2 = 0.3); other results have 10 significant
-    digits. Inside a function call commas separate arguments: write max(1000, 2500).
+    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max (e.g. 15% of 1,200).
+
+    Fractions stay exact (1/3*3 = 1); other results have 10 significant digits. Inside
+    a function call commas separate arguments: write max(1000, 2500). The full grammar
+    is in the module docstring.
 
     Args:
         expression: the expression to evaluate, e.g. "400/1400" or "15% of 1,200 + sqrt(2)"

@@ -140,6 +140,15 @@ class LlamaCPU:
         tokens = self.tokenize(text, special=True)
         return tokens[0] if len(tokens) == 1 and self.is_control(tokens[0]) else None
 
+    def metadata(self, key: str) -> str:
+        """A GGUF metadata string (e.g. ``tokenizer.chat_template``), or ``""``."""
+        size = self.lib.llama_model_meta_val_str(self._model, key.encode(), None, 0)
+        if size < 0:
+            return ""
+        buffer = ctypes.create_string_buffer(size + 1)
+        self.lib.llama_model_meta_val_str(self._model, key.encode(), buffer, size + 1)
+        return buffer.value.decode("utf-8", "replace")
+
     def count_tokens(self, text: str, trusted: bool = False) -> int:
         return len(self.tokenize(text, special=trusted))
 

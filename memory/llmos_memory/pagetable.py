@@ -243,9 +243,7 @@ class PageTable:
             raise ValueError(f"n_tokens must be >= 0, got {n_tokens}")
         pinned = sum(s.n_tokens for s in self.spans if s.pinned)
         if n_tokens + pinned > self.capacity:
-            raise RamFull(
-                f"cannot admit {n_tokens} tokens: RAM holds {self.capacity}, of which {pinned} are pinned"
-            )
+            raise RamFull(f"cannot admit {n_tokens} tokens: RAM holds {self.capacity}, of which {pinned} are pinned")
         chosen: dict[str, Eviction] = {}
         free = self.capacity - self.used
         stub_total = sum(s.n_tokens for s in self.spans if s.kind == "stub")
@@ -256,14 +254,13 @@ class PageTable:
             chosen[span.key] = eviction
             free += span.n_tokens - eviction.stub_tokens
             stub_total += eviction.stub_tokens - (span.n_tokens if span.kind == "stub" else 0)
-        if free < n_tokens:
-            raise RamFull(f"cannot admit {n_tokens} tokens: only {free} would be free after evicting every unpinned span")
-        # Keep stubs within their budget: drop the oldest, first those already in RAM, then new ones.
-        old_stubs = sorted((s for s in self.spans if s.kind == "stub" and not s.pinned and s.key not in chosen),
-                           key=lambda s: s.last_use)  # fmt: skip
+        # Keep stubs within their budget (and drop them if only that makes room): oldest first,
+        # those already in RAM before the ones this plan makes.
+        old_stubs = [s for s in self.spans if s.kind == "stub" and not s.pinned and s.key not in chosen]
+        old_stubs.sort(key=lambda s: s.last_use)
         new_stubs = [key for key, e in chosen.items() if e.stub]
         for key in [s.key for s in old_stubs] + new_stubs:
-            if stub_total <= self.stub_budget:
+            if stub_total <= self.stub_budget and free >= n_tokens:
                 break
             span = self.get(key)
             before = chosen.get(key)
@@ -271,6 +268,10 @@ class PageTable:
             chosen[key] = Eviction(key, span.start, span.end, "", 0)
             free += freed
             stub_total -= freed
+        if free < n_tokens:
+            raise RamFull(
+                f"cannot admit {n_tokens} tokens: only {free} would be free after evicting every unpinned span"
+            )
         evictions = tuple(sorted(chosen.values(), key=lambda e: e.start, reverse=True))
         return AdmitPlan(n_tokens, evictions, self._generation, free - n_tokens)
 
@@ -293,8 +294,8 @@ class PageTable:
             stubs: list[Span] = []
             if eviction.stub:
                 clock = self._tick()
-                stubs = [Span(f"stub:{old.key}@{clock}", "stub", old.start, old.start + eviction.stub_tokens, False, clock,
-                              old.page, eviction.stub)]  # fmt: skip
+                end = old.start + eviction.stub_tokens
+                stubs = [Span(f"stub:{old.key}@{clock}", "stub", old.start, end, False, clock, old.page, eviction.stub)]
             self.spans[index : index + 1] = stubs
             for span in self.spans[index + len(stubs) :]:
                 span.start += eviction.shift

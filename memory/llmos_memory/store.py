@@ -142,9 +142,7 @@ class Hit:
     snippet: str  # matched words in [brackets]
 
 
-_PAGE_COLUMNS = (
-    "p.id, p.document_id, p.number, p.text, p.n_tokens, d.source, d.trust, d.title, p.last_used, p.pins"
-)
+_PAGE_COLUMNS = "p.id, p.document_id, p.number, p.text, p.n_tokens, d.source, d.trust, d.title, p.last_used, p.pins"
 
 
 def _page(row: Sequence) -> Page:
@@ -235,7 +233,9 @@ class Store:
 
     # -- ingest ----------------------------------------------------------------------------------
 
-    def add_text(self, text: str, source: str, *, title: str = "", trust: str = "untrusted", kind: str = "text") -> Document:
+    def add_text(
+        self, text: str, source: str, *, title: str = "", trust: str = "untrusted", kind: str = "text"
+    ) -> Document:
         """Store ``text`` as one document split into pages; ``source`` says where it came from."""
         trust = str(trust)
         if trust not in TRUST_LEVELS:

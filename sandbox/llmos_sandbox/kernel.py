@@ -57,6 +57,35 @@ from llmos_sandbox.isolation import (
     want_namespaces,
 )
 
+# Run in every kernel after start. ipykernel buffers a cell's prints without bound before it
+# sends them, so a flood must be stopped inside the kernel; the client's byte count is the backstop.
+_PRELUDE = """
+def _llmos_cap_output(limit):
+    import sys
+    class OutputLimitExceeded(BaseException):
+        pass
+    state = {"chars": 0, "tripped": False}
+    def reset(*_):
+        state.update(chars=0, tripped=False)
+    get_ipython().events.register("pre_run_cell", reset)
+    class CappedStream(type(sys.stdout)):
+        # ``write`` is a data descriptor whose setter ignores assignments: IPython swaps
+        # ``stream.write`` around every cell (and keeps every byte in memory for its history).
+        def _capped_write(self, text):
+            if state["tripped"]:
+                return len(text)
+            state["chars"] += len(text)
+            if state["chars"] > limit:
+                state["tripped"] = True
+                raise OutputLimitExceeded(f"the cell printed over {limit:,} characters; it was stopped")
+            return super().write(text)
+        write = property(lambda self: self._capped_write, lambda self, value: None)
+    for stream in (sys.stdout, sys.stderr):
+        if type(stream) is CappedStream.__base__:
+            stream.__class__ = CappedStream
+_llmos_cap_output(%d)
+del _llmos_cap_output
+"""
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _counter = itertools.count(1)
 
@@ -418,6 +447,9 @@ class Sandbox:
         self._poller.register(self._iopub, zmq.POLLIN)
         self._init_pid = self._kernel_pid = 0
         self._handshake()
+        prelude = self._execute(_PRELUDE % self.config.max_output_bytes, self.config.start_timeout, self._quiet())
+        if not prelude.ok:
+            self._fail_start(f"the sandbox prelude failed: {prelude.error}")
         if self.config.startup_code:
             result = self._execute(
                 self.config.startup_code, self.config.start_timeout, _Capture(self.config, self.home, 0)
@@ -425,6 +457,9 @@ class Sandbox:
             if not result.ok:
                 detail = result.error.last_lines() if result.error else "; ".join(result.notes)
                 raise SandboxError(f"the startup code failed: {detail}")
+
+    def _quiet(self) -> _Capture:
+        return _Capture(self.config, self.home, 0)
 
     def _plan(self, connection_file: Path) -> dict[str, Any]:
         mechanisms = self.isolation.mechanisms

@@ -2,8 +2,10 @@
 
 Contract
 --------
-* :meth:`Chromium.render` loads a URL in a fresh browser context (no cookies or storage
-  shared between calls) and returns ``(html after scripts ran, final url)``.
+* :meth:`Chromium.render` loads a URL in a tab and returns ``(html after scripts ran, final
+  url)``. Tabs are kept warm and reused (a new tab costs a renderer process, ~0.4 s);
+  a tab goes to ``about:blank`` after each call and cookies are cleared whenever no call
+  is in flight. Local storage of sites persists for the life of the process.
 * Chromium never touches the network itself. Every request it makes is intercepted and
   answered by ``fetch(url)``, the same guarded fetcher (or archive) the fast path uses,
   so the address guard, size caps, archive replay and record mode apply to scripts and
@@ -29,6 +31,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from llmos_apps.browser.fetch import FetchError, Response
@@ -39,6 +42,17 @@ LAUNCH_ARGS = [
 ]  # fmt: skip
 SKIPPED_RESOURCES = {"image", "media", "font", "websocket", "manifest", "texttrack", "eventsource", "ping", "other"}
 QUIET_S = 0.04  # no request in flight for this long after `load` means the page settled
+
+
+MAX_IDLE_PAGES = 4
+
+
+@dataclass
+class _Job:
+    url: str
+    fetch: Callable[[str], Response]
+    first: Response | None
+    in_flight: int = 0
 
 
 def chromium_path() -> str:
@@ -52,6 +66,9 @@ class Chromium:
         self.thread: threading.Thread | None = None
         self.playwright: Any = None
         self.browser: Any = None
+        self.context: Any = None
+        self.idle_pages: list[Any] = []
+        self.jobs: dict[Any, _Job] = {}  # tab -> the render it is doing
         self.start_lock = threading.Lock()
 
     def render(
@@ -78,9 +95,9 @@ class Chromium:
                 atexit.register(self.close)
         return self.loop
 
-    async def _browser(self) -> Any:
-        if self.browser is not None and self.browser.is_connected():
-            return self.browser
+    async def _context(self) -> Any:
+        if self.context is not None and self.browser.is_connected():
+            return self.context
         from playwright.async_api import async_playwright  # lazy: heavy, and only JS pages need it
 
         if self.playwright is None:
@@ -88,40 +105,47 @@ class Chromium:
         self.browser = await self.playwright.chromium.launch(
             executable_path=self.executable, headless=True, args=LAUNCH_ARGS
         )
-        return self.browser
+        self.context = await self.browser.new_context(service_workers="block", accept_downloads=False)
+        self.idle_pages = []
+        return self.context
+
+    async def _page(self) -> Any:
+        """A warm tab: reused, because a new tab costs a renderer process (~0.4 s)."""
+        context = await self._context()
+        if self.idle_pages:
+            return self.idle_pages.pop()
+        page = await context.new_page()
+        await page.route("**/*", lambda route: self._answer(page, route))
+        return page
+
+    async def _answer(self, page: Any, route: Any) -> None:
+        job = self.jobs.get(page)
+        request = route.request
+        if job is None or request.resource_type in SKIPPED_RESOURCES or request.method != "GET":
+            await route.abort("blockedbyclient")  # an idle tab, or something never loaded
+            return
+        job.in_flight += 1
+        try:
+            if job.first is not None and request.url == job.url and request.is_navigation_request():
+                response, job.first = job.first, None
+            else:
+                response = await asyncio.get_running_loop().run_in_executor(None, job.fetch, request.url)
+            charset = f"; charset={response.charset}" if response.charset else ""
+            headers = {"content-type": response.content_type + charset}
+            await route.fulfill(status=response.status, headers=headers, body=response.body)
+        except FetchError:
+            await route.abort("blockedbyclient")
+        finally:
+            job.in_flight -= 1
 
     async def _render(
         self, url: str, fetch: Callable[[str], Response], first: Response | None, timeout_s: float
     ) -> tuple[str, str]:
-        browser = await self._browser()
-        context = await browser.new_context(service_workers="block", accept_downloads=False, java_script_enabled=True)
-        in_flight = [0]
+        page = await self._page()
+        job = self.jobs[page] = _Job(url, fetch, first)
         loop = asyncio.get_running_loop()
-
-        async def answer(route: Any) -> None:
-            request = route.request
-            if request.resource_type in SKIPPED_RESOURCES or request.method != "GET":
-                await route.abort("blockedbyclient")
-                return
-            in_flight[0] += 1
-            try:
-                use_first = first is not None and request.url == url and request.is_navigation_request()
-                response = first if use_first else await loop.run_in_executor(None, fetch, request.url)
-                assert response is not None
-                headers = {
-                    "content-type": response.content_type
-                    + (f"; charset={response.charset}" if response.charset else "")
-                }
-                await route.fulfill(status=response.status, headers=headers, body=response.body)
-            except FetchError:
-                await route.abort("blockedbyclient")
-            finally:
-                in_flight[0] -= 1
-
+        reusable = False
         try:
-            context.set_default_timeout(timeout_s * 1000)
-            await context.route("**/*", answer)
-            page = await context.new_page()
             try:
                 await page.goto(url, wait_until="load", timeout=timeout_s * 1000)
             except Exception as exc:  # playwright's errors carry the reason in the message
@@ -130,13 +154,22 @@ class Chromium:
             quiet_since = loop.time()
             while loop.time() < deadline:  # settle: no intercepted request for QUIET_S
                 await asyncio.sleep(0.01)
-                if in_flight[0]:
+                if job.in_flight:
                     quiet_since = loop.time()
                 elif loop.time() - quiet_since >= QUIET_S:
                     break
-            return await page.content(), page.url
+            html, final = await page.content(), page.url
+            await page.goto("about:blank")  # stop the page's scripts before the tab idles
+            reusable = True
+            return html, final
         finally:
-            await context.close()
+            del self.jobs[page]
+            if reusable and len(self.idle_pages) < MAX_IDLE_PAGES:
+                self.idle_pages.append(page)
+            else:
+                await page.close()
+            if not self.jobs:  # nothing in flight: forget what the sites stored
+                await self.context.clear_cookies()
 
     def close(self) -> None:
         if self.loop is None:
@@ -148,7 +181,7 @@ class Chromium:
                 await self.browser.close()
             if self.playwright is not None:
                 await self.playwright.stop()
-            self.browser = self.playwright = None
+            self.browser = self.playwright = self.context = None
 
         with contextlib.suppress(Exception):  # at exit a dead browser is fine: the process is going away
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)

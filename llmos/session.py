@@ -1,0 +1,90 @@
+"""A session: a kernel whose turns and events are written to the session store as they happen.
+
+This is the Python front door::
+
+    from llmos.session import Session
+    with Session.open(model="path/to/model.gguf", tools=["calculator"]) as session:
+        for event in session.ask("What is 15% of 1,240?"):
+            ...
+
+Every event is recorded before it is handed on, and every new turn is saved as
+soon as the kernel appends it, so a crash loses nothing already said;
+:meth:`Session.resume` rebuilds the conversation from the store.
+
+Not covered: concurrent writers to one session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llmos.events import Event
+from llmos.kernel import Kernel
+from llmos.models import Machine, open_machine
+from llmos.store import SessionStore, default_store_path
+from llmos_tools import Registry, load_tools
+
+
+class Session:
+    def __init__(self, kernel: Kernel, store: SessionStore | None, session_id: str, machine: Machine | None = None):
+        self.kernel, self.store, self.id, self.machine = kernel, store, session_id, machine
+        self._saved = 0
+        self._save_turns()
+
+    @classmethod
+    def open(
+        cls,
+        model: str | None = None,
+        *,
+        tools: Iterable[str] | None = None,
+        dialect: str | None = None,
+        n_ctx: int = 2048,
+        store: SessionStore | str | Path | None = None,
+        resume: str | None = None,
+        title: str = "",
+        **kernel_options: Any,
+    ) -> Session:
+        machine = open_machine(model, dialect=dialect, n_ctx=n_ctx)
+        registry = load_tools().only(list(tools) if tools is not None else None)
+        db = store if isinstance(store, SessionStore) else SessionStore(store or default_store_path())
+        if resume:
+            info = db.session(resume)
+            turns = db.load_turns(info.id)
+            kernel = Kernel(machine.cpu, machine.dialect, registry, session_id=info.id, turns=turns, **kernel_options)
+            return cls(kernel, db, info.id, machine)
+        session_id = db.new_session(title=title, model=machine.spec, dialect=machine.dialect.name)
+        kernel = Kernel(machine.cpu, machine.dialect, registry, session_id=session_id, **kernel_options)
+        return cls(kernel, db, session_id, machine)
+
+    @property
+    def tools(self) -> Registry:
+        return self.kernel.tools
+
+    def ask(self, text: str, **options: Any) -> Iterator[Event]:
+        for event in self.kernel.ask(text, **options):
+            self._save_turns()
+            if self.store is not None:
+                self.store.record(self.id, event)
+            yield event
+        self._save_turns()
+
+    def _save_turns(self) -> None:
+        if self.store is None:
+            return
+        for turn in self.kernel.turns[self._saved :]:
+            self.store.save_turn(self.id, turn)
+        self._saved = len(self.kernel.turns)
+
+    def close(self) -> None:
+        if self.machine is not None:
+            self.machine.cpu.close()
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,266 @@
+"""The sandbox against a real ipykernel: behaviour, the escape and fault suite, the pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import need, need_module
+
+need_module("ipykernel")
+need_module("jupyter_client")
+
+from llmos_sandbox import (  # noqa: E402
+    Isolation,
+    IsolationError,
+    Limits,
+    Sandbox,
+    SandboxConfig,
+    SandboxPool,
+    probe,
+)
+from llmos_sandbox.kernel import effective_isolation  # noqa: E402
+
+SECRET = "llmos-test-secret-8c1f"
+CONFIG = SandboxConfig(
+    timeout=20,
+    interrupt_grace=1.0,
+    max_output_chars=2_000,
+    max_output_bytes=4 * 2**20,
+    limits=Limits(memory_bytes=2 * 2**30, file_size_bytes=8 * 2**20, processes=48),
+)
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    os.environ["LLMOS_FAKE_API_KEY"] = SECRET  # planted in the parent before the kernel starts
+    try:
+        with Sandbox(CONFIG) as sandbox:
+            yield sandbox
+    finally:
+        os.environ.pop("LLMOS_FAKE_API_KEY", None)
+
+
+def run_ok(box: Sandbox, code: str) -> str | None:
+    result = box.run(code, timeout=20)
+    assert result.ok, (result.error, result.notes)
+    return result.value
+
+
+# --- the level ---------------------------------------------------------------------------
+
+
+def test_probe_reports_a_level() -> None:
+    level = probe()
+    assert isinstance(level.network, bool) and isinstance(level.writes, bool)
+    assert level.level.startswith("network: ")
+    assert json.dumps(level.as_dict())
+
+
+def test_fails_closed_when_more_is_required_than_the_host_gives(tmp_path: Path) -> None:
+    weak = Isolation(network=False, writes=False, processes=False)
+    with pytest.raises(IsolationError, match="network isolation is required"):
+        Sandbox(SandboxConfig(network="require", root=str(tmp_path)), isolation=weak)
+    with pytest.raises(IsolationError, match="write confinement is required"):
+        effective_isolation(SandboxConfig(confine_writes="require"), weak)
+    assert list(tmp_path.iterdir()) == []  # nothing was started or created
+    assert effective_isolation(SandboxConfig(network="allow"), probe()).network is False
+
+
+# --- ordinary use ------------------------------------------------------------------------
+
+
+def test_state_persists_and_outputs_are_captured(box: Sandbox) -> None:
+    result = box.run("import sys\nvalue = 6 * 7\nprint('out'); print('err', file=sys.stderr)\nvalue")
+    assert (result.stdout, result.stderr, result.value) == ("out\n", "err\n", "42")
+    assert run_ok(box, "value + 1") == "43"
+    result = box.run("from IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))")
+    assert result.outputs[0].kind == "display_data" and result.outputs[0].data["text/html"] == "<b>hi</b>"
+
+
+def test_errors_come_back_with_their_traceback(box: Sandbox) -> None:
+    result = box.run("def f():\n    raise ValueError('bad input')\nf()")
+    assert not result.ok and result.error is not None
+    assert (result.error.name, result.error.value) == ("ValueError", "bad input")
+    assert "\x1b[" not in result.error.last_lines() and "f()" in result.error.last_lines()
+    syntax = box.run("def (")
+    assert syntax.error is not None and syntax.error.name == "SyntaxError"
+    assert run_ok(box, "'still here'") == "'still here'"
+
+
+def test_private_folders_and_ipc_transport(box: Sandbox) -> None:
+    assert stat.S_IMODE(box.root.stat().st_mode) == 0o700
+    connection = json.loads((box.rundir / "connection.json").read_text())
+    assert connection["transport"] == "ipc"
+    assert stat.S_IMODE((box.rundir / "connection.json").stat().st_mode) == 0o600
+    assert run_ok(box, "import os; os.getcwd()") == repr(str(box.workdir))
+    assert box._session.unpack.__module__.startswith("jupyter_client")  # json, never pickle
+    assert "json" in box._session.unpack.__name__
+
+
+def test_bad_output_is_truncated_and_kept_in_a_file(box: Sandbox) -> None:
+    result = box.run("for i in range(1000): print(f'line {i}')")
+    assert result.output_truncated and len(result.stdout) == 2_000
+    kept = result.overflow_files[0].read_text()
+    assert kept.splitlines() == [f"line {i}" for i in range(1000)]
+
+
+# --- the escape and fault suite ----------------------------------------------------------
+
+
+def test_secret_in_parent_environment_is_not_there(box: Sandbox) -> None:
+    assert run_ok(box, "import os; os.environ.get('LLMOS_FAKE_API_KEY')") is None
+    assert run_ok(box, f"import os; any({SECRET!r} in v for v in os.environ.values())") == "False"
+
+
+def test_infinite_loop_is_interrupted_and_state_is_kept(box: Sandbox) -> None:
+    box.run("kept = 'yes'")
+    result = box.run("while True:\n    pass", timeout=1)
+    assert result.timed_out and not result.restarted
+    assert result.error is not None and result.error.name == "KeyboardInterrupt"
+    assert run_ok(box, "kept") == "'yes'"
+
+
+def test_loop_ignoring_sigint_is_killed_and_the_model_is_told(box: Sandbox) -> None:
+    box.run("lost = 1")
+    code = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+    result = box.run(code, timeout=1)
+    assert result.timed_out and result.killed and result.restarted
+    assert any("variables are lost" in note for note in result.notes)
+    assert box.run("lost").error.name == "NameError"  # type: ignore[union-attr]
+    assert run_ok(box, "1 + 1") == "2"
+
+
+def test_fork_bomb_is_contained(box: Sandbox) -> None:
+    need(box.isolation.processes, f"process count is not limited on this host: {box.isolation.level}")
+    result = box.run("import os\nwhile True:\n    os.fork()", timeout=15)
+    assert not result.ok
+    assert run_ok(box, "1 + 1") == "2"
+    assert run_ok(box, "import os; len(os.listdir('/proc/self/task'))") is not None
+
+
+def test_memory_bomb_gets_memory_error(box: Sandbox) -> None:
+    result = box.run("hog = bytearray(16 * 2**30)")
+    assert result.memory_exceeded and result.error.name == "MemoryError"  # type: ignore[union-attr]
+    result = box.run("hogs = []\nwhile True:\n    hogs.append(bytearray(2**28))")
+    assert result.memory_exceeded
+    assert run_ok(box, "del hogs; 'freed'") == "'freed'"
+
+
+def test_filling_the_disk_stops_at_the_file_size_limit(box: Sandbox) -> None:
+    code = "with open('fill.bin', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)"
+    result = box.run(code)
+    assert result.error is not None and "too large" in result.error.value.lower()
+    assert (box.workdir / "fill.bin").stat().st_size <= CONFIG.limits.file_size_bytes
+    (box.workdir / "fill.bin").unlink()
+    assert run_ok(box, "'ok'") == "'ok'"
+
+
+def test_a_gigabyte_of_stdout_is_cut_off(box: Sandbox) -> None:
+    code = "import sys\nchunk = 'x' * 2**20 + '\\n'\nfor _ in range(1024):\n    sys.stdout.write(chunk)"
+    result = box.run(code, timeout=20)
+    assert result.output_truncated and len(result.stdout) == CONFIG.max_output_chars
+    assert result.error is not None and result.error.name == "OutputLimitExceeded"
+    assert result.overflow_files[0].stat().st_size < 2 * CONFIG.max_output_bytes
+    assert run_ok(box, "'ok'") == "'ok'"
+
+
+def test_loopback_server_is_unreachable_when_network_is_isolated(box: Sandbox) -> None:
+    need(box.isolation.network, f"network isolation unavailable here: {box.isolation.level}")
+    with listening_server() as (port, accepted):
+        code = f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    'connected'\n"
+        code += "except OSError as exc:\n    type(exc).__name__"
+        value = run_ok(box, code)
+        assert value != "'connected'"
+        assert not accepted
+
+
+def test_loopback_server_is_reachable_when_network_is_allowed() -> None:
+    """The control experiment for the test above: the probe code does detect a connection."""
+    with Sandbox(SandboxConfig(network="allow")) as open_box, listening_server() as (port, accepted):
+        assert open_box.isolation.network is False
+        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n'connected'"
+        assert run_ok(open_box, code) == "'connected'"
+
+
+def test_writes_outside_the_working_folder_are_refused(box: Sandbox, tmp_path: Path) -> None:
+    need(box.isolation.writes, f"write confinement unavailable here: {box.isolation.level}")
+    target = tmp_path / "escaped.txt"
+    result = box.run(f"open({str(target)!r}, 'w').write('x')")
+    assert result.error is not None and result.error.name == "PermissionError"
+    assert not target.exists()
+    assert run_ok(box, "open('inside.txt', 'w').write('x')") == "1"
+
+
+def test_kernel_killing_itself_is_reported_and_restarted(box: Sandbox) -> None:
+    result = box.run("import os\nos._exit(3)")
+    assert result.killed and result.restarted
+    assert any("exit status 3" in note for note in result.notes)
+    assert run_ok(box, "1 + 1") == "2"
+
+
+def test_ctypes_segfault_is_reported_and_restarted(box: Sandbox) -> None:
+    result = box.run("import ctypes\nctypes.string_at(0)")
+    assert result.killed and result.restarted
+    assert any("SIGSEGV" in note for note in result.notes)
+    assert run_ok(box, "1 + 1") == "2"
+
+
+def test_background_processes_do_not_outlive_their_cell(box: Sandbox) -> None:
+    result = box.run("import subprocess\np = subprocess.Popen(['sleep', '60'])\np.pid")
+    assert any("child process" in note for note in result.notes)
+    assert run_ok(box, "p.poll() is not None") == "True"
+
+
+# --- the pool ----------------------------------------------------------------------------
+
+
+def test_pool_serves_warm_sandboxes_one_per_session() -> None:
+    with SandboxPool(SandboxConfig(), size=1) as pool:
+        assert pool.wait_ready(60)
+        first = pool.for_session("a")
+        assert pool.for_session("a") is first
+        second = pool.for_session("b")
+        assert second is not first and second.workdir != first.workdir
+        first.run("x = 'a'")
+        assert second.run("'x' in dir()").value == "False"
+        pool.end_session("a")
+        assert first.closed and not first.root.exists()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+class listening_server:
+    """A TCP server on loopback that records whether anyone connected."""
+
+    def __enter__(self) -> tuple[int, list[bool]]:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        self.accepted: list[bool] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        return self.sock.getsockname()[1], self.accepted
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.sock.accept()
+                self.accepted.append(True)
+                connection.close()
+            except OSError:
+                continue
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+        self.sock.close()
