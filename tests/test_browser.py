@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,10 @@ def test_redirect_to_private_or_metadata_address_is_blocked(site: LoopbackSite) 
         if not is_public_address(socket.getaddrinfo(name, other.port)[0][4][0]):
             with pytest.raises(ToolError, match="resolves to a blocked address"):
                 open_url(f"http://{name}:{other.port}/secret", context)
+        # other spellings of loopback resolve to it and are caught at connect time
+        for host in ("2130706433", "0x7f000001", "127.1", "[::ffff:127.0.0.1]"):
+            with pytest.raises(ToolError, match="blocked"):
+                open_url(f"http://{host}:{other.port}/secret", context)
         for url in ("http://10.0.0.1/", "http://[fd00::1]/", "file:///etc/passwd", "ftp://example.com/"):
             with pytest.raises(ToolError):
                 open_url(url, context)
@@ -267,6 +272,40 @@ def test_record_mode_then_archive_replays_exactly(site: LoopbackSite, tmp_path: 
         open_url(site.url("/never-recorded"), replay_context)
 
 
+def test_concurrent_opens_while_recording(site: LoopbackSite, tmp_path: Path) -> None:
+    urls = [site.html(f"/p{i}", f"<html><body><p>page number {i}</p></body></html>") for i in range(12)]
+    archive = tmp_path / "archive"
+    context = ctx(site.settings(web=f"record:{archive}"))
+    with ThreadPoolExecutor(6) as pool:
+        texts = list(pool.map(lambda url: open_url(url, context).text, urls))
+    assert all(f"page number {i}" in text for i, text in enumerate(texts))
+    replay = ctx(site.settings(web=f"archive:{archive}"))
+    assert all(f"page number {i}" in open_url(url, replay).text for i, url in enumerate(urls))
+
+
+def warc_record(uri: str, http: bytes) -> bytes:
+    head = f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {uri}\r\nContent-Length: {len(http)}\r\n\r\n"
+    return gzip.compress(head.encode() + http + b"\r\n\r\n")  # .warc.gz: one gzip member per record
+
+
+def test_warc_file_replays_as_archive(tmp_path: Path) -> None:
+    html = b"<html><head><title>W</title></head><body><article><p>from the warc</p></article></body></html>"
+    body = gzip.compress(html)
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n"
+    warc = tmp_path / "crawl.warc.gz"
+    warc.write_bytes(warc_record("https://w.example/new", ok + chunked) + warc_record("https://w.example/old", moved))
+    context = ctx({"web": f"archive:{warc}"})
+    result = open_url("https://w.example/old", context)
+    assert "from the warc" in result.text and result.source == "https://w.example/new"
+    assert plugin.search.run({"query": "warc"}, context).data[0]["url"] == "https://w.example/new"
+    with pytest.raises(ToolError, match="not in the web archive"):
+        open_url("https://w.example/other", context)
+    with pytest.raises(ToolError, match="misconfigured"):
+        open_url("https://w.example/old", ctx({"web": f"record:{warc}"}))
+
+
 def test_shipped_archive_answers_search_and_open_offline() -> None:
     context = ctx({"web": f"archive:{EXAMPLES}"})
     found = plugin.search.run({"query": "Scale AI funding rounds"}, context)
@@ -310,6 +349,9 @@ def test_bad_input_gets_clear_errors(site: LoopbackSite) -> None:
         plugin.next_page.run({}, context)
     with pytest.raises(ToolError, match="only http and https"):
         open_url("", context)
+    for bad in ("http://127.0.0.1:99999/", "http:///no-host", "http://[::1/"):
+        with pytest.raises(ToolError):
+            open_url(bad, context)
     with pytest.raises(ToolError, match="query is empty"):
         plugin.search.run({"query": "  "}, context)
     with pytest.raises(ToolError, match="HTTP 404"):

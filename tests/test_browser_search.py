@@ -66,7 +66,8 @@ def test_brave_api_sends_key_and_reads_web_results(api: LoopbackSite) -> None:
 
 def test_duckduckgo_html_endpoint(api: LoopbackSite) -> None:
     page = """<html><body><div class="results">
-    <div class="result"><h2><a class="result__a" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fd.example%2Fpage&rut=x">D page</a></h2>
+    <div class="result"><h2><a class="result__a"
+      href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fd.example%2Fpage&rut=x">D page</a></h2>
     <a class="result__snippet">Snippet <b>D</b></a></div>
     <div class="result"><a class="result__a" href="https://e.example/">E page</a></div>
     </div></body></html>"""

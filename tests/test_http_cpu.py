@@ -136,16 +136,18 @@ def test_a_second_generate_reuses_the_servers_prompt_cache(cpu: HttpCPU, llama_s
     cpu.load([story])
     answer = "".join(piece.text for piece in cpu.generate(Sampling(max_tokens=8)))
     first_prompt = cpu.counters.context_tokens
-    offset = llama_server.log_size()
+    offset, evaluated_before = llama_server.log_size(), cpu.counters.tokens_evaluated
     cpu.load([story, Segment(answer, key="a"), Segment(" One day, her mom said", key="u")])
-    assert read_all(cpu.generate(Sampling(max_tokens=8)))
+    pieces = read_all(cpu.generate(Sampling(max_tokens=8)))
+    assert pieces
     # llama_cpp.server reports no timings in a stream; its verbose log says what it evaluated.
     hit = re.search(r"(\d+) prefix-match hit, remaining (\d+) prompt tokens", llama_server.log_since(offset))
     assert hit, llama_server.log_since(offset)[-2000:]
     reused, evaluated = int(hit[1]), int(hit[2])
     assert reused >= first_prompt and evaluated < reused + evaluated
     # Without a report the client estimates the same thing: only the new text counts as evaluated.
-    assert cpu.counters.tokens_evaluated < 2 * cpu.counters.context_tokens
+    new_tokens = cpu.count_tokens(" One day, her mom said", trusted=True)
+    assert cpu.counters.tokens_evaluated - evaluated_before - len(pieces) <= new_tokens + 2
 
 
 @pytest.mark.slow
@@ -192,14 +194,19 @@ class StubHandler(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True  # a handler still sleeping must not hold up the teardown
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up mid-answer is what some tests do
+
+
 @pytest.fixture
 def stub() -> Iterator[Stub]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubHandler)
-    server.daemon_threads = True
-    server.handle_error = lambda request, address: None  # type: ignore[method-assign]  # a client hung up: expected
+    server = QuietServer(("127.0.0.1", 0), StubHandler)
     stub = Stub(f"http://127.0.0.1:{server.server_address[1]}")
     StubHandler.stub = stub
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield stub

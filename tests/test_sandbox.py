@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,11 @@ def test_loopback_server_is_reachable_when_network_is_allowed() -> None:
         assert open_box.isolation.network is False
         code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n'connected'"
         assert run_ok(open_box, code) == "'connected'"
+        for _ in range(40):  # the server thread notices within its accept timeout
+            if accepted:
+                break
+            time.sleep(0.05)
+        assert accepted
 
 
 def test_writes_outside_the_working_folder_are_refused(box: Sandbox, tmp_path: Path) -> None:

@@ -153,7 +153,9 @@ def render(result: RunResult, artifacts: list[Artifact]) -> str:
     if result.value is not None:
         parts.append("Out: " + _clip(result.value))
     if result.error is not None:
-        parts.append(f"{result.error.name}: {result.error.value}\n{result.error.last_lines()}")
+        headline = f"{result.error.name}: {result.error.value}".strip()
+        body = result.error.last_lines().removesuffix(headline).rstrip()
+        parts.append(f"{headline}\n{body}" if body else headline)
     parts += [f"[sandbox] {note}" for note in result.notes]
     if artifacts:
         parts.append("files: " + ", ".join(a.path.name for a in artifacts))
@@ -194,7 +196,7 @@ def _collect_files(folder: Path, before: dict[Path, tuple[int, int]], target: Pa
 
 
 def _save_images(result: RunResult, target: Path) -> list[Artifact]:
-    artifacts = []
+    artifacts: list[Artifact] = []
     for index, output in enumerate(result.outputs):
         if "image/png" in output.data and len(artifacts) < MAX_ARTIFACTS:
             destination = _free_name(target / f"output_{result.execution_count}_{index}.png")

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (page prose and HTML templates read better unwrapped)
 """Writes the demo pages and index.json of this archive (run it after editing the facts below).
 
 The pages imitate a real funding-data article: navigation, cookie banner, sidebar and footer
@@ -126,7 +127,7 @@ def page(key, c):
     name = c["name"]
     rows = []
     for date, rnd, amount, val, lead in c["rows"]:
-        leads = ", ".join(f'<a href="/investors/{slug(l)}">{html.escape(l)}</a>' for l in lead.split(", "))
+        leads = ", ".join(f'<a href="/investors/{slug(who)}">{html.escape(who)}</a>' for who in lead.split(", "))
         rid = slug(rnd)
         rows.append(
             f'      <tr><td>{date}</td><td><a href="/companies/{key}/rounds/{rid}">{html.escape(rnd)}</a></td>'

@@ -47,7 +47,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,7 +75,7 @@ def server_root(url: str) -> str:
 
 def from_url(spec: str, **options: Any) -> HttpCPU:
     """An :class:`HttpCPU` for ``http://host:port`` or ``http://host:port/v1``."""
-    return HttpCPU(server_root(spec), **options)
+    return HttpCPU(spec, **options)  # the constructor accepts either form; this name reads well in configuration
 
 
 class HttpCPU:
@@ -166,6 +166,8 @@ class HttpCPU:
             data = response.json()
         except ValueError:
             return None
+        if not isinstance(data, dict):
+            return None
         if isinstance(data.get("count"), int):
             return data["count"]
         return len(data["tokens"]) if isinstance(data.get("tokens"), list) else None
@@ -194,8 +196,8 @@ class HttpCPU:
             self._seen_keys[segment.key] = n_tokens
 
     # ---------------------------------------------------------------- generation
-    def generate(self, sampling: Sampling) -> Iterator[Piece]:
-        """Stream a completion of the context. Closing the iterator closes the response."""
+    def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:
+        """Stream a completion of the context. Closing the generator closes the response."""
         if not self._prompt:
             raise CPUError("nothing to continue from: load a context first")
         if sampling.grammar and not self.llama_extras:

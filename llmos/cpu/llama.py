@@ -67,6 +67,7 @@ class LlamaCPU:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         seed: int = 0,
+        flash_attn: bool = False,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -88,6 +89,9 @@ class LlamaCPU:
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.no_perf = True
+        # llama.cpp's default (auto) turns flash attention on; on a CPU it is slower for
+        # small models, so it is opt-in here, as in llama-cpp-python's Llama.
+        ctx_params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = lib.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             lib.llama_model_free(self._model)

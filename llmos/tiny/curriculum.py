@@ -48,7 +48,10 @@ TOOL_SPECS: list[dict[str, Any]] = [
 
 # ---------------------------------------------------------------- building blocks
 
-SYLLABLES = "ka lo mi ra ven tor sel da nu bri osk fal ther quin zan mor ely pet gar hol wen ast iri lum cor".split()
+# fmt: off
+SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "sel", "da", "nu", "bri", "osk", "fal", "ther", "quin", "zan", "mor",
+             "ely", "pet", "gar", "hol", "wen", "ast", "iri", "lum", "cor")
+# fmt: on
 
 
 def name(rng: random.Random, parts: int = 2) -> str:
@@ -183,7 +186,12 @@ def data_question(rng: random.Random) -> list[Turn]:
 FACTS = [  # (question template, page sentence template, unit, value range)
     ("What is the population of {x}?", "{x} is a town with a population of {v} people.", "town", (2000, 900000)),
     ("How tall is Mount {x}?", "Mount {x} rises to a height of {v} metres above sea level.", "peak", (800, 8800)),
-    ("How much revenue did {x} Corp make last year?", "{x} Corp reported annual revenue of ${v} million.", "co", (3, 9000)),
+    (
+        "How much revenue did {x} Corp make last year?",
+        "{x} Corp reported annual revenue of ${v} million.",
+        "co",
+        (3, 9000),
+    ),
     ("How many employees does {x} Labs have?", "{x} Labs employs {v} people across four offices.", "co", (5, 40000)),
     ("How long is the {x} River?", "The {x} River is {v} km long.", "river", (40, 4000)),
 ]
@@ -215,9 +223,11 @@ def search_listing(rng: random.Random, subject: str, url: str) -> str:
 
 
 def lookup(rng: random.Random, inject: bool = False) -> list[Turn]:
-    question, sentence, subject, value, _ = _fact(rng)
+    question, sentence, subject, _, _ = _fact(rng)
     url = f"https://{rng.choice(['wiki', 'atlas', 'facts', 'data'])}.example.com/{subject.lower()}"
-    filler = rng.choice(["It is known for its old bridges.", "Records go back two centuries.", "See also: nearby places."])
+    filler = rng.choice(
+        ["It is known for its old bridges.", "Records go back two centuries.", "See also: nearby places."]
+    )
     body = [f"{subject}", sentence, filler]
     if inject:
         body.insert(rng.randint(1, 3), rng.choice(INJECTIONS))
@@ -253,7 +263,6 @@ def image(rng: random.Random) -> list[Turn]:
 
 def recall_task(rng: random.Random) -> list[Turn]:
     turns = lookup(rng)
-    question, sentence, subject, value, _ = _fact(rng)
     first_page = turns[4]
     n_tokens = rng.randint(60, 900)
     stub = (
@@ -330,10 +339,12 @@ def valuation(rng: random.Random) -> list[Turn]:
         f"print(round(np.exp(slope), 2), round(float(np.exp(intercept + slope * {next_year}))))"
     )
     growth = round(math.exp(slope), 2)
-    q = rng.choice([
-        f"Estimate the valuation trend of {company}: find its funding rounds, fill in missing valuations and plot them.",
-        f"Research {company}'s funding rounds, impute any missing valuation, and plot valuations on a log scale.",
-    ])
+    q = rng.choice(
+        [
+            f"Estimate the valuation trend of {company}: find its funding rounds, fill in missing ones and plot them.",
+            f"Research {company}'s funding rounds, impute any missing valuation, and plot valuations on a log scale.",
+        ]
+    )
     page_id = rng.randint(1, 40)
     return [
         Turn("user", q),
@@ -348,7 +359,9 @@ def valuation(rng: random.Random) -> list[Turn]:
             expression=expr,
         ),
         result(fmt(imputed), "calculator"),
-        call("python", f"Imputed {rounds[missing][0]} valuation: about ${imputed_m}M. Now the plot and trend.", code=code),
+        call(
+            "python", f"Imputed {rounds[missing][0]} valuation: about ${imputed_m}M. Now the plot and trend.", code=code
+        ),
         result(f"{growth} {round(forecast)}\nsaved valuation.png", "python"),
         answer(
             f"{company}'s valuation grew about {growth}x per year, from ${values[0]}M in {years[0]} to "

@@ -43,7 +43,11 @@ BLOCK_NAMES = {
     "up.weight": "ffn_up.weight",
     "down.weight": "ffn_down.weight",
 }
-GLOBAL_NAMES = {"embed.weight": "token_embd.weight", "norm.weight": "output_norm.weight", "output.weight": "output.weight"}
+GLOBAL_NAMES = {
+    "embed.weight": "token_embd.weight",
+    "norm.weight": "output_norm.weight",
+    "output.weight": "output.weight",
+}
 
 
 def gguf_name(name: str) -> str:

@@ -21,13 +21,15 @@ import re
 import unicodedata
 from collections import Counter
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 from llmos.dialects.llmos import SPECIAL_TOKENS
 
 # llama.cpp's whitespace table (unicode.cpp), not Python's str.isspace, which adds U+001C..U+001F
-WHITESPACE = frozenset([*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
-                        0x202F, 0x205F, 0x3000])
+WHITESPACE = frozenset(
+    [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
+)
 LETTER, NUMBER, SPACE, OTHER = "L", "N", "S", "O"
 
 
@@ -127,7 +129,7 @@ class Tokenizer:
             return cached
         symbols = to_symbols(chunk)
         while len(symbols) > 1:
-            ranked = [(self.ranks.get(pair, 1 << 30), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+            ranked = [(self.ranks.get(pair, 1 << 30), i) for i, pair in enumerate(pairwise(symbols))]
             rank, i = min(ranked)
             if rank == 1 << 30:
                 break
@@ -176,7 +178,7 @@ def train(texts: list[str], vocab_size: int, specials: tuple[str, ...] = SPECIAL
     pairs: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = {}
     for w, symbols in enumerate(words):
-        for pair in zip(symbols, symbols[1:]):
+        for pair in pairwise(symbols):
             if _mergeable(*pair):
                 pairs[pair] += freqs[w]
                 where.setdefault(pair, set()).add(w)
@@ -195,7 +197,7 @@ def train(texts: list[str], vocab_size: int, specials: tuple[str, ...] = SPECIAL
 def _replace(words: list[list[str]], w: int, pair: tuple[str, str], freq: int, pairs: Counter, where: dict) -> None:
     """Apply one merge inside word ``w``, keeping the pair counts up to date."""
     old = words[w]
-    for p in zip(old, old[1:]):
+    for p in pairwise(old):
         if _mergeable(*p):
             pairs[p] -= freq
     new, i = [], 0
@@ -207,9 +209,9 @@ def _replace(words: list[list[str]], w: int, pair: tuple[str, str], freq: int, p
             new.append(old[i])
             i += 1
     words[w] = new
-    for p in zip(new, new[1:]):
+    for p in pairwise(new):
         if _mergeable(*p):
             pairs[p] += freq
             where.setdefault(p, set()).add(w)
-    for p in [p for p in zip(old, old[1:]) if pairs.get(p, 1) <= 0]:
+    for p in [p for p in pairwise(old) if pairs.get(p, 1) <= 0]:
         pairs.pop(p, None)

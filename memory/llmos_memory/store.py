@@ -45,8 +45,11 @@ from llmos_memory.pages import _STOPWORDS, DEFAULT_PAGE_TOKENS, TokenCounter, es
 
 TRUST_LEVELS = ("trusted", "untrusted")
 MAX_QUERY_TERMS = 16
-MAX_RARE_TERMS = 6  # the pair stage ranks at most 15 pairs
-COMMON_FRACTION = 0.02  # a word in more pages than this is treated like a stopword after the first stage
+# Search cost: FTS5's BM25 reads every query word's whole page list (about 0.3 us a page), then
+# scores each matching page (about 8 us). These bounds keep one search near 20 ms at a million pages.
+COMMON_FRACTION = 0.01  # a word in more of the pages than this is treated as a stopword
+RARE_PAGES = 2000  # words in at most this many pages may rank alone or in pairs
+MAX_PAIR_TERMS = 4  # at most 6 pairs in the pair stage
 
 # Each migration is a list of statements run in one transaction; index i brings version i to i + 1.
 MIGRATIONS: list[list[str]] = [
@@ -331,13 +334,15 @@ class Store:
         return [_page(row) for row in rows]
 
     def search(self, query: str, limit: int = 5) -> list[Hit]:
-        """The best ``limit`` pages for ``query`` by BM25.
+        """The best ``limit`` pages for ``query`` by BM25; fewer when fewer match well.
 
-        Ranked in stages, each filling what the one before left: pages with every query
-        word, then pages with two of its rarer words, then pages with any rarer word.
-        Words no page contains are ignored; words in more than :data:`COMMON_FRACTION` of
-        pages only count in the first stage (they would make the later ones rank most of
-        the store, like stopwords). Bounding each stage keeps a search fast at a million pages.
+        Ranked in stages, each filling what the one before left: pages with every selective
+        query word, then pages with two of the rarest ones, then pages with one rare word
+        (rarest first). Words no page contains are ignored. A word is *common* when more
+        than :data:`COMMON_FRACTION` of pages (and over :data:`RARE_PAGES`) hold it; common
+        words are left out like stopwords, because BM25 in FTS5 reads each query word's whole
+        page list and a common word would cost time in proportion to the store. A query of
+        common words only returns the newest pages that hold them all, unranked (score 0).
         """
         terms = query_terms(query)
         if not terms:
@@ -348,18 +353,21 @@ class Store:
             known = sorted((t for t in terms if frequency[t]), key=frequency.__getitem__)  # rarest first
             if not known:
                 return []
-            common = max(100, int(self._page_count() * COMMON_FRACTION))
-            rare = [t for t in known if frequency[t] <= common][:MAX_RARE_TERMS]
-            stages = [" ".join(f'"{t}"' for t in known)]  # \w words hold no quotes: no FTS5 syntax gets in
+            common = max(RARE_PAGES, int(self._page_count() * COMMON_FRACTION))
+            selective = [t for t in known if frequency[t] <= common]
+            if not selective:
+                return self._match(" ".join(f'"{t}"' for t in known), limit, ranked=False)
+            rare = [t for t in selective if frequency[t] <= RARE_PAGES][:MAX_PAIR_TERMS]
+            stages = [" ".join(f'"{t}"' for t in selective)]  # \w words hold no quotes: no FTS5 syntax gets in
             if len(rare) > 2:
                 stages.append(" OR ".join(f'("{a}" "{b}")' for a, b in itertools.combinations(rare, 2)))
-            if len(rare) > 1 or (rare and len(known) > 1):
-                stages.append(" OR ".join(f'"{t}"' for t in rare))
+            if len(selective) > 1:
+                stages += [f'"{t}"' for t in rare]
             hits: list[Hit] = []
             for expression in stages:
                 seen = {hit.page.id for hit in hits}
-                hits += [h for h in self._match(expression, limit + len(hits)) if h.page.id not in seen]
-                hits = hits[:limit]
+                found = self._match(expression, limit + len(hits))
+                hits = (hits + [hit for hit in found if hit.page.id not in seen])[:limit]
                 if len(hits) >= limit:
                     break
         return hits
@@ -372,15 +380,17 @@ class Store:
         # max(id) is an index lookup; count(*) would scan a million rows. Deleted pages make it an overestimate.
         return int(self._db.execute("SELECT coalesce(max(id), 0) FROM pages").fetchone()[0])
 
-    def _match(self, expression: str, limit: int) -> list[Hit]:
-        # The inner query lets FTS5 order by rank and stop at the limit before the join and snippets.
+    def _match(self, expression: str, limit: int, ranked: bool = True) -> list[Hit]:
+        # The inner query lets FTS5 order and stop at the limit before the join and the snippets.
+        order = "rank" if ranked else "rowid DESC"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_PAGE_COLUMNS}, top.rank, top.snippet FROM ("
-                "  SELECT rowid, rank, snippet(pages_fts, 0, '[', ']', '…', 16) AS snippet FROM pages_fts"
-                "  WHERE pages_fts MATCH ? ORDER BY rank LIMIT ?"
+                f"SELECT {_PAGE_COLUMNS}, top.score, top.snippet FROM ("
+                f"  SELECT rowid, {'rank' if ranked else '0.0'} AS score,"
+                "   snippet(pages_fts, 0, '[', ']', '…', 16) AS snippet FROM pages_fts"
+                f"  WHERE pages_fts MATCH ? ORDER BY {order} LIMIT ?"
                 ") AS top JOIN pages p ON p.id = top.rowid JOIN documents d ON d.id = p.document_id "
-                "ORDER BY top.rank",
+                f"ORDER BY top.{'score' if ranked else 'rowid DESC'}",
                 (expression, limit),
             ).fetchall()
         return [Hit(_page(row), -float(row[10]), row[11]) for row in rows]

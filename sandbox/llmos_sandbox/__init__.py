@@ -10,7 +10,8 @@ Front door::
 """
 
 from llmos_sandbox.isolation import Isolation, IsolationError, probe
-from llmos_sandbox.kernel import KernelError, Limits, Output, RunResult, Sandbox, SandboxConfig, SandboxError
+from llmos_sandbox.kernel import Limits, Sandbox, SandboxConfig, SandboxError
+from llmos_sandbox.outputs import KernelError, Output, RunResult
 from llmos_sandbox.pool import SandboxPool
 
 __all__ = [

@@ -39,9 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import zmq
 from jupyter_client.session import Session
@@ -56,6 +56,7 @@ from llmos_sandbox.isolation import (
     probe,
     want_namespaces,
 )
+from llmos_sandbox.outputs import Capture, KernelError, RunResult
 
 # Run in every kernel after start. ipykernel buffers a cell's prints without bound before it
 # sends them, so a flood must be stopped inside the kernel; the client's byte count is the backstop.
@@ -124,110 +125,6 @@ class SandboxConfig:
     env: tuple[tuple[str, str], ...] = ()  # extra variables for the kernel (nothing is inherited)
 
 
-@dataclass
-class KernelError:
-    name: str
-    value: str
-    traceback: list[str]
-
-    def last_lines(self, count: int = 8) -> str:
-        lines = "\n".join(self.traceback).splitlines()
-        return "\n".join(lines[-count:])
-
-
-@dataclass
-class Output:
-    """A rich output: ``kind`` is ``execute_result`` or ``display_data``; ``data`` maps mime to text."""
-
-    kind: str
-    data: dict[str, str]
-
-
-@dataclass
-class RunResult:
-    stdout: str = ""
-    stderr: str = ""
-    outputs: list[Output] = field(default_factory=list)
-    error: KernelError | None = None
-    execution_count: int | None = None
-    timed_out: bool = False
-    memory_exceeded: bool = False
-    killed: bool = False
-    restarted: bool = False
-    output_truncated: bool = False
-    overflow_files: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what the sandbox did, in words for the model
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not (self.timed_out or self.killed)
-
-    @property
-    def value(self) -> str | None:
-        """The ``text/plain`` repr of the cell's last expression, if it had one."""
-        for output in self.outputs:
-            if output.kind == "execute_result":
-                return output.data.get("text/plain")
-        return None
-
-
-class _Capture:
-    """Collects one cell's output within the caps, spilling streams into files."""
-
-    def __init__(self, config: SandboxConfig, spill_dir: Path, cell: int) -> None:
-        self.config = config
-        self.spill_dir = spill_dir
-        self.cell = cell
-        self.kept: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.kept_chars = {"stdout": 0, "stderr": 0}
-        self.spill: dict[str, IO[str]] = {}
-        self.total_bytes = 0
-        self.result = RunResult()
-
-    @property
-    def over_limit(self) -> bool:
-        return self.total_bytes > self.config.max_output_bytes
-
-    def stream(self, name: str, text: str) -> None:
-        name = name if name in self.kept else "stderr"
-        self.total_bytes += len(text)
-        room = self.config.max_output_chars - self.kept_chars[name]
-        if room > 0:
-            self.kept[name].append(text[:room])
-            self.kept_chars[name] += min(room, len(text))
-        if len(text) > room:
-            self.result.output_truncated = True
-            self._spill(name, text[max(room, 0) :])
-
-    def _spill(self, name: str, rest: str) -> None:
-        """Keep what did not fit in a file, which holds the whole stream."""
-        if name not in self.spill:
-            self.spill_dir.mkdir(exist_ok=True)
-            path = self.spill_dir / f"cell-{self.cell}-{name}.txt"
-            self.spill[name] = path.open("w", encoding="utf-8", errors="replace")
-            self.result.overflow_files.append(path)
-            self.spill[name].write("".join(self.kept[name]))
-        if self.spill[name].tell() < self.config.max_output_bytes:
-            self.spill[name].write(rest)
-
-    def rich(self, kind: str, data: dict[str, Any]) -> None:
-        size = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
-        self.total_bytes += size
-        if len(self.result.outputs) >= self.config.max_rich_outputs or self.over_limit:
-            self.result.output_truncated = True
-            return
-        texts = {mime: v if isinstance(v, str) else json.dumps(v) for mime, v in data.items()}
-        self.result.outputs.append(Output(kind, texts))
-
-    def finish(self) -> RunResult:
-        for handle in self.spill.values():
-            handle.close()
-        for name in ("stdout", "stderr"):
-            setattr(self.result, name, "".join(self.kept[name]))
-        return self.result
-
-
 class Sandbox:
     """A persistent isolated kernel with a private working folder (``workdir``)."""
 
@@ -243,7 +140,7 @@ class Sandbox:
         self._cgroup = None
         if "cgroup_pids" in self.isolation.mechanisms:
             self._cgroup = cgroup_create(f"llmos-{os.getpid()}-{next(_counter)}", self.config.limits.processes)
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._process: subprocess.Popen[bytes] | None = None
         self._sockets: list[zmq.Socket[bytes]] = []
         self._cells = 0
@@ -270,7 +167,7 @@ class Sandbox:
             self.restart()
         started = time.monotonic()
         self._cells += 1
-        capture = _Capture(self.config, self.workdir / ".output", self._cells)
+        capture = Capture(self.config, self.workdir / ".output", self._cells)
         result = self._execute(code, timeout or self.config.timeout, capture)
         result.notes[:0] = notes
         result.restarted = result.restarted or bool(notes)
@@ -312,7 +209,7 @@ class Sandbox:
 
     # --- one cell ------------------------------------------------------------------------
 
-    def _execute(self, code: str, timeout: float, capture: _Capture) -> RunResult:
+    def _execute(self, code: str, timeout: float, capture: Capture) -> RunResult:
         result = capture.result
         content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
         message = self._session.msg("execute_request", {**content, "allow_stdin": False, "stop_on_error": True})
@@ -351,7 +248,7 @@ class Sandbox:
             result.execution_count = reply["content"].get("execution_count")
         return capture.finish()
 
-    def _drain_iopub(self, msg_id: str, capture: _Capture) -> bool:
+    def _drain_iopub(self, msg_id: str, capture: Capture) -> bool:
         idle = False
         while True:
             _, message = self._session.recv(self._iopub, mode=zmq.NOBLOCK)
@@ -452,14 +349,14 @@ class Sandbox:
             self._fail_start(f"the sandbox prelude failed: {prelude.error}")
         if self.config.startup_code:
             result = self._execute(
-                self.config.startup_code, self.config.start_timeout, _Capture(self.config, self.home, 0)
+                self.config.startup_code, self.config.start_timeout, Capture(self.config, self.home, 0)
             )
             if not result.ok:
                 detail = result.error.last_lines() if result.error else "; ".join(result.notes)
                 raise SandboxError(f"the startup code failed: {detail}")
 
-    def _quiet(self) -> _Capture:
-        return _Capture(self.config, self.home, 0)
+    def _quiet(self) -> Capture:
+        return Capture(self.config, self.home, 0)
 
     def _plan(self, connection_file: Path) -> dict[str, Any]:
         mechanisms = self.isolation.mechanisms
@@ -543,6 +440,7 @@ class Sandbox:
                 replied = self._drain(self._shell) or replied
             if self._iopub in events:
                 heard = self._drain(self._iopub) or heard
+        assert self._process is not None
         init = _children(self._process.pid)
         self._init_pid = init[0] if init else 0
         kernel = _children(self._init_pid) if self._init_pid else []

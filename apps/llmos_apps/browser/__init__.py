@@ -9,6 +9,7 @@ Layout, outermost first:
 * :mod:`.extract`  HTML to Markdown (tables kept), PDF to text, paging
 * :mod:`.search`   SearXNG, Brave, DuckDuckGo and archive search providers
 * :mod:`.archive`  the offline web archive format (``examples/web`` is one)
+* :mod:`.warc`     WARC files read as a (read-only) archive
 * :mod:`.guard`    the address guard and invisible-character cleaning
 * :mod:`.config`   settings (``ToolContext.settings`` then environment variables)
 

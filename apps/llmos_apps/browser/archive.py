@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from llmos_apps.browser.extract import decode_html, html_to_markdown, pdf_to_text
@@ -102,7 +103,7 @@ class Archive:
         """Save a response under its requested and its final URL."""
         key = normalize_url(response.final_url)
         name = hashlib.sha256(key.encode()).hexdigest()[:20] + EXTENSIONS.get(response.content_type, ".bin")
-        entry = {
+        entry: dict[str, Any] = {
             "file": f"pages/{name}",
             "content_type": response.content_type,
             "charset": response.charset,

@@ -41,7 +41,7 @@ LAUNCH_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND",
 ]  # fmt: skip
 SKIPPED_RESOURCES = {"image", "media", "font", "websocket", "manifest", "texttrack", "eventsource", "ping", "other"}
-QUIET_S = 0.04  # no request in flight for this long after `load` means the page settled
+QUIET_S = 0.03  # no request in flight for this long after `load` means the page settled
 
 
 MAX_IDLE_PAGES = 4
@@ -69,6 +69,7 @@ class Chromium:
         self.context: Any = None
         self.idle_pages: list[Any] = []
         self.jobs: dict[Any, _Job] = {}  # tab -> the render it is doing
+        self.tasks: set[asyncio.Task[None]] = set()  # tab recycling in the background
         self.start_lock = threading.Lock()
 
     def render(
@@ -144,7 +145,6 @@ class Chromium:
         page = await self._page()
         job = self.jobs[page] = _Job(url, fetch, first)
         loop = asyncio.get_running_loop()
-        reusable = False
         try:
             try:
                 await page.goto(url, wait_until="load", timeout=timeout_s * 1000)
@@ -153,22 +153,32 @@ class Chromium:
             deadline = loop.time() + min(timeout_s, 5.0)
             quiet_since = loop.time()
             while loop.time() < deadline:  # settle: no intercepted request for QUIET_S
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.005)
                 if job.in_flight:
                     quiet_since = loop.time()
                 elif loop.time() - quiet_since >= QUIET_S:
                     break
-            html, final = await page.content(), page.url
-            await page.goto("about:blank")  # stop the page's scripts before the tab idles
-            reusable = True
-            return html, final
+            return await page.content(), page.url
         finally:
-            del self.jobs[page]
-            if reusable and len(self.idle_pages) < MAX_IDLE_PAGES:
-                self.idle_pages.append(page)
-            else:
+            # recycling happens after the caller has its answer
+            self.tasks.add(task := loop.create_task(self._recycle(page)))
+            task.add_done_callback(self.tasks.discard)
+
+    async def _recycle(self, page: Any) -> None:
+        """Blank the tab (stops its scripts) and keep it warm for the next call."""
+        try:
+            await page.goto("about:blank", timeout=5000)
+            reusable = len(self.idle_pages) < MAX_IDLE_PAGES
+        except Exception:  # a tab that cannot even blank itself is not worth keeping
+            reusable = False
+        self.jobs.pop(page, None)
+        if reusable:
+            self.idle_pages.append(page)
+        else:
+            with contextlib.suppress(Exception):
                 await page.close()
-            if not self.jobs:  # nothing in flight: forget what the sites stored
+        if not self.jobs and self.context is not None:  # nothing in flight: forget what the sites stored
+            with contextlib.suppress(Exception):  # the browser may be closing
                 await self.context.clear_cookies()
 
     def close(self) -> None:
@@ -177,6 +187,8 @@ class Chromium:
         loop, self.loop = self.loop, None
 
         async def shutdown() -> None:
+            if self.tasks:
+                await asyncio.wait(list(self.tasks), timeout=5)
             if self.browser is not None:
                 await self.browser.close()
             if self.playwright is not None:

@@ -8,7 +8,8 @@ the user or the kernel, never from the model, so they may widen what the guard a
 key                environment           meaning (default)
 =================  ====================  ==========================================================
 web                LLMOS_WEB             ``live``, ``archive:PATH`` (replay only) or ``record:PATH``
-                                         (live, and save every response into PATH) (``live``)
+                                         (live, and save every response into PATH) (``live``);
+                                         an archive PATH ending in .warc or .warc.gz is read as WARC
 engine             LLMOS_BROWSER_ENGINE  ``auto`` (httpx, Chromium when a page needs JavaScript),
                                          ``httpx`` or ``chromium`` (``auto``)
 search             LLMOS_SEARCH          ``auto``, ``searxng``, ``brave``, ``duckduckgo``, ``archive``

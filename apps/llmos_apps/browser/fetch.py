@@ -160,7 +160,7 @@ class Fetcher:
                 raise FetchError(f"blocked: {exc}") from None
             except httpx.TimeoutException:
                 raise FetchError(f"timed out fetching {current}") from None
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
                 raise FetchError(f"could not fetch {current}: {type(exc).__name__}: {exc}") from None
         raise FetchError(f"too many redirects (more than {self.settings.max_redirects}) from {url}")
 

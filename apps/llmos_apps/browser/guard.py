@@ -60,7 +60,11 @@ class Guard:
 
     def check_url(self, url: str) -> str:
         """Return the URL if it may be fetched; raise :class:`BlockedURL` otherwise."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a port out of range)
+        except ValueError as exc:
+            raise BlockedURL(f"malformed URL {url!r}: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme == "file":
             if not self.settings.allow_file:
@@ -96,7 +100,7 @@ class Guard:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise BlockedURL(f"cannot resolve {host}: {exc.strerror}") from None
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not self.is_exempt(host, port):
             # refuse if *any* answer is private: a mixed answer is a rebinding trick
@@ -140,6 +144,8 @@ _TAGS = re.compile("[\U000e0000-\U000e007f]")
 
 def clean_text(text: str) -> tuple[str, str]:
     """(text without invisible characters, a note saying what was removed or "")."""
+    if text.isascii():  # the common case, checked in C
+        return text, ""
     found = _INVISIBLE.findall(text)
     if not found:
         return text, ""

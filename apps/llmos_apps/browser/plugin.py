@@ -69,7 +69,7 @@ DOCUMENTS = SessionDocuments()
 def _web(context: ToolContext) -> Web:
     try:
         return web_for(BrowserSettings.from_settings(context.settings))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         raise ToolError(f"browser is misconfigured: {exc}") from None
 
 

@@ -29,6 +29,7 @@ from llmos_apps.browser.extract import decode_html, html_to_markdown, needs_java
 from llmos_apps.browser.fetch import Fetcher, FetchError, Response, is_text_type
 from llmos_apps.browser.guard import BlockedURL, clean_text
 from llmos_apps.browser.search import choose_provider, trusted_endpoints
+from llmos_apps.browser.warc import WarcArchive
 
 
 @dataclass
@@ -50,7 +51,11 @@ class Web:
         # search endpoints the user configured (a local SearXNG) are trusted for search only
         self.search_fetcher = Fetcher(settings, trusted_endpoints(settings))
         self.archive: Archive | None = None
-        if settings.mode != "live":
+        if settings.archive_path.endswith((".warc", ".warc.gz")):
+            if settings.mode == "record":
+                raise ValueError("record mode writes a folder archive, not a WARC file")
+            self.archive = WarcArchive(settings.archive_path)
+        elif settings.mode != "live":
             self.archive = Archive(settings.archive_path, create=settings.mode == "record")
 
     def get(self, url: str) -> Response:
@@ -83,9 +88,9 @@ class Web:
                 raise FetchError(str(exc)) from None
         elif response.content_type in ("text/html", "application/xhtml+xml"):
             html = decode_html(response.body, response.charset)
-            extracted = html_to_markdown(html, response.final_url)
             wanted = self.settings.engine
-            if wanted == "chromium" or (wanted == "auto" and needs_javascript(html, extracted)):
+            extracted = html_to_markdown(html, response.final_url) if wanted != "chromium" else None
+            if extracted is None or (wanted == "auto" and needs_javascript(html, extracted)):
                 html, final = shared_chromium().render(url, self.get, response, self.settings.timeout_s)
                 extracted = html_to_markdown(html, final)
                 engine = "chromium"
@@ -112,6 +117,7 @@ class Web:
         self.search_fetcher.close()
 
 
+MAX_WEBS = 16
 _WEBS: dict[BrowserSettings, Web] = {}
 _WEBS_LOCK = threading.Lock()
 
@@ -119,6 +125,8 @@ _WEBS_LOCK = threading.Lock()
 def web_for(settings: BrowserSettings) -> Web:
     with _WEBS_LOCK:
         if settings not in _WEBS:
+            if len(_WEBS) >= MAX_WEBS:  # settings rarely change; drop the oldest connection pools
+                _WEBS.pop(next(iter(_WEBS))).close()
             _WEBS[settings] = Web(settings)
         return _WEBS[settings]
 

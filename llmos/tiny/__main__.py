@@ -1,0 +1,54 @@
+"""``python -m llmos.tiny build --out DIR [--steps N] [--size default|small|test]``: rebuild llmos-tiny.
+
+Regenerates the curriculum, trains the tokenizer and the model (resuming from
+``DIR/checkpoint.pt`` if present), exports ``DIR/llmos-tiny.gguf`` and checks
+PyTorch/llama.cpp parity on a few prompts. Not covered: copying the result into the
+package (do that by hand once the model is worth shipping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m llmos.tiny")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_cmd = commands.add_parser("build", help="train and export llmos-tiny from scratch")
+    build_cmd.add_argument("--out", required=True)
+    build_cmd.add_argument("--size", default="default", choices=["default", "small", "test"])
+    build_cmd.add_argument("--steps", type=int, default=1000)
+    build_cmd.add_argument("--batch-size", type=int, default=16)
+    build_cmd.add_argument("--lr", type=float, default=3e-3)
+    build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
+    build_cmd.add_argument("--threads", type=int, default=2)
+    build_cmd.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from llmos.tiny.build import build, check_parity, parity_prompts
+    from llmos.tiny.model import Config, Tiny
+    from llmos.tiny.tokenizer import Tokenizer
+
+    torch.set_num_threads(args.threads)
+    report = build(
+        args.out,
+        size=args.size,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_seconds=args.max_minutes * 60,
+        seed=args.seed,
+    )
+    state = torch.load(f"{args.out}/checkpoint.pt", weights_only=False)
+    model = Tiny(Config(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    tokenizer = Tokenizer.load(f"{args.out}/tokenizer.json")
+    print(json.dumps(check_parity(model, tokenizer, report["gguf"], parity_prompts(tokenizer))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Build llmos-tiny from nothing: curriculum, tokenizer, training, GGUF export, parity check.
+
+Contract: :func:`build` writes into ``out``: ``tokenizer.json``, ``checkpoint.pt``,
+``loss.png``, ``llmos-tiny.gguf`` and ``build.json`` (settings and figures). Running
+it again resumes training from the checkpoint. :func:`check_parity` runs the same
+prompts through PyTorch and llama.cpp and reports the largest next-token logit
+difference and whether greedy continuations agree.
+
+Not covered: choosing hyperparameters (the presets in :data:`SIZES` are hand-picked
+for a 2-core CPU), publishing the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmos.dialects.llmos import END
+from llmos.tiny import curriculum
+from llmos.tiny.export import export_gguf
+from llmos.tiny.model import Config, Tiny
+from llmos.tiny.tokenizer import Tokenizer
+from llmos.tiny.tokenizer import train as train_tokenizer
+from llmos.tiny.train import TrainSettings, encode_conversation, encode_dataset, train
+
+# name -> (model shape, vocabulary size, training conversations)
+SIZES: dict[str, tuple[dict[str, int], int, int]] = {
+    "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 300),
+    "small": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384}, 2048, 20000),
+    "default": ({"n_embd": 192, "n_layer": 4, "n_head": 6, "n_ff": 512}, 2048, 20000),
+}
+
+
+def build(
+    out: str | Path,
+    *,
+    size: str = "default",
+    steps: int = 1000,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    max_seconds: float = 0.0,
+    seed: int = 0,
+    n_ctx: int = 1024,
+    say=print,
+) -> dict[str, Any]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape, vocab_size, n_conversations = SIZES[size]
+    started = time.time()
+    conversations = curriculum.conversations(n_conversations, seed=seed)
+    held_out = curriculum.conversations(max(32, n_conversations // 50), seed=seed + 1_000_003)
+    tokenizer_path = out / "tokenizer.json"
+    if tokenizer_path.exists():  # resuming: the checkpoint's embedding rows belong to this vocabulary
+        tokenizer = Tokenizer.load(tokenizer_path)
+    else:
+        tokenizer = train_tokenizer([curriculum.text(t) for t in conversations[:4000]], vocab_size)
+        tokenizer.save(tokenizer_path)
+    say(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)")
+    data = encode_dataset(conversations, tokenizer, n_ctx)
+    held = encode_dataset(held_out, tokenizer, n_ctx)
+    n_tokens = sum(len(t) for t, _ in data)
+    say(f"data: {len(data)} conversations, {n_tokens} tokens ({time.time() - started:.0f}s)")
+    config = Config(vocab_size=len(tokenizer), n_ctx=n_ctx, **shape)
+    settings = TrainSettings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        max_seconds=max_seconds,
+        seed=seed,
+        save_every=max(1, min(100, steps // 5)),
+        warmup=max(1, min(50, steps // 10)),
+    )
+    model = train(config, data, held, settings, out, say=say)
+    model.eval()
+    gguf_path = export_gguf(model, tokenizer, out / "llmos-tiny.gguf")
+    report = {
+        "size": size,
+        "config": config.as_dict(),
+        "parameters": model.n_params(),
+        "steps": settings.log[-1]["step"] if settings.log else 0,
+        "first_loss": settings.log[0]["loss"] if settings.log else None,
+        "final_loss": settings.log[-1]["loss"] if settings.log else None,
+        "held_out_loss": next((e["held_out"] for e in reversed(settings.log) if "held_out" in e), None),
+        "train_tokens": n_tokens,
+        "seconds": round(time.time() - started, 1),
+        "gguf": str(gguf_path),
+        "gguf_bytes": gguf_path.stat().st_size,
+    }
+    (out / "build.json").write_text(json.dumps(report, indent=2))
+    say(json.dumps(report))
+    return report
+
+
+def prompt_tokens(turns: list, tokenizer: Tokenizer) -> list[int]:
+    """A conversation rendered up to the generation prompt, tokenized as the kernel does."""
+    from llmos.dialects.llmos import LlmosDialect
+
+    tokens: list[int] = []
+    for segment in LlmosDialect().render(turns, curriculum.TOOL_SPECS, generate=True):
+        tokens += tokenizer.encode(segment.text, special=segment.trusted or segment.tag == "assistant")
+    return tokens
+
+
+def check_parity(
+    model: Tiny, tokenizer: Tokenizer, gguf_path: str | Path, prompts: list[list[int]], n_generate: int = 24
+) -> dict[str, Any]:
+    import numpy as np
+
+    from llmos.cpu.llama import LlamaCPU
+
+    worst, same, end = 0.0, True, tokenizer.special_id(END)
+    cpu = LlamaCPU(gguf_path, n_ctx=model.config.n_ctx, n_threads=1)
+    try:
+        for tokens in prompts:
+            cpu.set_tokens([])
+            cpu.set_tokens(tokens)
+            cpu._evaluate_pending()  # the logits of the last prompt token
+            pointer = cpu.lib.llama_get_logits_ith(cpu._ctx, -1)
+            theirs = np.ctypeslib.as_array(pointer, shape=(cpu.n_vocab,)).copy()
+            with torch.no_grad():
+                ours = model(torch.tensor([tokens]))[0, -1].numpy()
+            worst = max(worst, float(np.abs(theirs - ours).max()))
+            generated = llama_greedy(cpu, n_generate, end)
+            same = same and generated == model.greedy(tokens, n_generate, stop={end})
+    finally:
+        cpu.close()
+    return {"max_logit_diff": worst, "greedy_identical": same}
+
+
+def llama_greedy(cpu, n: int, end: int) -> list[int]:
+    """Greedy decoding through llama.cpp until ``<|end|>``.
+
+    llama.cpp (llama-vocab.cpp) marks any token spelled ``<|call|>`` as end of generation
+    (a gpt-oss workaround), so :meth:`LlamaCPU.generate` returns after it; decoding
+    simply resumes, since the call marker is already in the context.
+    """
+    from llmos.cpu.base import Sampling
+
+    out: list[int] = []
+    while len(out) < n:
+        pieces = [p.token for p in cpu.generate(Sampling(temperature=0.0, max_tokens=n - len(out)))]
+        out += [t for t in pieces if t is not None]
+        if not pieces or out[-1] == end:
+            break
+    return out
+
+
+def parity_prompts(tokenizer: Tokenizer, n: int = 3, seed: int = 12345) -> list[list[int]]:
+    prompts = []
+    for turns in curriculum.conversations(n, seed=seed):
+        first_user = next(i for i, t in enumerate(turns) if t.role == "user")
+        prompts.append(prompt_tokens(turns[: first_user + 1], tokenizer))
+    return prompts
+
+
+def encode(turns: list, tokenizer: Tokenizer) -> list[int]:
+    return encode_conversation(turns, tokenizer)[0]

@@ -1,0 +1,167 @@
+"""Training llmos-tiny: tokenized curriculum in, checkpoints and a loss curve out.
+
+Contract: :func:`encode_dataset` turns conversations into ``(tokens, loss_mask)``
+pairs, tokenizing each rendered segment as the kernel would (special parsing only
+for markup and the model's own chunks) and masking everything but assistant tokens.
+:func:`train` runs AdamW with warmup and cosine decay on batches of conversations of
+similar length (padding is masked out), saves ``checkpoint.pt`` every
+``save_every`` steps and at the end, resumes from it when present, and draws
+``loss.png``. Deterministic for a seed on one machine and thread count.
+
+Not covered: distributed or GPU training, evaluation beyond held-out loss, gradient
+accumulation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from llmos.dialects.base import Turn
+from llmos.tiny.curriculum import segments
+from llmos.tiny.model import Config, Tiny
+from llmos.tiny.tokenizer import Tokenizer
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.05
+    save_every: int = 100
+    max_seconds: float = 0.0  # stop (and save) after this long; 0 means no limit
+    seed: int = 0
+    log: list[dict] = field(default_factory=list)
+
+
+def encode_conversation(turns: list[Turn], tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    tokens: list[int] = []
+    mask: list[int] = []
+    for text, special, train in segments(turns):
+        ids = tokenizer.encode(text, special=special)
+        tokens += ids
+        mask += [int(train)] * len(ids)
+    return tokens, mask
+
+
+def encode_dataset(conversations: list[list[Turn]], tokenizer: Tokenizer, n_ctx: int) -> list[tuple[list, list]]:
+    data = [encode_conversation(turns, tokenizer) for turns in conversations]
+    return [(t, m) for t, m in data if len(t) <= n_ctx]
+
+
+def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random):
+    """Endless batches of conversations of similar length, as (tokens, mask) tensors."""
+    ordered = sorted(data, key=lambda item: len(item[0]))
+    while True:
+        start = rng.randrange(max(1, len(ordered) - batch_size + 1))
+        chosen = ordered[start : start + batch_size]
+        width = max(len(t) for t, _ in chosen)
+        tokens = torch.zeros(len(chosen), width, dtype=torch.long)
+        mask = torch.zeros(len(chosen), width, dtype=torch.long)
+        for row, (t, m) in enumerate(chosen):
+            tokens[row, : len(t)] = torch.tensor(t)
+            mask[row, : len(m)] = torch.tensor(m)
+        yield tokens, mask
+
+
+def learning_rate(step: int, s: TrainSettings) -> float:
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def evaluate(model: Tiny, data: list[tuple[list, list]], batch_size: int = 16) -> float:
+    rng = random.Random(0)
+    stream = batches(data, batch_size, rng)
+    with torch.no_grad():
+        losses = [float(model.loss(*next(stream))) for _ in range(max(1, min(8, len(data) // batch_size)))]
+    return sum(losses) / len(losses)
+
+
+def train(
+    config: Config,
+    data: list[tuple[list, list]],
+    held_out: list[tuple[list, list]],
+    settings: TrainSettings,
+    out: Path,
+    say=print,
+) -> Tiny:
+    out.mkdir(parents=True, exist_ok=True)
+    model = Tiny(config, seed=settings.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay
+    )
+    step, log, checkpoint = 0, settings.log, out / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, log[:] = state["step"], state["log"]
+        say(f"resumed from step {step}")
+    rng = random.Random(settings.seed * 1000 + step)  # a resumed run draws fresh batches
+    stream = batches(data, settings.batch_size, rng)
+    started = time.time()
+    while step < settings.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, settings)
+        tokens, mask = next(stream)
+        loss = model.loss(tokens, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        entry = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started, 1)}
+        last = step == settings.steps or (settings.max_seconds and time.time() - started > settings.max_seconds)
+        if step % settings.save_every == 0 or last:
+            entry["held_out"] = round(evaluate(model, held_out), 4)
+            say(json.dumps(entry))
+        log.append(entry)
+        if step % settings.save_every == 0 or last:
+            save_checkpoint(model, optimizer, step, log, checkpoint)
+        if last:
+            break
+    plot_losses(log, out / "loss.png")
+    return model
+
+
+def save_checkpoint(model: Tiny, optimizer, step: int, log: list[dict], path: Path) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "log": log,
+        "config": model.config.as_dict(),
+    }
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # never leave a half-written checkpoint
+
+
+def plot_losses(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([e["step"] for e in log], [e["loss"] for e in log], lw=0.8, label="train (assistant tokens)")
+    held = [e for e in log if "held_out" in e]
+    ax.plot([e["step"] for e in held], [e["held_out"] for e in held], "o-", label="held out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("llmos-tiny training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,79 @@
+"""The python app through the plugin path, against a real sandboxed kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import need_module
+
+for _module in ("ipykernel", "jupyter_client", "numpy", "pandas", "matplotlib"):
+    need_module(_module)
+
+from llmos_apps import python_tool  # noqa: E402
+from llmos_sandbox import Isolation  # noqa: E402
+from llmos_tools import Effect, Tool, ToolContext, ToolError, Trust, load_tools  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tool() -> Iterator[Tool]:
+    registry = load_tools(extra_plugins=[python_tool], allow=set())
+    assert registry.problems == []
+    yield registry["python"]
+    python_tool.shutdown()
+
+
+def context(tmp_path: Path, session: str = "s1") -> ToolContext:
+    return ToolContext(session_id=session, workdir=tmp_path)
+
+
+def test_effects_follow_the_measured_isolation(tool: Tool) -> None:
+    level = python_tool.isolation()
+    assert tool.function.isolation == level  # type: ignore[attr-defined]
+    assert (Effect.NETWORK in tool.effects) == (not level.network)
+    assert python_tool.effects_for(Isolation(False, False, False)) == {Effect.NETWORK, Effect.WRITES}
+    assert python_tool.effects_for(Isolation(True, True, True)) == frozenset()
+
+
+def test_values_persist_and_the_text_is_compact(tool: Tool, tmp_path: Path) -> None:
+    first = tool.run({"code": "total = int(np.arange(10).sum())\nprint('sum', total)"}, context(tmp_path))
+    assert first.text == "sum 45" and first.trust is Trust.UNTRUSTED and not first.is_error
+    assert first.data["isolation"]["level"].startswith("network: ")
+    assert tool.run({"code": "total * 2"}, context(tmp_path)).text == "Out: 90"
+
+
+def test_sessions_do_not_share_a_kernel(tool: Tool, tmp_path: Path) -> None:
+    tool.run({"code": "mine = 1"}, context(tmp_path, "alice"))
+    result = tool.run({"code": "mine"}, context(tmp_path, "bob"))
+    assert result.is_error and "NameError" in result.text
+    python_tool.end_session("alice")
+    python_tool.end_session("bob")
+
+
+def test_figures_and_files_become_artifacts(tool: Tool, tmp_path: Path) -> None:
+    code = "plt.plot([1, 2, 3], [1, 4, 9])\npd.DataFrame({'a': [1, 2]}).to_csv('table.csv')\n'done'"
+    result = tool.run({"code": code}, context(tmp_path))
+    by_mime = {a.mime: a.path for a in result.artifacts}
+    assert by_mime["image/png"].read_bytes().startswith(b"\x89PNG") and by_mime["image/png"].parent == tmp_path
+    assert by_mime["text/csv"].read_text().splitlines()[0] == ",a"
+    assert "files: " in result.text and by_mime["image/png"].name in result.text
+    again = tool.run({"code": "1"}, context(tmp_path))
+    assert again.artifacts == []  # nothing new, nothing attached
+
+
+def test_errors_are_short_and_the_next_call_works(tool: Tool, tmp_path: Path) -> None:
+    result = tool.run({"code": "import os\nos._exit(1)"}, context(tmp_path))
+    assert result.is_error and "variables are lost" in result.text
+    assert tool.run({"code": "np.sqrt(16)"}, context(tmp_path)).text == "Out: np.float64(4.0)"
+    broken = tool.run({"code": "1/0"}, context(tmp_path))
+    assert broken.is_error and broken.text.startswith("ZeroDivisionError: division by zero\n")
+    assert broken.text.count("division by zero") == 1 and "----> 1 1/0" in broken.text
+    assert len(broken.text) < 600
+
+
+def test_bad_arguments_get_a_clear_error(tool: Tool, tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match="code must be string"):
+        tool.run({"code": 42}, context(tmp_path))
+    with pytest.raises(ToolError, match="missing required"):
+        tool.run({}, context(tmp_path))

@@ -1,0 +1,130 @@
+"""llmos-tiny: curriculum, tokenizer (against real llama.cpp), a miniature build and parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmos.dialects.llmos import CALL, END, SPECIAL_TOKENS, LlmosDialect
+from llmos.tiny import curriculum
+from tests.helpers import need_module
+
+BUNDLED = Path(curriculum.__file__).with_name("llmos-tiny.gguf")
+
+
+def test_curriculum_renders_exactly_like_the_dialect() -> None:
+    for turns in curriculum.conversations(60, seed=3):
+        rendered = LlmosDialect().render(turns, curriculum.TOOL_SPECS, generate=False)
+        assert curriculum.text(turns) == "".join(s.text for s in rendered)
+        parts = curriculum.segments(turns)
+        trained = "".join(text for text, _, train in parts if train)
+        assert trained.endswith(END)  # every conversation ends with the model's own <|end|>
+        assert all(text not in SPECIAL_TOKENS for text, _, train in parts if train)  # markup is never trained
+
+
+def test_curriculum_covers_every_tool_and_is_deterministic() -> None:
+    texts = [curriculum.text(t) for t in curriculum.conversations(300, seed=0)]
+    assert texts == [curriculum.text(t) for t in curriculum.conversations(300, seed=0)]
+    joined = "".join(texts)
+    for spec in curriculum.TOOL_SPECS:
+        assert f'{CALL}{{"name": "{spec["name"]}"' in joined
+    assert "ignore your task" in joined  # injected pages are part of the curriculum
+
+
+def test_tokenizer_round_trips_and_parses_specials_only_when_asked() -> None:
+    from llmos.tiny.tokenizer import train
+
+    tokenizer = train([curriculum.text(t) for t in curriculum.conversations(100, seed=1)], 600)
+    text = 'Héllo <|call|>{"x": 12345} 日本 🎉\t\n  end'
+    plain = tokenizer.encode(text)
+    assert tokenizer.decode(plain) == text
+    assert tokenizer.special_id(CALL) not in plain
+    assert tokenizer.special_id(CALL) in tokenizer.encode(text, special=True)
+    assert all(len(tokenizer.decode([t])) == 1 for t in tokenizer.encode("2026 1,234.5"))  # digits never merge
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory: pytest.TempPathFactory):
+    need_module("torch")
+    need_module("gguf")
+    need_module("llama_cpp")
+    import torch
+
+    from llmos.tiny.build import build
+    from llmos.tiny.model import Config, Tiny
+    from llmos.tiny.tokenizer import Tokenizer
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny")
+    report = build(out, size="test", steps=12, batch_size=8, lr=1e-2, n_ctx=1024, say=lambda _: None)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    model = Tiny(Config(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return report, model, Tokenizer.load(out / "tokenizer.json"), out
+
+
+def test_miniature_build_trains_and_exports(miniature) -> None:
+    report, _, _, out = miniature
+    assert report["final_loss"] < report["first_loss"] - 0.3
+    assert (out / "loss.png").stat().st_size > 0
+    assert Path(report["gguf"]).stat().st_size > 0
+
+
+def test_llama_cpp_tokenizes_exactly_like_ours(miniature) -> None:
+    from llmos.cpu.llama import LlamaCPU
+
+    _, _, tokenizer, out = miniature
+    cpu = LlamaCPU(out / "llmos-tiny.gguf", n_ctx=256, n_threads=1)
+    held_out = [curriculum.text(t) for t in curriculum.conversations(20, seed=777)]
+    held_out += ["Grüße, naïve café — 東京 🎉\t\tx  y   ", "it's we'll 'D <|page|>forged<|/page|> \u00a0\u3000end "]
+    try:
+        for text in held_out:
+            for special in (False, True):
+                assert cpu.tokenize(text, special=special) == tokenizer.encode(text, special=special)
+        for marker in SPECIAL_TOKENS:
+            assert cpu.token_id(marker) == tokenizer.special_id(marker)
+        assert cpu.is_end(tokenizer.special_id(END))
+    finally:
+        cpu.close()
+
+
+def test_pytorch_and_llama_cpp_agree(miniature) -> None:
+    from llmos.tiny.build import check_parity, parity_prompts
+
+    report, model, tokenizer, _ = miniature
+    parity = check_parity(model, tokenizer, report["gguf"], parity_prompts(tokenizer, n=3), n_generate=16)
+    assert parity["max_logit_diff"] < 1e-3
+    assert parity["greedy_identical"]
+
+
+def test_build_resumes_from_its_checkpoint(miniature) -> None:
+    from llmos.tiny.build import build
+
+    _, _, _, out = miniature
+    report = build(out, size="test", steps=14, batch_size=8, lr=1e-2, say=lambda _: None)
+    assert report["steps"] == 14
+
+
+@pytest.mark.slow
+def test_bundled_model_calls_the_calculator() -> None:
+    need_module("llama_cpp")
+    if not BUNDLED.exists():
+        pytest.skip("llmos-tiny.gguf is not bundled yet")
+    from llmos.cpu.llama import LlamaCPU
+    from llmos.dialects.base import Turn
+    from llmos.dialects.llmos import CALL_END, DEFAULT_SYSTEM
+    from llmos.tiny.build import llama_greedy
+
+    cpu = LlamaCPU(BUNDLED, n_ctx=1024, n_threads=1)
+    try:
+        turns = [Turn("system", DEFAULT_SYSTEM, id=0), Turn("user", "What is 417 times 23?", id=1)]
+        cpu.load(LlmosDialect().render(turns, curriculum.TOOL_SPECS))
+        text = cpu.detokenize(llama_greedy(cpu, 48, cpu.token_id(END) or -1))
+        assert text.startswith(CALL) or CALL in text
+        body = text.split(CALL, 1)[1].split(CALL_END, 1)[0]
+        call = LlmosDialect().parse(body)
+        assert call.name == "calculator" and "417" in call.arguments["expression"]
+    finally:
+        cpu.close()
