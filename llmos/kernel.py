@@ -118,9 +118,6 @@ class Kernel:
         self.turns.append(turn)
         return turn
 
-    def untrusted_in_context(self) -> bool:
-        return any(t.role == "result" and not t.trusted for t in self.turns)
-
     # ------------------------------------------------------------------ loop
     def ask(self, text: str, *, force_call: bool = False) -> Iterator[Event]:
         """Add a user turn and run until the model answers or a budget runs out.
@@ -231,7 +228,7 @@ class Kernel:
         yield from self._result(call_id, call.name, result, time.perf_counter() - started)
 
     def _check(self, call_id: str, tool: Tool, arguments: dict[str, Any]) -> Iterator[Event]:
-        decision: Decision = self.policy.decide(tool, arguments, untrusted_context=self.untrusted_in_context())
+        decision: Decision = self.policy.decide(tool, arguments, turns=self.turns)
         approved: bool | None = None
         if decision.action == "ask":
             request = ApprovalRequest(call_id, tool.name, arguments, "; ".join(decision.reasons),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import importlib.util
 import socket
 import threading
 import time
@@ -18,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, need_module
+from helpers import REPO, strict
 
-need_module("selectolax")
+if importlib.util.find_spec("selectolax") is None and not strict():  # the `browser` extra is not installed
+    pytest.skip("python package 'selectolax' is not installed", allow_module_level=True)
 
-from llmos_apps.browser import plugin  # noqa: E402
-from llmos_apps.browser.config import BrowserSettings  # noqa: E402
-from llmos_apps.browser.extract import html_to_markdown  # noqa: E402
-from llmos_apps.browser.guard import is_public_address  # noqa: E402
-from llmos_tools import ToolContext, ToolError, Trust, load_tools  # noqa: E402
+from llmos_apps.browser import plugin
+from llmos_apps.browser.config import BrowserSettings
+from llmos_apps.browser.extract import html_to_markdown
+from llmos_apps.browser.guard import is_public_address
+from llmos_tools import ToolContext, ToolError, Trust, load_tools
 
 EXAMPLES = REPO / "examples" / "web"
 Route = tuple[int, dict[str, str], bytes] | Callable[[http.server.BaseHTTPRequestHandler], None]
@@ -122,6 +124,7 @@ def test_static_page_keeps_main_content_only(site: LoopbackSite) -> None:
     assert "- second point\n  - nested" in text
     for noise in ("cookies", "Sign in", "Related stories", "Copyright footer", "Ignore previous", "hidden aria"):
         assert noise not in text
+    assert result.data["text"].startswith("# Quarterly notes")  # the whole document, for paged memory
     assert "Invisible characters here." in text
     assert "Unicode tag characters" in text  # the removal is reported, not silent
     assert result.data["engine"] == "httpx" and result.data["links"] == [["third quarter", site.url("/q3")]]
@@ -169,7 +172,7 @@ def test_fifty_megabyte_page_is_capped_without_downloading_it(site: LoopbackSite
 
 
 def test_gzip_bomb_is_bounded(site: LoopbackSite) -> None:
-    bomb = gzip.compress(b"<p>" + b"a" * 200_000_000 + b"</p>", compresslevel=9)  # ~200 KB on the wire
+    bomb = gzip.compress(b"<p>" + b"a" * 30_000_000 + b"</p>", compresslevel=9)  # 30 MB from ~30 KB on the wire
     site.routes["/bomb"] = (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, bomb)
     result = open_url(site.url("/bomb"), ctx(site.settings(max_bytes=2_000_000)))
     assert "page cut at 2,000,000 bytes" in result.text

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from helpers import need_binary, need_module
+from llmos_apps.browser import web
+from llmos_apps.browser.chromium import Chromium, shared_chromium
 from llmos_tools import ToolContext, ToolError
 from test_browser import LoopbackSite, open_url
 
@@ -57,6 +59,9 @@ def test_engine_setting_forces_either_engine(js_site: LoopbackSite) -> None:
     js_site.html("/plain", "<html><body><p>" + "static words " * 40 + "</p></body></html>")
     forced = open_url(js_site.url("/plain"), context(js_site, engine="chromium"))
     assert forced.data["engine"] == "chromium" and "static words" in forced.text
+    browser = shared_chromium().browser
+    open_url(js_site.url("/app"), context(js_site, engine="chromium"))
+    assert shared_chromium().browser is browser and browser.is_connected()  # one process, reused
 
 
 def test_rendered_page_replays_from_archive_without_network(js_site: LoopbackSite, tmp_path: Path) -> None:
@@ -70,3 +75,14 @@ def test_rendered_page_replays_from_archive_without_network(js_site: LoopbackSit
 def test_chromium_error_is_reported(js_site: LoopbackSite) -> None:
     with pytest.raises(ToolError, match="HTTP 404"):
         open_url(js_site.url("/missing"), context(js_site, engine="chromium"))
+
+
+def test_auto_mode_falls_back_to_static_text_when_chromium_is_missing(
+    js_site: LoopbackSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = Chromium("/nonexistent/chromium")
+    monkeypatch.setattr(web, "shared_chromium", lambda: missing)
+    result = open_url(js_site.url("/app"), context(js_site))
+    assert result.data["engine"] == "httpx" and "Chromium is not installed" in result.text
+    with pytest.raises(ToolError, match="Chromium is not installed"):
+        open_url(js_site.url("/app"), context(js_site, engine="chromium"))

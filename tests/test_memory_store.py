@@ -94,6 +94,21 @@ def test_bm25_ranks_pages_with_more_and_rarer_matches_first(store: Store) -> Non
     assert {h.page.source for h in both} == {"a", "b", "c", "d"}
 
 
+def test_common_words_select_but_do_not_rank(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmos_memory.store as store_module
+
+    monkeypatch.setattr(store_module, "RARE_PAGES", 2)  # words in more than 2 pages count as common
+    monkeypatch.setattr(store_module, "COMMON_FRACTION", 0.0)
+    for i in range(6):
+        store.add_text(
+            f"alpha gamma page {i}" + (" beta" if i in (1, 4) else "") + (" delta" if i == 4 else ""), f"s{i}"
+        )
+    newest = store.search("alpha gamma", limit=3)  # common words only: newest pages, unranked
+    assert [h.page.source for h in newest] == ["s5", "s4", "s3"] and {h.score for h in newest} == {0.0}
+    ranked = store.search("alpha beta delta")
+    assert [h.page.source for h in ranked] == ["s4", "s1"] and ranked[0].score > 0
+
+
 def test_search_treats_query_syntax_as_plain_words(store: Store) -> None:
     store.add_text("Quotes and stars: a NEAR miss, OR not.", "a")
     for query in ['"unbalanced', "star*", "NEAR(a b)", "OR AND NOT", "col:umn", "snake_case ^x"]:

@@ -233,6 +233,53 @@ class LlamaCPU:
         self.n_evaluated -= end - start
         return True
 
+    def replace_span(self, start: int, end: int, tokens: Sequence[int]) -> bool:
+        """Put ``tokens`` where ``[start, end)`` was (a page becomes its stub) without touching the suffix.
+
+        The span is cut out, the suffix shifts to make room (left when the new tokens
+        are fewer), and the new tokens are evaluated at their positions; causal
+        attention lets them see only the prefix. The suffix keeps the KV it computed
+        while the old span was there: that is what paging by shifting trades for not
+        re-evaluating it. Returns False when the backend could not shift and the
+        suffix will be re-evaluated instead (counted in ``reprefilled_tokens``).
+        """
+        delta = len(tokens) - (end - start)
+        if delta > 0 or end > self.n_evaluated or not self.can_shift:
+            suffix = self.tokens[end:]
+            self.counters.reprefilled_tokens += max(0, self.n_evaluated - end)
+            self.truncate(start)
+            self.tokens.extend(tokens)
+            self.tokens.extend(suffix)
+            return False
+        lib = self.lib
+        if not lib.llama_memory_seq_rm(self._memory, 0, start, end):
+            raise CPUError("llama_memory_seq_rm refused a partial removal")
+        if delta:
+            lib.llama_memory_seq_add(self._memory, 0, end, -1, delta)
+        self._decode_at(list(tokens), start)
+        self.tokens[start:end] = list(tokens)
+        self.n_evaluated += delta
+        return True
+
+    def _decode_at(self, tokens: list[int], position: int) -> None:
+        """Evaluate ``tokens`` at positions ``position…`` without moving ``n_evaluated``."""
+        lib, batch = self.lib, self._batch
+        started = time.perf_counter()
+        for offset in range(0, len(tokens), self.n_batch):
+            chunk = tokens[offset : offset + self.n_batch]
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = position + offset + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = False
+            status = lib.llama_decode(self._ctx, batch)
+            if status != 0:
+                raise CPUError(f"llama_decode failed with status {status}")
+            self.counters.tokens_evaluated += len(chunk)
+        self.counters.eval_seconds += time.perf_counter() - started
+
     def _evaluate_pending(self) -> None:
         """Run every token not yet in the KV cache through the model, in batches."""
         lib, batch = self.lib, self._batch

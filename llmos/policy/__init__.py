@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmos_tools import Effect, Tool
+
+if TYPE_CHECKING:
+    from llmos.dialects.base import Turn
 
 Action = Literal["allow", "ask", "deny"]
 
@@ -49,7 +52,9 @@ def call_digest(name: str, arguments: Mapping[str, Any]) -> str:
 class Policy:
     overrides: dict[str, Action] = field(default_factory=dict)
 
-    def decide(self, tool: Tool, arguments: Mapping[str, Any], *, untrusted_context: bool) -> Decision:
+    def decide(self, tool: Tool, arguments: Mapping[str, Any], *, turns: Sequence[Turn]) -> Decision:
+        """Decide one call, given the conversation that produced it."""
+        untrusted_context = any(t.role == "result" and not t.trusted for t in turns)
         if tool.name in self.overrides:
             action = self.overrides[tool.name]
             return Decision(action, (f"configured: {tool.name} -> {action}",))

@@ -124,15 +124,15 @@ def check_parity(
             with torch.no_grad():
                 ours = model(torch.tensor([tokens]))[0, -1].numpy()
             worst = max(worst, float(np.abs(theirs - ours).max()))
-            generated = llama_greedy(cpu, n_generate, end)
+            generated = llama_greedy(cpu, n_generate, {end})
             same = same and generated == model.greedy(tokens, n_generate, stop={end})
     finally:
         cpu.close()
     return {"max_logit_diff": worst, "greedy_identical": same}
 
 
-def llama_greedy(cpu, n: int, end: int) -> list[int]:
-    """Greedy decoding through llama.cpp until ``<|end|>``.
+def llama_greedy(cpu, n: int, stops: set[int]) -> list[int]:
+    """Greedy decoding through llama.cpp until a token in ``stops`` (included) or ``n`` tokens.
 
     llama.cpp (llama-vocab.cpp) marks any token spelled ``<|call|>`` as end of generation
     (a gpt-oss workaround), so :meth:`LlamaCPU.generate` returns after it; decoding
@@ -142,9 +142,12 @@ def llama_greedy(cpu, n: int, end: int) -> list[int]:
 
     out: list[int] = []
     while len(out) < n:
-        pieces = [p.token for p in cpu.generate(Sampling(temperature=0.0, max_tokens=n - len(out)))]
-        out += [t for t in pieces if t is not None]
-        if not pieces or out[-1] == end:
+        before = len(out)
+        for piece in cpu.generate(Sampling(temperature=0.0, max_tokens=n - len(out))):
+            out.append(piece.token)
+            if piece.token in stops:
+                return out
+        if len(out) == before:
             break
     return out
 

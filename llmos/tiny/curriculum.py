@@ -245,6 +245,10 @@ def lookup(rng: random.Random, inject: bool = False) -> list[Turn]:
     ]
 
 
+def injected_lookup(rng: random.Random) -> list[Turn]:
+    return lookup(rng, inject=True)
+
+
 def image(rng: random.Random) -> list[Turn]:
     color = rng.choice(["red", "blue", "golden", "green", "silver", "purple"])
     thing = rng.choice(["fox", "lighthouse", "robot", "sailboat", "dragon", "castle", "owl", "city skyline"])
@@ -383,7 +387,7 @@ TASKS: list[tuple[Callable[[random.Random], list[Turn]], float]] = [
     (arithmetic, 0.26),
     (data_question, 0.12),
     (lookup, 0.16),
-    (lambda rng: lookup(rng, inject=True), 0.1),
+    (injected_lookup, 0.1),
     (image, 0.08),
     (recall_task, 0.08),
     (direct, 0.1),
@@ -393,7 +397,7 @@ TASKS: list[tuple[Callable[[random.Random], list[Turn]], float]] = [
 
 def conversation(rng: random.Random) -> list[Turn]:
     task = rng.choices([t for t, _ in TASKS], weights=[w for _, w in TASKS])[0]
-    turns = [Turn("system", DEFAULT_SYSTEM), *task(rng)]
+    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": task.__name__}), *task(rng)]
     for i, turn in enumerate(turns):
         turn.id = i
     return turns

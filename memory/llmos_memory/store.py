@@ -14,9 +14,10 @@ Contract
   unreadable PDF, empty text, bad trust label) raises before anything is written.
   Ingesting the same text from the same source twice returns the existing document.
 * :meth:`Store.search` ranks pages with BM25: pages with every query word first, then
-  pages with some of them. Query words are matched as plain words (stemmed, case- and
-  accent-folded); FTS5 query syntax in the query is not interpreted, so any string is
-  a valid query.
+  pages with some of them, with bounds that keep it fast at a million pages (see its
+  docstring). Query words are matched as whole words, case- and accent-folded, not
+  stemmed; FTS5 query syntax in the query is not interpreted, so any string is a valid
+  query.
 * Page numbers start at 1, as in a book. Token counts are those of the ``count_tokens``
   the store was opened with at ingest time.
 * A :class:`Store` may be shared between threads (calls are serialised by a lock);
@@ -34,7 +35,6 @@ import re
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ TRUST_LEVELS = ("trusted", "untrusted")
 MAX_QUERY_TERMS = 16
 # Search cost: FTS5's BM25 reads every query word's whole page list (about 0.3 us a page), then
 # scores each matching page (about 8 us). These bounds keep one search near 20 ms at a million pages.
-COMMON_FRACTION = 0.01  # a word in more of the pages than this is treated as a stopword
+COMMON_FRACTION = 0.005  # a word in more of the pages than this is treated as a stopword
 RARE_PAGES = 2000  # words in at most this many pages may rank alone or in pairs
 MAX_PAIR_TERMS = 4  # at most 6 pairs in the pair stage
 
@@ -77,10 +77,8 @@ MIGRATIONS: list[list[str]] = [
             UNIQUE (document_id, number)
         )""",
         # External-content index: the text lives once, in pages; triggers keep the index in step.
-        # No stemmer: query words must be looked up in pages_vocab as they are indexed (see search).
         "CREATE VIRTUAL TABLE pages_fts USING fts5 (text, content='pages', content_rowid='id', "
         "tokenize='unicode61 remove_diacritics 2')",
-        "CREATE VIRTUAL TABLE pages_vocab USING fts5vocab (pages_fts, 'row')",
         "CREATE TRIGGER pages_ai AFTER INSERT ON pages BEGIN "
         "INSERT INTO pages_fts (rowid, text) VALUES (new.id, new.text); END",
         "CREATE TRIGGER pages_ad AFTER DELETE ON pages BEGIN "
@@ -150,12 +148,6 @@ _PAGE_COLUMNS = "p.id, p.document_id, p.number, p.text, p.n_tokens, d.source, d.
 
 def _page(row: Sequence) -> Page:
     return Page(*row[:10])
-
-
-def _fold(word: str) -> str:
-    """A word as the FTS5 ``unicode61 remove_diacritics 2`` tokenizer indexes it: lower case, no accents."""
-    decomposed = unicodedata.normalize("NFKD", word.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def query_terms(query: str) -> list[str]:
@@ -336,59 +328,79 @@ class Store:
     def search(self, query: str, limit: int = 5) -> list[Hit]:
         """The best ``limit`` pages for ``query`` by BM25; fewer when fewer match well.
 
-        Ranked in stages, each filling what the one before left: pages with every selective
-        query word, then pages with two of the rarest ones, then pages with one rare word
-        (rarest first). Words no page contains are ignored. A word is *common* when more
-        than :data:`COMMON_FRACTION` of pages (and over :data:`RARE_PAGES`) hold it; common
-        words are left out like stopwords, because BM25 in FTS5 reads each query word's whole
-        page list and a common word would cost time in proportion to the store. A query of
-        common words only returns the newest pages that hold them all, unranked (score 0).
+        A word is *common* when more than :data:`COMMON_FRACTION` of pages (and over
+        :data:`RARE_PAGES`) hold it. BM25 in FTS5 reads each query word's whole page list,
+        so a common word would cost time in proportion to the store: common words only
+        select, they never rank. Stages, each filling what the one before left:
+
+        1. pages holding every query word (found unranked, then ranked by the selective words);
+        2. pages holding every selective word;
+        3. pages holding two of the rarest words (at most :data:`RARE_PAGES` pages each);
+        4. pages holding one of those rare words, rarest first.
+
+        Words no page contains are ignored. A query of common words only returns the newest
+        pages holding them all, unranked (score 0).
         """
         terms = query_terms(query)
         if not terms:
             raise StoreError(f"nothing to search for in {query!r}: it has no words")
         limit = max(1, min(int(limit), 100))
         with self._lock:
-            frequency = {t: self._document_frequency(t) for t in terms}
+            common = max(RARE_PAGES, int(self._page_count() * COMMON_FRACTION))
+            frequency = {t: self._document_frequency(t, common + 1) for t in terms}
             known = sorted((t for t in terms if frequency[t]), key=frequency.__getitem__)  # rarest first
             if not known:
                 return []
-            common = max(RARE_PAGES, int(self._page_count() * COMMON_FRACTION))
             selective = [t for t in known if frequency[t] <= common]
             if not selective:
                 return self._match(" ".join(f'"{t}"' for t in known), limit, ranked=False)
             rare = [t for t in selective if frequency[t] <= RARE_PAGES][:MAX_PAIR_TERMS]
-            stages = [" ".join(f'"{t}"' for t in selective)]  # \w words hold no quotes: no FTS5 syntax gets in
+            selective_all = " ".join(f'"{t}"' for t in selective)  # \w words hold no quotes: no FTS5 syntax gets in
+            # Pages holding every query word, common ones too, are the best matches; finding them
+            # unranked is cheap (FTS5 skips through the lists), so they go first, ranked by the selective words.
+            everything = self._rowids(" ".join(f'"{t}"' for t in known), limit + 1)
+            stages = (
+                [(selective_all, everything)] if 0 < len(everything) <= limit and len(known) > len(selective) else []
+            )
+            stages.append((selective_all, []))
             if len(rare) > 2:
-                stages.append(" OR ".join(f'("{a}" "{b}")' for a, b in itertools.combinations(rare, 2)))
+                stages.append((" OR ".join(f'("{a}" "{b}")' for a, b in itertools.combinations(rare, 2)), []))
             if len(selective) > 1:
-                stages += [f'"{t}"' for t in rare]
+                stages += [(f'"{t}"', []) for t in rare]
             hits: list[Hit] = []
-            for expression in stages:
+            for expression, only in stages:
                 seen = {hit.page.id for hit in hits}
-                found = self._match(expression, limit + len(hits))
+                found = self._match(expression, limit + len(hits), only=only)
                 hits = (hits + [hit for hit in found if hit.page.id not in seen])[:limit]
                 if len(hits) >= limit:
                     break
         return hits
 
-    def _document_frequency(self, term: str) -> int:
-        row = self._db.execute("SELECT doc FROM pages_vocab WHERE term = ?", (_fold(term),)).fetchone()
-        return int(row[0]) if row else 0
+    def _document_frequency(self, term: str, cap: int) -> int:
+        """How many pages hold ``term``, counting no further than ``cap`` (counting costs time per page)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM pages_fts WHERE pages_fts MATCH ? LIMIT ?)", (f'"{term}"', cap)
+        ).fetchone()
+        return int(row[0])
 
     def _page_count(self) -> int:
         # max(id) is an index lookup; count(*) would scan a million rows. Deleted pages make it an overestimate.
         return int(self._db.execute("SELECT coalesce(max(id), 0) FROM pages").fetchone()[0])
 
-    def _match(self, expression: str, limit: int, ranked: bool = True) -> list[Hit]:
+    def _rowids(self, expression: str, limit: int) -> list[int]:
+        rows = self._db.execute("SELECT rowid FROM pages_fts WHERE pages_fts MATCH ? LIMIT ?", (expression, limit))
+        return [int(row[0]) for row in rows]
+
+    def _match(self, expression: str, limit: int, ranked: bool = True, only: Sequence[int] = ()) -> list[Hit]:
         # The inner query lets FTS5 order and stop at the limit before the join and the snippets.
         order = "rank" if ranked else "rowid DESC"
+        rowid_filter = f" AND rowid IN ({','.join(str(int(i)) for i in only)})" if only else ""  # ints: safe inline
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_PAGE_COLUMNS}, top.score, top.snippet FROM ("
                 f"  SELECT rowid, {'rank' if ranked else '0.0'} AS score,"
                 "   snippet(pages_fts, 0, '[', ']', '…', 16) AS snippet FROM pages_fts"
-                f"  WHERE pages_fts MATCH ? ORDER BY {order} LIMIT ?"
+                f"  WHERE pages_fts MATCH ?{rowid_filter} ORDER BY {order} LIMIT ?"
                 ") AS top JOIN pages p ON p.id = top.rowid JOIN documents d ON d.id = p.document_id "
                 f"ORDER BY top.{'score' if ranked else 'rowid DESC'}",
                 (expression, limit),

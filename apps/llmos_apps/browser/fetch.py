@@ -28,6 +28,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpcore
@@ -76,7 +77,7 @@ def sniff_binary(head: bytes) -> bool:
     return head.startswith(MAGIC) or b"\x00" in head[:1024]
 
 
-def _mime(header: str) -> tuple[str, str | None]:
+def parse_content_type(header: str) -> tuple[str, str | None]:
     mime, _, params = header.partition(";")
     charset = None
     for param in params.split(";"):
@@ -92,7 +93,7 @@ class _Decoder:
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         if encoding in ("gzip", "x-gzip"):
-            self.zlib: zlib._Decompress | None = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.zlib: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self.zlib = zlib.decompressobj()
         elif encoding in ("", "identity"):
@@ -165,7 +166,7 @@ class Fetcher:
         raise FetchError(f"too many redirects (more than {self.settings.max_redirects}) from {url}")
 
     def _read(self, url: str, final: str, response: httpx.Response, deadline: float, accept_pdf: bool) -> Response:
-        mime, charset = _mime(response.headers.get("content-type", ""))
+        mime, charset = parse_content_type(response.headers.get("content-type", ""))
         if mime and not is_text_type(mime) and not (accept_pdf and mime == PDF):
             size = response.headers.get("content-length", "unknown")
             raise FetchError(f"refused binary content ({mime}, {size} bytes) at {final}; only text and PDF are read")

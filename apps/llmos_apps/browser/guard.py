@@ -53,7 +53,7 @@ class Guard:
     def __init__(self, settings: BrowserSettings, trusted_hosts: Iterable[str] = ()) -> None:
         self.settings = settings
         # host:port pairs the user configured (allow_hosts, search provider endpoints)
-        self.exempt = {h.lower() for h in (*settings.allow_hosts, *trusted_hosts)}
+        self.exempt = {h.lower().replace("[", "").replace("]", "") for h in (*settings.allow_hosts, *trusted_hosts)}
 
     def is_exempt(self, host: str, port: int | None) -> bool:
         return self.settings.allow_private or f"{host.lower()}:{port}" in self.exempt

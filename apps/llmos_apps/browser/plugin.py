@@ -6,6 +6,8 @@ Contract
   the session (``ToolContext.session_id``) and returns one page of it. Opening a URL the
   session already has reads from the kept copy, so ``open(url, page=3)`` jumps without a
   refetch. ``next_page()`` and ``find_text(text)`` read the session's current document.
+* A fresh ``open`` also puts the whole extracted text in ``ToolResult.data["text"]`` (with
+  ``url``, ``title``, ``pages``, ``links``) for the kernel's memory; the model sees one page.
 * Every result is ``Trust.UNTRUSTED`` with the page's URL as ``source``: the text is
   whatever the site wrote. ``search`` and ``open`` declare ``Effect.NETWORK``; the other
   two only read what was already fetched.
@@ -84,7 +86,9 @@ def _normalize(url: str) -> str:
     return url
 
 
-def _page_result(doc: Document, page: int) -> ToolResult:
+def _page_result(doc: Document, page: int, whole: bool = False) -> ToolResult:
+    """One page for the model; ``whole`` also hands programs the full text (``data["text"]``),
+    so the kernel can keep the document in paged memory."""
     total = len(doc.pages)
     header = [f"[web page, untrusted] {doc.title or doc.final_url}", f"URL: {doc.final_url}"]
     more = "Read on with next_page, or use find_text to search it." if page < total else "This is the last page."
@@ -92,6 +96,8 @@ def _page_result(doc: Document, page: int) -> ToolResult:
     header.extend(f"Note: {note}." for note in doc.notes)
     data = {"url": doc.url, "final_url": doc.final_url, "title": doc.title, "page": page, "pages": total,
             "engine": doc.engine, "links": [list(link) for link in doc.links]}  # fmt: skip
+    if whole:
+        data["text"] = doc.text
     text = "\n".join(header) + "\n\n" + doc.pages[page - 1]
     return ToolResult(text=text, trust=Trust.UNTRUSTED, source=doc.final_url, data=data)
 
@@ -143,7 +149,7 @@ def open_page(url: str, context: ToolContext, page: int = 1) -> ToolResult:
     if not 1 <= page <= len(doc.pages):
         raise ToolError(f"page must be between 1 and {len(doc.pages)} for {doc.final_url}")
     DOCUMENTS.put(context.session_id, doc, page)
-    return _page_result(doc, page)
+    return _page_result(doc, page, whole=kept is None)
 
 
 @tool

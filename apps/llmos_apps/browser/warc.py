@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from llmos_apps.browser.archive import Archive, normalize_url
-from llmos_apps.browser.fetch import Response, _mime
+from llmos_apps.browser.fetch import Response, parse_content_type
 
 MAX_BODY = 50_000_000  # per record, after decoding
 
@@ -94,7 +94,7 @@ def _http_response(uri: str, block: bytes) -> Response:
     if encoding in ("gzip", "x-gzip", "deflate"):
         decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
         body = decoder.decompress(body, MAX_BODY)
-    mime, charset = _mime(headers.get("content-type", "text/html"))
+    mime, charset = parse_content_type(headers.get("content-type", "text/html"))
     kept = {"location": headers["location"]} if "location" in headers else {}
     return Response(uri, uri, status, mime or "text/html", body[:MAX_BODY], charset, headers=kept)
 

@@ -91,9 +91,13 @@ class Web:
             wanted = self.settings.engine
             extracted = html_to_markdown(html, response.final_url) if wanted != "chromium" else None
             if extracted is None or (wanted == "auto" and needs_javascript(html, extracted)):
-                html, final = shared_chromium().render(url, self.get, response, self.settings.timeout_s)
-                extracted = html_to_markdown(html, final)
-                engine = "chromium"
+                try:
+                    html, final = shared_chromium().render(url, self.get, response, self.settings.timeout_s)
+                    extracted, engine = html_to_markdown(html, final), "chromium"
+                except FetchError as exc:
+                    if extracted is None:  # engine=chromium was asked for: no silent downgrade
+                        raise
+                    notes.append(f"the page seems to need JavaScript, but Chromium failed ({exc})")
             title, text, links = extracted.title, extracted.text, extracted.links
         elif is_text_type(response.content_type):
             title, text = "", decode_html(response.body, response.charset)
