@@ -49,6 +49,7 @@ from llmos.events import (
     ResultEvent,
     Token,
 )
+from llmos.pager import Pager
 from llmos.policy import Decision, Policy, call_digest
 from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
 
@@ -94,6 +95,7 @@ class Kernel:
         session_id: str = "",
         settings: Mapping[str, Any] | None = None,
         turns: list[Turn] | None = None,
+        pager: Pager | None = None,
     ) -> None:
         from llmos.dialects.llmos import DEFAULT_SYSTEM
 
@@ -107,6 +109,9 @@ class Kernel:
         self.workdir = Path(workdir) if workdir else Path.cwd()
         self.session_id = session_id
         self.settings = dict(settings or {})
+        self.pager = pager
+        if pager is not None:  # the memory app reads the same store the pager writes
+            self.settings.setdefault("memory_db", str(pager.store.path))
         self.turns: list[Turn] = turns or [Turn("system", system or DEFAULT_SYSTEM, id=0)]
         self.specs = [tool.spec() for tool in self.tools.tools.values()]
         self._calls = sum(1 for t in self.turns if t.role == "result")
@@ -164,6 +169,8 @@ class Kernel:
             yield from self._system_call(step.outcome)
 
     def _generate(self, sampling: Sampling, step: _Step, started: float) -> Iterator[Event]:
+        if self.pager is not None:
+            yield from self.pager.fit(self)
         self.cpu.load(self.dialect.render(self.turns, self.specs))
         parser = self.dialect.parser(controls=_reports_controls(self.cpu))
         stream = self.cpu.generate(sampling)
@@ -262,11 +269,32 @@ class Kernel:
             cut = len(text) - MAX_RESULT_CHARS
             text = text[:MAX_RESULT_CHARS] + f"\n[… {cut} more characters cut]"
         trusted = result.trust == Trust.TRUSTED
-        self._add("result", text, trusted=trusted, source=result.source or name, meta={"call": call_id})
+        meta: dict[str, Any] = {"call": call_id}
+        if self.pager is not None:
+            text = yield from self._page(text, result, name, trusted, meta)
+        self._add("result", text, trusted=trusted, source=result.source or name, meta=meta)
         for artifact in result.artifacts:
             yield ArtifactEvent(str(artifact.path), artifact.mime, artifact.description)
         artifacts = [str(a.path) for a in result.artifacts]
         yield ResultEvent(call_id, name, text, result.is_error, str(result.trust), result.source, seconds, artifacts)
+
+
+    def _page(self, text: str, result: ToolResult, name: str, trusted: bool, meta: dict[str, Any]) -> Iterator[Event]:
+        """Results go to the store (disk); what comes back from it is a page-in."""
+        assert self.pager is not None
+        data = result.data if isinstance(result.data, dict) else {}
+        if data.get("pages"):
+            yield from self.pager.page_in_events(data)
+            first = data["pages"][0]
+            meta.update(document=first.get("document"), page=first.get("page"), title=first.get("title", ""))
+            return text
+        if result.is_error or not text.strip():
+            return text
+        whole = data.get("text") if isinstance(data.get("text"), str) else None
+        text, page_meta = self.pager.admit(self, text, source=result.source or f"tool:{name}", trusted=trusted,
+                                           whole=whole)
+        meta.update(page_meta)
+        return text
 
 
 def _error(message: str) -> ToolResult:

@@ -98,6 +98,32 @@ def write_tiny_gguf(
     return path
 
 
+def scripted_llama(model_path: str | Path, outputs: Sequence[str], **options: object):
+    """A real :class:`~llmos.cpu.llama.LlamaCPU` whose "generated" text is scripted.
+
+    Each :meth:`generate` call emits the next output's tokens (special tokens parsed,
+    so ``<|call|>`` is the control token) as if the model had sampled them: the KV
+    cache, prefill, paging and counters are all real; only the choice of tokens is not.
+    """
+    from llmos.cpu.llama import LlamaCPU
+
+    class ScriptedLlamaCPU(LlamaCPU):
+        def generate(self, sampling: Sampling) -> Iterator[Piece]:
+            if not script:
+                raise CPUError("the scripted model has no more outputs")
+            self._evaluate_pending()
+            for token in self.tokenize(script.pop(0), special=True)[: sampling.max_tokens]:
+                self.counters.tokens_sampled += 1
+                self.counters.context_tokens += 1
+                self.tokens.append(token)
+                control = self.is_control(token)
+                yield Piece(token, self.piece(token).decode("utf-8", "replace"), control)
+                self._evaluate_pending()
+
+    script = list(outputs)
+    return ScriptedLlamaCPU(model_path, **options)  # type: ignore[arg-type]
+
+
 class ScriptedCPU:
     """A text-only CPU that answers each :meth:`generate` with the next scripted output.
 
@@ -115,6 +141,11 @@ class ScriptedCPU:
         self.loads: list[list[Segment]] = []
 
     def load(self, segments: Sequence[Segment]) -> None:
+        size = sum(self.count_tokens(s.text) for s in segments)
+        if size > self.n_ctx:
+            from llmos.cpu.base import ContextOverflow
+
+            raise ContextOverflow(f"context of {size} tokens exceeds the window of {self.n_ctx}")
         self.loads.append(list(segments))
 
     def count_tokens(self, text: str, trusted: bool = False) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment
 
+SCRATCH = 1  # the scratch sequence id used by replace_span
 _runtime: dict[str, object] = {}  # the loaded library and the log callback kept alive
 
 
@@ -89,6 +90,9 @@ class LlamaCPU:
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.no_perf = True
+        # a second sequence, sharing one KV buffer, is scratch space for replace_span
+        ctx_params.n_seq_max = 2
+        ctx_params.kv_unified = True
         # llama.cpp's default (auto) turns flash attention on; on a CPU it is slower for
         # small models, so it is opt-in here, as in llama-cpp-python's Llama.
         ctx_params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -101,11 +105,12 @@ class LlamaCPU:
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._memory = lib.llama_get_memory(self._ctx)
         self.can_shift = bool(lib.llama_memory_can_shift(self._memory))
-        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._batch = lib.llama_batch_init(n_batch, 0, 2)
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
         self.bos = lib.llama_vocab_bos(self._vocab)
         self.tokens: list[int] = []
         self.n_evaluated = 0
+        self._logits_ready = False  # the last decode produced logits for the last context token
         self.counters = Counters()
         self._seen_keys: dict[str, int] = {}
         self._token_cache: dict[tuple[str, bool], tuple[int, ...]] = {}
@@ -208,6 +213,7 @@ class LlamaCPU:
         if position < self.n_evaluated:
             self.lib.llama_memory_seq_rm(self._memory, 0, position, -1)
             self.n_evaluated = position
+            self._logits_ready = False
         del self.tokens[position:]
 
     def remove_span(self, start: int, end: int) -> bool:
@@ -251,17 +257,22 @@ class LlamaCPU:
             self.tokens.extend(tokens)
             self.tokens.extend(suffix)
             return False
-        lib = self.lib
-        if not lib.llama_memory_seq_rm(self._memory, 0, start, end):
+        lib, memory = self.lib, self._memory
+        if not lib.llama_memory_seq_rm(memory, 0, start, end):
             raise CPUError("llama_memory_seq_rm refused a partial removal")
         if delta:
-            lib.llama_memory_seq_add(self._memory, 0, end, -1, delta)
-        self._decode_at(list(tokens), start)
+            lib.llama_memory_seq_add(memory, 0, end, -1, delta)  # the suffix moves, leaving a hole
+        # llama.cpp only decodes a sequence at its end, so the new tokens are decoded in a
+        # scratch sequence holding a copy of the prefix, then handed to sequence 0.
+        lib.llama_memory_seq_cp(memory, 0, SCRATCH, 0, start)
+        self._decode_at(list(tokens), start, seq=SCRATCH)
+        lib.llama_memory_seq_cp(memory, SCRATCH, 0, start, start + len(tokens))
+        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
         self.tokens[start:end] = list(tokens)
         self.n_evaluated += delta
         return True
 
-    def _decode_at(self, tokens: list[int], position: int) -> None:
+    def _decode_at(self, tokens: list[int], position: int, seq: int = 0) -> None:
         """Evaluate ``tokens`` at positions ``position…`` without moving ``n_evaluated``."""
         lib, batch = self.lib, self._batch
         started = time.perf_counter()
@@ -272,17 +283,22 @@ class LlamaCPU:
                 batch.token[i] = token
                 batch.pos[i] = position + offset + i
                 batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
+                batch.seq_id[i][0] = seq
                 batch.logits[i] = False
             status = lib.llama_decode(self._ctx, batch)
             if status != 0:
                 raise CPUError(f"llama_decode failed with status {status}")
             self.counters.tokens_evaluated += len(chunk)
         self.counters.eval_seconds += time.perf_counter() - started
+        self._logits_ready = False
 
     def _evaluate_pending(self) -> None:
         """Run every token not yet in the KV cache through the model, in batches."""
         lib, batch = self.lib, self._batch
+        if self.n_evaluated == len(self.tokens) and not self._logits_ready and self.tokens:
+            # nothing new, but the last logits are gone (a span was edited): run the last token again
+            self.lib.llama_memory_seq_rm(self._memory, 0, self.n_evaluated - 1, -1)
+            self.n_evaluated -= 1
         started = time.perf_counter()
         while self.n_evaluated < len(self.tokens):
             chunk = self.tokens[self.n_evaluated : self.n_evaluated + self.n_batch]
@@ -298,6 +314,7 @@ class LlamaCPU:
                 raise CPUError(f"llama_decode failed with status {status}")
             self.n_evaluated += len(chunk)
             self.counters.tokens_evaluated += len(chunk)
+            self._logits_ready = True
         self.counters.eval_seconds += time.perf_counter() - started
 
     # ---------------------------------------------------------------- sampling
@@ -382,6 +399,7 @@ class LlamaCPU:
             raise CPUError("llama_state_seq_set_data failed")
         self.tokens = list(tokens)
         self.n_evaluated = len(tokens)
+        self._logits_ready = False
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):

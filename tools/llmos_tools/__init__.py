@@ -2,13 +2,16 @@
 
 Front door::
 
-    from llmos_tools import tool, Effect, ToolResult, ToolError, hookimpl
+    from llmos_tools import tool, Toolbox, Effect, ToolResult, ToolError, hookimpl
+
+MCP servers become tools through :mod:`llmos_tools.mcp` (needs the ``mcp`` package).
 """
 
 from llmos_tools.abi import READ_ONLY, Artifact, Effect, Tool, ToolContext, ToolError, ToolResult, Trust
 from llmos_tools.decorator import make_tool, tool
 from llmos_tools.plugins import ENTRY_POINT_GROUP, Registry, hookimpl, hookspec, load_tools
 from llmos_tools.schema import validate_arguments
+from llmos_tools.toolbox import Toolbox
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -20,6 +23,7 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolResult",
+    "Toolbox",
     "Trust",
     "hookimpl",
     "hookspec",

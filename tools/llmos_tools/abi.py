@@ -20,6 +20,7 @@ Not covered here: discovery (see :mod:`llmos_tools.plugins`), the policy itself
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,17 @@ class Tool:
     effects: frozenset[Effect] = READ_ONLY
     wants_context: bool = False  # the function takes a ``context: ToolContext`` keyword
     plugin: str = ""  # which plugin registered it (filled in by the registry)
+    method: bool = False  # an unbound ``@tool`` method: bound to an instance on attribute access
+
+    def __get__(self, instance: object, owner: type | None = None) -> Tool:
+        """``@tool`` on a method: ``box.search`` is a Tool bound to ``box`` (see :class:`Toolbox`)."""
+        if instance is None or not self.method:
+            return self
+        return dataclasses.replace(self, function=self.function.__get__(instance, owner), method=False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly, as if ``@tool`` were not there (no validation)."""
+        return self.function(*args, **kwargs)
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI-style function description shown to models."""
@@ -108,6 +120,8 @@ class Tool:
         """Validate ``arguments`` and call the tool. Raises :class:`ToolError` on bad input."""
         from llmos_tools.schema import validate_arguments
 
+        if self.method:
+            raise TypeError(f"tool {self.name!r} is a method: use it through an instance of its Toolbox")
         kwargs = validate_arguments(self.parameters, arguments)
         if self.wants_context:
             kwargs["context"] = context or ToolContext()

@@ -13,6 +13,9 @@
     @tool(effects={Effect.NETWORK}, name="fetch")
     def fetch_page(url: str, context: ToolContext) -> ToolResult: ...
 
+On a method (first parameter ``self``) in a :class:`~llmos_tools.toolbox.Toolbox`
+subclass, ``@tool`` makes an unbound tool; each instance of the class binds it.
+
 A parameter named ``context`` receives the :class:`ToolContext` and is not shown to
 the model. The schema is built once, when the decorator runs, so a bad annotation
 fails at import time, where a plugin author sees it.
@@ -36,8 +39,10 @@ def make_tool(
     effects: Iterable[Effect | str] = READ_ONLY,
 ) -> Tool:
     """Build a :class:`Tool` from a typed function (what ``@tool`` does)."""
-    doc_description, parameters = function_schema(function)
-    wants_context = "context" in inspect.signature(function).parameters
+    names = list(inspect.signature(function).parameters)
+    method = bool(names) and names[0] == "self"  # a method in a class body, bound later by its Toolbox
+    doc_description, parameters = function_schema(function, skip=("context", "self") if method else ("context",))
+    wants_context = "context" in names
     return Tool(
         name=name or function.__name__,
         description=description or doc_description,
@@ -45,6 +50,7 @@ def make_tool(
         function=function,
         effects=frozenset(Effect(e) for e in effects),
         wants_context=wants_context,
+        method=method,
     )
 
 

@@ -106,6 +106,8 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> Any:
     kind = schema.get("type")
     if kind is None:
         return value
+    if kind == "null" and value is None:  # Optional parameters of MCP servers: anyOf [T, null]
+        return None
     if value is None:
         raise ToolError(f"{where} must not be null")
     if kind == "string" and isinstance(value, str):

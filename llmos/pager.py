@@ -1,0 +1,175 @@
+"""The pager: keeps the context (RAM) inside the window by paging tool results out to the store.
+
+Every tool result becomes a document in the memory store (disk): big ones are cut into
+pages and only the first page enters RAM, with a line that says how to read on. Before
+each generation the kernel calls :meth:`Pager.fit`; when the rendered conversation plus
+a reserve for generation would not fit, the oldest result turns are paged out: each one's
+text is replaced by a one-line stub that names the page and how to bring it back
+(``recall("…")`` or ``open_page(document=…, page=…)``).
+
+KV-level paging: on a CPU that can edit its cache (:meth:`LlamaCPU.replace_span`), the
+page's tokens are cut out of the KV cache, the suffix shifts left, and only the stub's
+tokens are evaluated; nothing after the page is re-prefilled. Other CPUs fall back to
+re-evaluating from the page on, and ``reprefilled_tokens`` shows the cost.
+
+Eviction policy: least recently used results first (a result is used when it is added;
+``recall``/``open_page`` bring a page back as a new result); when every older result is
+already a stub, the oldest stubs are compacted to a bare ``[page P of document D, paged
+out]`` so stubs cannot fill RAM themselves. Never evicted: the system prompt, user
+turns, the model's own turns, and the newest result (the one being read).
+
+Not covered: evicting the model's own turns (a conversation of only chat can still fill
+the window: the kernel then reports ``context_full``), restoring saved KV states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmos.cpu.base import ContextOverflow, Segment
+from llmos.dialects.base import Turn
+from llmos.events import Event, PageIn, PageOut
+from llmos_memory import PageRef, Span, Store, recall_hint, stub_text
+
+if TYPE_CHECKING:
+    from llmos.kernel import Kernel
+
+PAGE_TOKENS = 400
+
+
+@dataclass(frozen=True)
+class RamSummary:
+    window: int  # the model's context size
+    reserve: int  # kept free for generation
+    used: int  # tokens the rendered context takes now
+    resident_pages: int
+    paged_out: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.window - self.reserve - self.used)
+
+    def line(self) -> str:
+        return (f"RAM {self.used}/{self.window - self.reserve} tokens ({self.free} free), "
+                f"{self.resident_pages} pages resident, {self.paged_out} paged out")
+
+
+class Pager:
+    def __init__(
+        self,
+        store: Store | str | Path,
+        *,
+        reserve: int = 256,
+        page_tokens: int = PAGE_TOKENS,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        """``count_tokens`` should be the model's tokenizer, so pages are sized in its tokens."""
+        if isinstance(store, Store):
+            self.store = store
+        else:
+            options = {"count_tokens": count_tokens} if count_tokens else {}
+            self.store = Store(store, page_tokens=page_tokens, **options)
+        self.reserve = reserve
+        self.page_tokens = page_tokens
+
+    # ------------------------------------------------------------------ admitting results
+    def admit(self, kernel: Kernel, text: str, *, source: str, trusted: bool, whole: str | None = None) -> tuple[str, dict]:
+        """Store a result as a document; return the text that enters RAM and the turn's page metadata.
+
+        ``whole`` is the full document when the tool already returned a part of it (the
+        browser returns its first page). A result bigger than two pages enters RAM as
+        its first stored page plus a line saying how to read on.
+        """
+        document = self.store.add_text(whole or text, source or "tool", trust="trusted" if trusted else "untrusted")
+        meta: dict[str, Any] = {"document": document.id, "page": 1, "title": document.title}
+        if document.n_pages > 1 and self.store.count_tokens(text) > 2 * self.page_tokens:
+            first = self.store.page(document.id, 1)
+            note = (f"\n[page 1 of {document.n_pages} of document {document.id}; read on with "
+                    f"open_page(document={document.id}, page=2)]")
+            return first.text + note, meta
+        return text, meta
+
+    def page_in_events(self, data: Any) -> Iterator[Event]:
+        """Page-in events for a memory-app result (its ``data`` lists the pages)."""
+        if isinstance(data, dict):
+            for page in data.get("pages", []):
+                yield PageIn(f"{page.get('document')}:{page.get('page')}", int(page.get("n_tokens", 0)))
+
+    # ------------------------------------------------------------------ eviction
+    def fit(self, kernel: Kernel) -> Iterator[Event]:
+        """Page out results until the rendered context plus the reserve fits the window."""
+        limit = kernel.cpu.n_ctx - self.reserve
+        while True:
+            segments = kernel.dialect.render(kernel.turns, kernel.specs)
+            sizes = [_size(kernel.cpu, s) for s in segments]
+            if _bos(kernel.cpu) + sum(sizes) <= limit:
+                return
+            victim = self._victim(kernel.turns)
+            if victim is None:
+                raise ContextOverflow(
+                    f"the context needs {sum(sizes)} tokens and nothing more can be paged out of {limit}"
+                )
+            yield self._page_out(kernel, victim, segments, sizes)
+
+    def _victim(self, turns: list[Turn]) -> Turn | None:
+        """The oldest result still in full, else the oldest stub not yet compacted; never the newest result."""
+        results = [t for t in turns if t.role == "result"][:-1]
+        full = [t for t in results if "paged_out" not in t.meta]
+        if full:
+            return full[0]
+        stubs = [t for t in results if not t.meta["paged_out"].get("compact")]
+        return stubs[0] if stubs else None
+
+    def _page_out(self, kernel: Kernel, turn: Turn, segments: list[Segment], sizes: list[int]) -> PageOut:
+        if "document" not in turn.meta:  # a result admitted before the pager existed
+            turn.meta.update(self.admit(kernel, turn.text, source=turn.source, trusted=turn.trusted)[1])
+        key = f"t{turn.id}"
+        index = next(i for i, s in enumerate(segments) if s.key == key)
+        start = _bos(kernel.cpu) + sum(sizes[:index])
+        end = start + sizes[index]
+        ref = PageRef(turn.meta["document"], turn.meta.get("page", 1), turn.meta.get("title", turn.source),
+                      recall_hint(turn.text))
+        if "paged_out" in turn.meta:  # already a stub: compact it (stubs must not fill RAM themselves)
+            stub = f"[page {ref.number} of document {ref.document_id}, paged out]"
+            turn.meta["paged_out"]["compact"] = True
+        else:
+            stub = stub_text(Span(key, "page", start, end, page=ref))
+            turn.meta["paged_out"] = {"tokens": end - start, "text": turn.text}
+        turn.text = stub
+        new = next(s for s in kernel.dialect.render(kernel.turns, kernel.specs) if s.key == key)
+        shifted = self._shift(kernel.cpu, start, end, segments[index], new)
+        return PageOut(f"{ref.document_id}:{ref.number}", end - start, shifted, stub)
+
+    def _shift(self, cpu: Any, start: int, end: int, old: Segment, new: Segment) -> bool:
+        replace = getattr(cpu, "replace_span", None)
+        if replace is None or not hasattr(cpu, "segment_tokens"):
+            return False  # the next load re-evaluates from here, and counts it
+        if list(cpu.tokens[start:end]) != list(cpu.segment_tokens(old)):
+            return False  # the cache does not hold this rendering (e.g. not loaded yet)
+        return bool(replace(start, end, cpu.segment_tokens(new)))
+
+    # ------------------------------------------------------------------ visibility
+    def summary(self, kernel: Kernel) -> RamSummary:
+        segments = kernel.dialect.render(kernel.turns, kernel.specs)
+        used = _bos(kernel.cpu) + sum(_size(kernel.cpu, s) for s in segments)
+        results = [t for t in kernel.turns if t.role == "result"]
+        out = sum(1 for t in results if "paged_out" in t.meta)
+        return RamSummary(kernel.cpu.n_ctx, self.reserve, used, len(results) - out, out)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _size(cpu: Any, segment: Segment) -> int:
+    if segment.tokens is not None:
+        return len(segment.tokens)
+    if hasattr(cpu, "segment_tokens"):
+        return len(cpu.segment_tokens(segment))
+    return int(cpu.count_tokens(segment.text, segment.trusted))
+
+
+def _bos(cpu: Any) -> int:
+    return 1 if getattr(cpu, "add_bos", False) and getattr(cpu, "bos", -1) >= 0 else 0

@@ -1,0 +1,177 @@
+"""The policy kernel: allow, ask or deny each tool call, from effects and provenance.
+
+The model is assumed compromised (jailbreak, prompt injection, poisoned weights), so
+every decision rests on facts the model cannot forge: the tool's *declared* effects
+(:class:`~llmos_tools.Effect`) and the provenance of the call's arguments and of the
+context (:mod:`llmos.policy.provenance`), both computed from the kernel's own turns.
+
+Rules, strictest wins (each decision lists every rule that fired, plus the
+provenance it used, as its reasons; they reach the ``audit`` table):
+
+1. ``tools: {name: deny}`` denies; ``ask`` asks at least; ``allow`` skips rule 4's ask.
+2. **exfiltration** (tools with ``NETWORK`` or ``SENDS_OUT``): an argument that
+   addresses a host the user never named *and* the call carries private data
+   verbatim (a token or a line from a file, mail, memory, sandbox output) →
+   ``exfiltration`` (default **deny**; per-tool ``allow`` does not lift it).
+3. **private network**: such a call to an un-named host while both untrusted text and
+   private data are in the context (the data could be encoded, so not found
+   verbatim) → ``private_network`` (default **ask**).
+4. **injected argument** (tools with ``WRITES`` or ``SENDS_OUT``, untrusted text in
+   the context): an argument holds an identifier (recipient, IBAN, URL, address,
+   password, id …) found in an untrusted page and not in the user's words or a
+   trusted result → ``untrusted_argument`` (default **ask**). With
+   ``taint: context`` any such call after an untrusted page is asked about (the
+   conservative mode: values the model transformed cannot slip through).
+5. Otherwise: read-only tools and calls with clean provenance are allowed.
+
+Config shape (a mapping; the task runner passes a task file's ``policy:`` through
+:meth:`Policy.from_config`)::
+
+    policy:
+      taint: derived            # derived (default) | context
+      hosts: [example.com]      # hosts that count as user-named, besides those in the user's turns
+      tools: {python: ask, send_email: allow}
+      actions: {exfiltration: deny, private_network: ask, untrusted_argument: ask}
+
+Not covered: values the model transforms before use (see provenance), side channels
+through read-only tools (a search query is ``NETWORK`` and is checked; a tool that
+under-declares its effects is not), and the number of calls (the kernel's step
+budget bounds it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from llmos_tools import Effect, Tool
+
+from llmos.policy.provenance import ArgumentOrigin, Context, context_from, origins
+
+if TYPE_CHECKING:
+    from llmos.dialects.base import Turn
+
+Action = Literal["allow", "ask", "deny"]
+ACTIONS: tuple[Action, ...] = ("allow", "ask", "deny")
+RULES = ("exfiltration", "private_network", "untrusted_argument")
+DEFAULT_ACTIONS: dict[str, Action] = {"exfiltration": "deny", "private_network": "ask", "untrusted_argument": "ask"}
+CONFIG_KEYS = {"taint", "hosts", "tools", "actions"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reasons: tuple[str, ...] = ()
+
+
+class PolicyConfigError(ValueError):
+    """The policy configuration is not valid; the message says which key and why."""
+
+
+def strictest(actions: Iterable[Action]) -> Action:
+    return max(actions, key=ACTIONS.index, default="allow")
+
+
+@dataclass
+class Policy:
+    """Decides each call; configure per task (``from_config``) and per tool (``overrides``)."""
+
+    overrides: dict[str, Action] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)
+    taint: Literal["derived", "context"] = "derived"
+    actions: dict[str, Action] = field(default_factory=lambda: dict(DEFAULT_ACTIONS))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> Policy:
+        """Build from the documented config shape; unknown keys and values are errors."""
+        config = dict(config or {})
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            raise PolicyConfigError(f"policy: unknown key(s) {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+        taint = config.get("taint", "derived")
+        if taint not in ("derived", "context"):
+            raise PolicyConfigError(f"policy.taint must be 'derived' or 'context', not {taint!r}")
+        actions = dict(DEFAULT_ACTIONS)
+        for rule, action in dict(config.get("actions") or {}).items():
+            if rule not in RULES:
+                raise PolicyConfigError(f"policy.actions: unknown rule {rule!r}; rules: {', '.join(RULES)}")
+            actions[rule] = _action(action, f"policy.actions.{rule}")
+        tools = {name: _action(a, f"policy.tools.{name}") for name, a in dict(config.get("tools") or {}).items()}
+        hosts = {str(h).lower().removeprefix("www.") for h in config.get("hosts") or ()}
+        return cls(overrides=tools, hosts=hosts, taint=taint, actions=actions)
+
+    def decide(self, tool: Tool, arguments: Mapping[str, Any], *, turns: Sequence[Turn]) -> Decision:
+        """Decide one call, given the conversation that produced it."""
+        override = self.overrides.get(tool.name)
+        if override == "deny":
+            return Decision("deny", (f"configured: {tool.name} -> deny",))
+        context = context_from(turns, self.hosts)
+        found = origins(arguments, context)
+        findings = self._findings(tool, context, found)
+        if override == "allow":
+            findings = [(a, r) for a, r in findings if a == "deny"]  # a leak stays denied
+        elif override == "ask":
+            findings.append(("ask", f"configured: {tool.name} -> ask"))
+        action = strictest(a for a, _ in findings)
+        reasons = [r for _, r in findings] or [_allowed_because(tool, override)]
+        reasons += [context.describe(), *(f"arg {o.describe()}" for o in found)]
+        return Decision(action, tuple(reasons))
+
+    def _findings(self, tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[tuple[Action, str]]:
+        findings: list[tuple[Action, str]] = []
+        if tool.effects & {Effect.NETWORK, Effect.SENDS_OUT}:
+            findings += self._network(tool, context, found)
+        if tool.effects & {Effect.WRITES, Effect.SENDS_OUT} and context.untrusted:
+            findings += self._consequential(tool, context, found)
+        return findings
+
+    def _network(self, tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[tuple[Action, str]]:
+        foreign = sorted({h for o in found for h in o.hosts if not context.host_is_user_named(h)})
+        if not foreign:
+            return []
+        leaks = sorted({p for o in found for p in o.private_sources()})
+        if leaks:
+            why = (
+                f"exfiltration: {tool.name} would carry private data ({', '.join(leaks)}) to host(s) "
+                f"the user never named: {', '.join(foreign)}"
+            )
+            return [(self.actions["exfiltration"], why)]
+        if context.untrusted and context.private:
+            why = (
+                f"private network: {tool.name} addresses host(s) the user never named ({', '.join(foreign)}) "
+                "while untrusted text and private data are both in the context"
+            )
+            return [(self.actions["private_network"], why)]
+        return []
+
+    def _consequential(self, tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[tuple[Action, str]]:
+        kind = "sends data out" if Effect.SENDS_OUT in tool.effects else "writes"
+        pages = ", ".join(f"{s.name}@{s.turn}" for s in context.untrusted)
+        if self.taint == "context":
+            why = f"tainted: {tool.name} {kind} and every argument was written after untrusted pages ({pages})"
+            return [(self.actions["untrusted_argument"], why)]
+        injected = [(o.path, ident) for o in found for ident in o.injected()]
+        if not injected:
+            return []
+        shown = "; ".join(f"{path} holds {ident!r}" for path, ident in injected[:6])
+        why = (
+            f"untrusted argument: {tool.name} {kind} and {shown}, found in untrusted pages ({pages}) "
+            "but not in the user's words or a trusted result"
+        )
+        return [(self.actions["untrusted_argument"], why)]
+
+
+def _allowed_because(tool: Tool, override: Action | None) -> str:
+    if override == "allow":
+        return f"configured: {tool.name} -> allow"
+    if not tool.effects:
+        return "read-only tool"
+    effects = ", ".join(sorted(str(e) for e in tool.effects))
+    return f"effects ({effects}) allowed: arguments and context have clean provenance"
+
+
+def _action(value: Any, where: str) -> Action:
+    if value not in ACTIONS:
+        raise PolicyConfigError(f"{where} must be one of {', '.join(ACTIONS)}, not {value!r}")
+    return cast(Action, value)

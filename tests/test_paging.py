@@ -1,0 +1,107 @@
+"""Paging through the kernel on real llama.cpp: RAM stays inside the window, pages come back by recall."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import need_module
+
+from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
+from llmos.kernel import Budgets, Kernel
+from llmos.pager import Pager
+from llmos.testing import scripted_llama
+from llmos_tools import ToolResult, Trust, load_tools, tool
+
+FACT = "The vault code word is PELICAN-7391."
+
+
+def call(name, **arguments):
+    return f"{CALL}{json.dumps({'name': name, 'arguments': arguments})}{CALL_END}"
+
+
+def long_document(n_tokens: int) -> str:
+    """About ``n_tokens`` tokens for a character-level vocabulary, with the fact on page 37 of 200-token pages."""
+    paragraphs, size = [], 0
+    while size < n_tokens:
+        index = len(paragraphs)
+        text = f"Paragraph {index}: the river kept moving past the mill, and the miller counted sacks of grain."
+        if index == 36 * 2 + 1:  # two paragraphs of ~100 tokens per 200-token page
+            text = f"Paragraph {index}: {FACT} Keep it secret."
+        paragraphs.append(text)
+        size += len(text) + 2
+    return "\n\n".join(paragraphs)
+
+
+@tool
+def read_file(path: str) -> ToolResult:
+    """Read a file.
+
+    Args:
+        path: the file to read
+    """
+    text = long_document(50_000)
+    return ToolResult(text=text[:2000], trust=Trust.UNTRUSTED, source=path, data={"text": text})
+
+
+def test_a_long_document_through_a_small_window(llmos_gguf, tmp_path):
+    need_module("llmos_memory")
+    script = [
+        call("read_file", path="notes.txt"),
+        call("open_page", document=1, page=2),
+        call("open_page", document=1, page=3),
+        call("open_page", document=1, page=4),
+        call("open_page", document=1, page=5),
+        call("recall", query="vault code word"),
+        f"The code word is PELICAN-7391.{END}",
+    ]
+    cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
+    # this vocabulary is one character per token, so pages are small (200 tokens = 200 characters)
+    pager = Pager(tmp_path / "memory.sqlite", reserve=256, page_tokens=200, count_tokens=cpu.count_tokens)
+    tools = load_tools(allow={"memory"})
+    tools.add(read_file)
+    kernel = Kernel(cpu, LlmosDialect(), tools, pager=pager, workdir=tmp_path,
+                    budgets=Budgets(max_steps=10, max_step_tokens=200), system="Answer from the documents.")
+    events = list(kernel.ask("What is the vault code word in notes.txt?"))
+    kinds = [e.kind for e in events]
+    assert events[-1].kind == "done" and events[-1].reason == "answer", events[-2:]
+    assert kinds.count("page_out") >= 3  # pages came and went
+    assert all(e.shifted for e in events if e.kind == "page_out")  # by KV shift, not re-prefill
+    recalled = [e for e in events if e.kind == "result" and e.name == "recall"][0]
+    assert FACT in recalled.text
+    assert any(e.kind == "page_in" for e in events)
+    document = pager.store.document(1)
+    assert document.n_pages >= 100 and FACT in pager.store.page(1, 37).text
+    # the fact was in RAM when the answer was written, and RAM never overflowed
+    assert FACT in "".join(t.text for t in kernel.turns if t.role == "result" and "paged_out" not in t.meta)
+    assert len(cpu.tokens) <= cpu.n_ctx
+    assert cpu.counters.reprefilled_tokens == 0
+    summary = pager.summary(kernel)
+    assert summary.used <= cpu.n_ctx and summary.paged_out >= 3
+    cpu.close()
+    pager.close()
+
+
+def test_without_a_pager_the_same_session_reports_context_full(llmos_gguf, tmp_path):
+    script = [call("read_file", path="notes.txt")] + [call("read_file", path="notes.txt")] * 3 + [f"x{END}"]
+    cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
+    kernel = Kernel(cpu, LlmosDialect(), [read_file], workdir=tmp_path, budgets=Budgets(max_steps=10))
+    events = list(kernel.ask("read it"))
+    assert events[-2].kind == "error" and events[-2].code == "context_full"
+    cpu.close()
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_page_out_falls_back_to_reprefill_when_the_cpu_cannot_shift(llmos_gguf, tmp_path, shift):
+    script = [call("read_file", path="a.txt")] + [call("read_file", path=f"{i}.txt") for i in range(4)] + [f"x{END}"]
+    cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
+    cpu.can_shift = shift
+    pager = Pager(tmp_path / "memory.sqlite", count_tokens=lambda text: cpu.count_tokens(text))
+    kernel = Kernel(cpu, LlmosDialect(), [read_file], pager=pager, workdir=tmp_path, budgets=Budgets(max_steps=10))
+    events = list(kernel.ask("read them"))
+    outs = [e for e in events if e.kind == "page_out"]
+    assert outs and all(e.shifted is shift for e in outs)
+    assert (cpu.counters.reprefilled_tokens == 0) is shift
+    assert events[-1].reason == "answer"
+    cpu.close()
+    pager.close()
