@@ -135,7 +135,15 @@ def measure_recall(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-MEASUREMENTS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [measure_ingest, measure_recall]
+def measure_paging(args: argparse.Namespace) -> dict[str, Any]:
+    """KV-level paging on the real llama.cpp CPU (see ``benchmarks/paging.py``)."""
+    import paging
+
+    args.log("paging: page-out by KV shift vs re-prefill, and a paged session")
+    return {**paging.pageout_speedup(), **paging.paged_recompute()}
+
+
+MEASUREMENTS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [measure_paging, measure_ingest, measure_recall]
 
 
 def main(argv: list[str] | None = None) -> int:

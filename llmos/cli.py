@@ -1,12 +1,15 @@
-"""The ``llmos`` command line: chat, run a task file, read logs, list tools.
+"""The ``llmos`` command line: the terminal assistant, chat, run task files, models, logs, tools.
 
 Everything heavy is imported inside the command that needs it, so ``llmos --help``
 answers in a fraction of a second. The CLI is a consumer of the kernel's event
 stream like any other shell: it prints tokens as they come and shows calls and
 results on their own lines (on stderr, so stdout carries only the answer).
 
+``llmos`` alone opens the terminal assistant (``llmos tui``) when it runs in a terminal and
+textual is installed, and the line chat otherwise.
+
 Exit codes: 0 answered, 1 error (backend, bad model), 2 bad usage or task file,
-3 a budget ran out.
+3 a budget ran out, 4 a task's check failed (see :mod:`llmos.runner`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from llmos import __version__
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_CHECKS = 0, 1, 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,10 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--resume", metavar="SESSION", help="continue a stored session")
     chat.add_argument("--force-call", action="store_true", help="force each first step to be a tool call")
 
-    run = commands.add_parser("run", help="run a task file and print the answer")
-    run.add_argument("task", help="a task.yaml file")
+    tui = commands.add_parser("tui", help="the terminal assistant (the default in a terminal)")
+    model_options(tui)
+    tui.add_argument("--resume", metavar="SESSION", help="reopen a stored session")
+
+    run = commands.add_parser(
+        "run",
+        help="run task files into run folders (answer, artifacts, transcript, report)",
+        description="Run task files (docs/task-format.md). Exit codes: 0 ok, 1 error, 2 bad task file, "
+        "3 budget exhausted, 4 a check failed; with several tasks, the most serious one.",
+    )
+    run.add_argument("task", nargs="*", help="task.yaml files")
     model_options(run)
-    run.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    run.add_argument("--json", action="store_true", help="print the events as JSON lines, then a summary line")
+    run.add_argument("--out", metavar="DIR", help="the run folder (one task only; default runs/<time>-<name>/)")
+    run.add_argument("--runs-dir", metavar="DIR", default="runs", help="where new run folders go (default: runs)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its run folder")
+    run.add_argument("--jobs", type=int, default=1, help="run N tasks at once (threads; for HTTP backends)")
+
+    models = commands.add_parser("models", help="list bundled, pulled and known models")
+    models.add_argument("--json", action="store_true")
+    pull = commands.add_parser("pull", help="download a GGUF model from the Hugging Face Hub into the cache")
+    pull.add_argument("name", help="a short name (see `llmos models`) or owner/repo/file.gguf[@revision]")
+    pull.add_argument("--quiet", action="store_true", help="no progress bar")
 
     logs = commands.add_parser("logs", help="list stored sessions, or show one")
     logs.add_argument("session", nargs="?", help="a session id (or a unique prefix)")
@@ -55,27 +77,49 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"chat": _chat, "run": _run, "logs": _logs, "tools": _tools, None: _chat_default}
+    handlers = {
+        "chat": _chat,
+        "run": _run,
+        "logs": _logs,
+        "tools": _tools,
+        "tui": _tui,
+        "models": _models,
+        "pull": _pull,
+        None: _default,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # known failures get a line, not a traceback
         from llmos.cpu.base import CPUError
+        from llmos.pull import PullError
         from llmos.task import TaskError
 
         if isinstance(exc, TaskError | KeyError):
             print(f"llmos: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        if isinstance(exc, CPUError):
+        if isinstance(exc, CPUError | PullError):
             print(f"llmos: {exc}", file=sys.stderr)
             return EXIT_ERROR
         raise
 
 
-def _chat_default(args: argparse.Namespace) -> int:
-    args = _parser().parse_args(["chat"])
-    return _chat(args)
+def _default(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if sys.stdin.isatty() and sys.stdout.isatty() and importlib.util.find_spec("textual"):
+        return _tui(_parser().parse_args(["tui"]))
+    return _chat(_parser().parse_args(["chat"]))
+
+
+def _tui(args: argparse.Namespace) -> int:
+    try:
+        from llmos.tui import run_tui
+    except ImportError as exc:
+        print(f"llmos: the terminal assistant needs textual: pip install 'llmos[tui]' ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    return run_tui(args)
 
 
 def _tool_names(value: str | None) -> list[str] | None:
@@ -111,14 +155,23 @@ def _approve_on_terminal(request: Any) -> bool:
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from llmos.runner import model_spec
     from llmos.session import Session
 
     session = Session.open(
-        args.model, tools=_tool_names(args.tools), dialect=args.dialect, n_ctx=args.n_ctx, store=args.store,
-        resume=args.resume, approver=_approve_on_terminal,
+        model_spec(args.model),
+        tools=_tool_names(args.tools),
+        dialect=args.dialect,
+        n_ctx=args.n_ctx,
+        store=args.store,
+        resume=args.resume,
+        approver=_approve_on_terminal,
     )
-    print(f"llmos {__version__} · {session.machine.spec if session.machine else ''} · session {session.id} · "
-          f"tools: {', '.join(session.tools.names()) or 'none'} · Ctrl-D to quit", file=sys.stderr)
+    print(
+        f"llmos {__version__} · {session.machine.spec if session.machine else ''} · session {session.id} · "
+        f"tools: {', '.join(session.tools.names()) or 'none'} · Ctrl-D to quit",
+        file=sys.stderr,
+    )
     with session:
         while True:
             try:
@@ -133,31 +186,90 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import dataclasses
+    from pathlib import Path
 
-    from llmos.session import Session
-    from llmos.task import load_task
+    from llmos import runner
+    from llmos.task import TaskError, load_task
 
-    task = load_task(args.task)
-    session = Session.open(
-        args.model or task.model, tools=_tool_names(args.tools) or task.tools, dialect=args.dialect or task.dialect,
-        n_ctx=args.n_ctx if args.n_ctx != 2048 else task.n_ctx, store=args.store, title=task.prompt[:80],
-        system=task.system, budgets=task.budgets, sampling=task.sampling,
+    if not args.task and not args.resume:
+        raise TaskError("give a task file (or --resume RUN_DIR)")
+    if args.out and len(args.task) > 1:
+        raise TaskError("--out names one run folder: use --runs-dir for several tasks")
+    options = runner.RunOptions(
+        out=Path(args.out) if args.out else None,
+        runs_dir=Path(args.runs_dir),
+        store=Path(args.store) if args.store else None,
+        approver=_approve_on_terminal if args.jobs <= 1 else None,
     )
-    done = None
-    with session:
-        for event in session.ask(task.prompt, force_call=task.force_call):
-            if args.json:
-                print(json.dumps(dataclasses.asdict(event) | {"kind": event.kind}, default=str), flush=True)
-            elif event.kind != "token":
-                _show(event, out=sys.stderr)
-            if event.kind == "done":
-                done = event
-    if done is None:
-        return EXIT_ERROR
+    single = len(args.task) <= 1
+    if args.resume:
+        result = runner.resume_run(Path(args.resume), options, _display(args, "", None, single))
+        return _finish(args, [result])
+    # Validate every file before running any, so a typo in the fifth file costs nothing.
+    tasks = [(Path(path), _with_overrides(load_task(path), args)) for path in args.task]
+    if single:
+        source, task = tasks[0]
+        result = runner.run_task(task, options, _display(args, "", task, True), source)
+        return _finish(args, [result])
+    results = runner.run_many(tasks, options, args.jobs, lambda label: _display(args, label, None, False))
+    return _finish(args, results)
+
+
+def _with_overrides(task, args: argparse.Namespace):
+    """Command-line model options win over the task file's."""
+    changes = {
+        "model": args.model,
+        "dialect": args.dialect,
+        "tools": _tool_names(args.tools),
+        "n_ctx": args.n_ctx if args.n_ctx != 2048 else None,
+    }
+    return task.model_copy(update={k: v for k, v in changes.items() if v is not None})
+
+
+def _display(args: argparse.Namespace, label: str, task, single: bool):
+    from llmos import runner
+
+    if args.json:
+        return runner.JsonDisplay(sys.stdout, label)
+    if single and sys.stdout.isatty() and sys.stderr.isatty():
+        return runner.LiveDisplay(sys.stderr, task.budgets.steps if task else 0)
+    return runner.PlainDisplay(sys.stderr, label)
+
+
+def _finish(args: argparse.Namespace, results: list) -> int:
+    from llmos import runner
+
     if not args.json:
-        print(done.answer)
-    return {"answer": EXIT_OK, "budget": EXIT_BUDGET}.get(done.reason, EXIT_ERROR)
+        if len(results) == 1:
+            print(results[0].answer)
+        else:
+            for result in results:
+                print(f"{result.status:<14} exit {result.exit_code}  {result.folder}")
+    return runner.worst([r.exit_code for r in results])
+
+
+def _models(args: argparse.Namespace) -> int:
+    from llmos.pull import list_models, models_dir
+
+    entries = list_models()
+    if args.json:
+        print(json.dumps([dataclasses_asdict(e) for e in entries]))
+        return EXIT_OK
+    print(f"cache: {models_dir()}", file=sys.stderr)
+    for entry in entries:
+        where = entry.path or "(not pulled: llmos pull " + entry.name + ")"
+        size = f"{entry.size / 1e6:8.1f} MB" if entry.size else " " * 11
+        print(f"{entry.kind:<10} {entry.name:<40} {size}  {where}")
+    return EXIT_OK
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from llmos.pull import pull
+
+    pulled = pull(args.name, progress=not args.quiet)
+    note = "sha256 verified" if pulled.verified else "no sha256 published: not verified"
+    print(f"{pulled.path}  ({note}: {pulled.sha256})")
+    return EXIT_OK
 
 
 def _logs(args: argparse.Namespace) -> int:

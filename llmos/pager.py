@@ -144,6 +144,7 @@ class Pager:
         return PageOut(f"{ref.document_id}:{ref.number}", end - start, shifted, stub)
 
     def _shift(self, cpu: Any, start: int, end: int, old: Segment, new: Segment) -> bool:
+        cpu.counters.context_tokens += _size(cpu, new)  # the stub is new context
         replace = getattr(cpu, "replace_span", None)
         if replace is None or not hasattr(cpu, "segment_tokens"):
             return False  # the next load re-evaluates from here, and counts it

@@ -175,7 +175,7 @@ def list_models(root: Path | None = None) -> list[ModelEntry]:
         name = pulled.get(str(path)) or f"hf:{owner_repo}/{path.relative_to(root / path.relative_to(root).parts[0])}"
         entries.append(ModelEntry("local", name, str(path), path.stat().st_size))
     listed = {entry.name for entry in entries}
-    for short, hub in KNOWN_MODELS.items():
+    for short in KNOWN_MODELS:
         if short not in listed:
             entries.append(ModelEntry("known", short, "", 0))
     return entries

@@ -11,7 +11,7 @@ Contract
   link and image the model wrote is shown as text (its label and its URL), never as ``<a href>``
   or ``<img src>``: a markdown image is the classic way to exfiltrate data to a URL.
   In ``report.md`` model text goes inside a fenced block, so a Markdown viewer renders none of it.
-  :func:`defang_markdown` gives the same guarantee for viewers that render Markdown (the TUI).
+  The text goes through :func:`llmos.policy.render.render_safe` first (the TUI uses it too).
 
 Not covered: charts beyond tool timings, diffing two runs.
 """
@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from llmos.policy.render import render_safe
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 
@@ -118,16 +120,16 @@ def render_untrusted_markdown(text: str) -> str:
 
     md = MarkdownIt("commonmark", {"html": False, "linkify": False})
 
-    def image(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         token = tokens[idx]
         alt = "".join(child.content for child in token.children or [])
         src = token.attrGet("src") or ""
         return f'<span class="ref">[image: {html.escape(alt)} · {html.escape(str(src))}]</span>'
 
-    def link_open(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def link_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         return '<span class="ref">'
 
-    def link_close(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def link_close(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         opener = next(t for t in reversed(tokens[:idx]) if t.type == "link_open")
         href = opener.attrGet("href") or ""
         return f" · {html.escape(str(href))}</span>"
@@ -135,19 +137,8 @@ def render_untrusted_markdown(text: str) -> str:
     md.add_render_rule("image", image)
     md.add_render_rule("link_open", link_open)
     md.add_render_rule("link_close", link_close)
-    return md.render(text)
-
-
-MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
-MD_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(([^)]*)\)")
-MD_AUTOLINK = re.compile(r"<((?:https?|ftp|mailto):[^>\s]*)>")
-
-
-def defang_markdown(text: str) -> str:
-    """Markdown whose images and links are plain text, for a renderer that might follow them."""
-    text = MD_IMAGE.sub(lambda m: f"[image: {m.group(1)}] `{m.group(2)}`", text)
-    text = MD_LINK.sub(lambda m: f"{m.group(1)} `{m.group(2)}`", text)
-    return MD_AUTOLINK.sub(lambda m: f"`{m.group(1)}`", text)
+    # render_safe already turned links, images and tags into text; the rules above are the second lock.
+    return md.render(render_safe(text))
 
 
 # -- report.html -------------------------------------------------------------------------
@@ -207,7 +198,7 @@ def _checks_html(record: RunRecord) -> list[str]:
     if not record.checks:
         return []
     rows = [
-        f'<tr><td><code>{html.escape(c["check"])}</code></td>'
+        f"<tr><td><code>{html.escape(c['check'])}</code></td>"
         f'<td class="{"pass" if c["passed"] else "fail"}">{"pass" if c["passed"] else "FAIL"}</td>'
         f"<td>{html.escape(c['detail'])}</td></tr>"
         for c in record.checks

@@ -19,7 +19,7 @@ Contract
 * Relative paths (model file, ``ingest`` files, ``web: archive:PATH``) resolve against
   the task file's folder; check and output paths are relative to the run folder.
 * :class:`Task` knows how to become the kernel's inputs (:meth:`Task.kernel_budgets`,
-  :meth:`Task.cpu_sampling`, :meth:`Task.tool_names`, :meth:`Task.policy_overrides`,
+  :meth:`Task.cpu_sampling`, :meth:`Task.tool_names`, :meth:`Task.policy_config`,
   :meth:`Task.kernel_settings`); it does not run anything (see :mod:`llmos.runner`).
 
 Not covered: includes or templating between task files, environment-variable expansion.
@@ -122,6 +122,9 @@ class Task(_Strict):
     tools: list[str] | dict[str, Action] | None = Field(
         None, description="tool names, or name -> allow|ask|deny; default: every installed tool, default policy"
     )
+    policy: dict[str, Any] | None = Field(
+        None, description="the policy config (llmos.policy: taint, hosts, tools, actions); `tools:` actions merge in"
+    )
     ingest: list[str] = Field(default_factory=list, description="files to put in memory before the run")
     web: str = Field("live", description="'live' or 'archive:PATH' (an offline web archive)")
     budgets: TaskBudgets = Field(default_factory=TaskBudgets)  # type: ignore[arg-type]
@@ -136,6 +139,14 @@ class Task(_Strict):
     def _web_mode(cls, value: str) -> str:
         if value != "live" and not (value.startswith("archive:") and len(value) > len("archive:")):
             raise ValueError("web must be 'live' or 'archive:PATH'")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from llmos.policy import Policy
+
+        Policy.from_config(value)  # raises PolicyConfigError (a ValueError) with the key at fault
         return value
 
     @field_validator("outputs")
@@ -157,6 +168,14 @@ class Task(_Strict):
 
     def policy_overrides(self) -> dict[str, Action]:
         return dict(self.tools) if isinstance(self.tools, dict) else {}
+
+    def policy_config(self) -> dict[str, Any]:
+        """``policy:`` with the ``tools:`` actions merged into its per-tool overrides."""
+        config = dict(self.policy or {})
+        overrides = self.policy_overrides()
+        if overrides:
+            config["tools"] = {**(config.get("tools") or {}), **overrides}
+        return config
 
     def kernel_budgets(self) -> Budgets:
         from llmos.kernel import Budgets

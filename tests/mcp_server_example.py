@@ -4,14 +4,17 @@
     python tests/mcp_server_example.py http PORT       # streamable HTTP on 127.0.0.1:PORT/mcp
 
 Tools: ``add`` (two integers), ``shout`` (upper-cases text, which may carry an
-injection attempt: the bridge must mark it untrusted) and ``fail`` (always an error).
+injection attempt: the bridge must mark it untrusted), ``fail`` (always an error)
+and ``slow`` (sleeps, for timeouts).
 """
 
 from __future__ import annotations
 
 import sys
 
+import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("example")
 
@@ -31,7 +34,14 @@ def shout(text: str) -> str:
 @server.tool()
 def fail(reason: str = "no reason") -> str:
     """Always fails."""
-    raise ValueError(f"failed on purpose: {reason}")
+    raise ToolError(f"failed on purpose: {reason}")
+
+
+@server.tool()
+async def slow(seconds: float) -> str:
+    """Sleep, then answer (for timeouts)."""
+    await anyio.sleep(seconds)
+    return "awake"
 
 
 if __name__ == "__main__":

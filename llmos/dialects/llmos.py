@@ -86,6 +86,8 @@ class LlmosDialect(Dialect):
                 out.append(Segment(turn.text, trusted=False, tokens=turn.tokens, tag="assistant", key=key))
             elif turn.trusted:
                 out += _wrap(RESULT, turn.text, RESULT_END, key, "result")
+            elif "paged_out" in turn.meta:  # a stub names its page itself: no header
+                out += _wrap(PAGE, turn.text, PAGE_END, key, "page")
             else:
                 out += _wrap(PAGE, page_header(turn) + "\n" + turn.text, PAGE_END, key, "page")
             previous = turn

@@ -180,7 +180,7 @@ def _is_identifier(token: str) -> bool:
 
 
 def lines_of(text: str) -> set[str]:
-    return {n for line in re.split(r"[\n\r.;]+", text) if len(n := normalize(line)) >= MIN_LINE}
+    return {n for line in re.split(r"[\n\r;]+|\.\s", text) if len(n := normalize(line)) >= MIN_LINE}
 
 
 @dataclass
@@ -192,6 +192,8 @@ class ArgumentOrigin:
     labels: dict[str, list[str]] = field(default_factory=dict)  # identifier -> labels of sources holding it
     leaked_lines: list[str] = field(default_factory=list)  # private sources whose lines appear in the value
     hosts: set[str] = field(default_factory=set)
+    followed: set[str] = field(default_factory=set)  # identifiers of links copied whole from the context
+    is_followed_link: bool = False  # the whole value is such a link
 
     def injected(self) -> list[str]:
         """Identifiers found in untrusted text and nowhere the user or a trusted tool vouches for."""
@@ -202,8 +204,23 @@ class ArgumentOrigin:
             and not any(label == "user" or label.startswith("trusted:") for label in labels)
         ]
 
+    def unvouched(self) -> list[str]:
+        """Identifiers found nowhere in the context: the model wrote them."""
+        return [ident for ident, labels in self.labels.items() if not labels]
+
+    @property
+    def name(self) -> str:
+        """The argument's own name: ``recipients[0]`` -> ``recipients``."""
+        return self.path.split(".")[-1].split("[")[0].lower()
+
     def private_sources(self) -> list[str]:
-        found = {label for labels in self.labels.values() for label in labels if label.startswith("private:")}
+        found = {
+            label
+            for ident, labels in self.labels.items()
+            if not any(ident in link or link in ident for link in self.followed)
+            for label in labels
+            if label.startswith("private:")
+        }
         return sorted(found | set(self.leaked_lines))
 
     def describe(self) -> str:
@@ -223,7 +240,13 @@ def origins(arguments: Mapping[str, Any], context: Context) -> list[ArgumentOrig
             origin.hosts.add(host_of(value))
         for ident in identifiers(value):
             origin.labels[ident] = _labels(ident, texts)
+        # a link copied whole from the context is followed, not filled in: it carries no private data
+        followed = [u for u in URL_RE.findall(value) if any(normalize(u) in text for _, text in texts)]
+        origin.followed = {ident for u in followed for ident in identifiers(u)}
+        origin.is_followed_link = normalize(value) in {normalize(u) for u in followed}
         normalized = normalize(value)
+        for link in followed:
+            normalized = normalized.replace(normalize(link), " ")
         origin.leaked_lines = sorted(
             label for label, lines in private_lines.items() if any(line in normalized for line in lines)
         )

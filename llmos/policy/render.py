@@ -34,7 +34,7 @@ def render_safe(markdown: str) -> str:
     text = REF_DEFINITION.sub(lambda m: f"[{m.group(1)}] <{m.group(2)}>", markdown)
     text = IMAGE_INLINE.sub(lambda m: _image(m.group(1), m.group(2)), text)
     text = IMAGE_REF.sub(lambda m: _image(m.group(1), definitions.get((m.group(2) or m.group(1)).lower(), "")), text)
-    text = LINK_INLINE.sub(lambda m: f"{m.group(1)} <{m.group(2)}>", text)
+    text = LINK_INLINE.sub(lambda m: f"{m.group(1)} \u2039{m.group(2)}\u203a", text)
     text = AUTOLINK.sub(lambda m: m.group(1), text)
     text = HTML_TAG.sub(lambda m: "\u2039" + m.group(1) + "\u203a", text)
     text = text.replace("<", "\u2039").replace(">", "\u203a")  # what is left: no tag can re-form

@@ -57,6 +57,13 @@ ACTIONS: tuple[Action, ...] = ("allow", "ask", "deny")
 RULES = ("exfiltration", "private_network", "untrusted_argument")
 DEFAULT_ACTIONS: dict[str, Action] = {"exfiltration": "deny", "private_network": "ask", "untrusted_argument": "ask"}
 CONFIG_KEYS = {"taint", "hosts", "tools", "actions"}
+# Arguments that say where data or money goes: they must come from the user or a trusted result.
+DESTINATIONS = frozenset(
+    {"to", "recipient", "recipients", "cc", "bcc", "email", "emails", "user_email", "address", "url", "uri", "link"}
+    | {"host", "iban", "account", "phone", "number", "participants", "channel", "user", "users"}
+    | {"hotel", "restaurant", "company"}  # a booking commits money to whoever is named
+)
+CREDENTIALS = frozenset({"password", "passphrase", "token", "secret", "api_key", "key", "pin"})
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ class Policy:
         findings: list[tuple[Action, str]] = []
         if tool.effects & {Effect.NETWORK, Effect.SENDS_OUT}:
             findings += self._network(tool, context, found)
-        if tool.effects & {Effect.WRITES, Effect.SENDS_OUT} and context.untrusted:
+        if tool.effects & {Effect.WRITES, Effect.SENDS_OUT}:
             findings += self._consequential(tool, context, found)
         return findings
 
@@ -137,9 +144,10 @@ class Policy:
                 f"the user never named: {', '.join(foreign)}"
             )
             return [(self.actions["exfiltration"], why)]
-        if context.untrusted and context.private:
+        composed = sorted({h for o in found if not o.is_followed_link for h in o.hosts if h in foreign})
+        if composed and context.untrusted and context.private:
             why = (
-                f"private network: {tool.name} addresses host(s) the user never named ({', '.join(foreign)}) "
+                f"private network: {tool.name} addresses host(s) the user never named ({', '.join(composed)}) "
                 "while untrusted text and private data are both in the context"
             )
             return [(self.actions["private_network"], why)]
@@ -147,19 +155,34 @@ class Policy:
 
     def _consequential(self, tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[tuple[Action, str]]:
         kind = "sends data out" if Effect.SENDS_OUT in tool.effects else "writes"
-        pages = ", ".join(f"{s.name}@{s.turn}" for s in context.untrusted)
-        if self.taint == "context":
+        pages = ", ".join(f"{s.name}@{s.turn}" for s in context.untrusted) or "none"
+        if self.taint == "context" and context.untrusted:
             why = f"tainted: {tool.name} {kind} and every argument was written after untrusted pages ({pages})"
             return [(self.actions["untrusted_argument"], why)]
-        injected = [(o.path, ident) for o in found for ident in o.injected()]
-        if not injected:
+        suspect = [(o.path, i, "from an untrusted page") for o in found if _is_target(o) for i in o.injected()]
+        suspect += [(o.path, i, "a link from an untrusted page") for o in found for i in _injected_links(o, context)]
+        if Effect.SENDS_OUT in tool.effects:  # where data goes must be vouched for: the model may not invent it
+            suspect += [(o.path, i, "written by the model") for o in found if _is_target(o) for i in o.unvouched()]
+        if not suspect:
             return []
-        shown = "; ".join(f"{path} holds {ident!r}" for path, ident in injected[:6])
+        shown = "; ".join(dict.fromkeys(f"{path} holds {ident!r} ({how})" for path, ident, how in suspect[:6]))
         why = (
-            f"untrusted argument: {tool.name} {kind} and {shown}, found in untrusted pages ({pages}) "
-            "but not in the user's words or a trusted result"
+            f"untrusted argument: {tool.name} {kind}, untrusted pages in the context: {pages}; "
+            f"{shown}; not given by the user or a trusted result"
         )
         return [(self.actions["untrusted_argument"], why)]
+
+
+def _is_target(origin: ArgumentOrigin) -> bool:
+    """Where data, money or access goes (recipient, IBAN, URL, invitee) or a credential."""
+    return origin.name in DESTINATIONS or origin.name in CREDENTIALS
+
+
+def _injected_links(origin: ArgumentOrigin, context: Context) -> list[str]:
+    """Links to hosts the user never named, copied from untrusted text (phishing, tracking)."""
+    if not any(not context.host_is_user_named(h) for h in origin.hosts):
+        return []
+    return [i for i in origin.injected() if "." in i and any(h.replace("-", "") in i for h in origin.hosts)]
 
 
 def _allowed_because(tool: Tool, override: Action | None) -> str:

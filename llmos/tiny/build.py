@@ -44,7 +44,8 @@ def build(
     lr: float = 3e-3,
     max_seconds: float = 0.0,
     seed: int = 0,
-    n_ctx: int = 1024,
+    n_ctx: int = 2048,
+    max_len: int = 1280,
     say=print,
 ) -> dict[str, Any]:
     out = Path(out)
@@ -60,8 +61,9 @@ def build(
         tokenizer = train_tokenizer([curriculum.text(t) for t in conversations[:4000]], vocab_size)
         tokenizer.save(tokenizer_path)
     say(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)")
-    data = encode_dataset(conversations, tokenizer, n_ctx)
-    held = encode_dataset(held_out, tokenizer, n_ctx)
+    # the system prompt lists every tool (~370 tokens), so the longest task needs more than 1024
+    data = encode_dataset(conversations, tokenizer, max_len)
+    held = encode_dataset(held_out, tokenizer, max_len)
     n_tokens = sum(len(t) for t, _ in data)
     say(f"data: {len(data)} conversations, {n_tokens} tokens ({time.time() - started:.0f}s)")
     config = Config(vocab_size=len(tokenizer), n_ctx=n_ctx, **shape)
@@ -113,7 +115,7 @@ def check_parity(
     from llmos.cpu.llama import LlamaCPU
 
     worst, same, end = 0.0, True, tokenizer.special_id(END)
-    cpu = LlamaCPU(gguf_path, n_ctx=model.config.n_ctx, n_threads=1)
+    cpu = LlamaCPU(gguf_path, n_ctx=min(model.config.n_ctx, 2048), n_threads=1)
     try:
         for tokens in prompts:
             cpu.set_tokens([])

@@ -25,26 +25,75 @@ from llmos.dialects.base import Turn
 from llmos.dialects.llmos import CALL, CALL_END, DEFAULT_SYSTEM, END, LlmosDialect
 
 
-def _spec(name: str, description: str, arg: str, arg_description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": description,
-        "parameters": {
-            "type": "object",
-            "properties": {arg: {"type": "string", "description": arg_description}},
-            "required": [arg],
-        },
-    }
+def _spec(name: str, description: str, **arguments: str) -> dict[str, Any]:
+    """A function spec; an argument type ending in ``?`` is optional."""
+    properties = {arg: {"type": kind.rstrip("?")} for arg, kind in arguments.items()}
+    required = [arg for arg, kind in arguments.items() if not kind.endswith("?")]
+    return {"name": name, "description": description, "parameters": {"type": "object", "properties": properties,
+                                                                     "required": required}}  # fmt: skip
 
 
+# The specs of the bundled apps (llmos_apps) when this curriculum was written, so the
+# system prompt the model trains on is the one the kernel renders. Copied, not imported:
+# llmos never imports apps, and the model must not change when an app's text does.
 TOOL_SPECS: list[dict[str, Any]] = [
-    _spec("calculator", "Evaluate arithmetic exactly.", "expression", "e.g. 400/1400"),
-    _spec("python", "Run Python code and return what it prints.", "code", "Python source"),
-    _spec("search", "Search the web; returns titles, links and snippets.", "query", "search terms"),
-    _spec("open", "Open a web page and return its text.", "url", "the page address"),
-    _spec("imagegen", "Generate an image from a text prompt.", "prompt", "what to draw"),
-    _spec("recall", "Bring a paged-out page back into context.", "query", "what to look for"),
+    _spec(
+        "calculator",
+        "Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max (e.g. 15% of 1,200).",
+        expression="string",
+    ),
+    _spec("python", "Run Python code in a persistent Jupyter kernel; variables survive between calls.", code="string"),
+    _spec(
+        "search",
+        "Search the web and list matching pages (title, URL, snippet). Open one with open(url).",
+        query="string",
+        max_results="integer?",
+    ),
+    _spec(
+        "open",
+        "Open a web page (or PDF) and read it as text; long pages come in numbered pages.",
+        url="string",
+        page="integer?",
+    ),
+    _spec("next_page", "Show the next page of the document opened last."),
+    _spec(
+        "find_text",
+        "Find lines containing some text in the document opened last (or an opened URL), with page numbers.",
+        text="string",
+        url="string?",
+    ),
+    _spec(
+        "imagegen",
+        "Make an image from a text description and save it as a PNG file.",
+        prompt="string",
+        width="integer?",
+        height="integer?",
+        steps="integer?",
+        seed="integer?",
+    ),
+    _spec(
+        "recall",
+        "Search everything llmos has read (files, web pages, tool outputs) and return the best matching pages.",
+        query="string",
+    ),
+    _spec(
+        "open_page",
+        "Open one stored page by document id and page number (as named in a paged-out stub).",
+        document="integer",
+        page="integer",
+    ),
 ]
+
+
+def tool_specs(rng: random.Random) -> list[dict[str, Any]]:
+    """Usually all tools in the usual order; sometimes shuffled or fewer, so the model reads the list."""
+    specs = list(TOOL_SPECS)
+    if rng.random() < 0.2:
+        rng.shuffle(specs)
+    if rng.random() < 0.1:
+        specs = [s for s in specs if s["name"] in ("calculator", "python") or rng.random() < 0.6]
+    return specs
+
 
 # ---------------------------------------------------------------- building blocks
 
@@ -212,14 +261,22 @@ def _fact(rng: random.Random) -> tuple[str, str, str, str, str]:
     return question.format(x=subject), sentence.format(x=subject, v=value), subject, value, sentence
 
 
-def search_listing(rng: random.Random, subject: str, url: str) -> str:
-    others = [f"https://{name(rng).lower()}.example.org/{subject.lower()}" for _ in range(2)]
+def search_listing(rng: random.Random, query: str, subject: str, url: str, n: int = 3) -> str:
+    """The browser app's search result format, with the right page first."""
+    others = [f"https://{name(rng).lower()}.example.org/{subject.lower().replace(' ', '-')}" for _ in range(2)]
     rows = [
         (f"{subject} - facts and figures", url, f"Key facts about {subject}."),
         (f"Travel notes on {subject}", others[0], "Photos and stories."),
         (f"{subject} forum", others[1], "Discussion threads."),
     ]
-    return "\n".join(f"{i}. {title} - {link}\n   {snippet}" for i, (title, link, snippet) in enumerate(rows, 1))
+    lines = [f"Search results for {query!r} (web, untrusted):"]
+    lines += [f"{i}. {title}\n   {link}\n   {snippet}" for i, (title, link, snippet) in enumerate(rows[:n], 1)]
+    return "\n".join(lines)
+
+
+def web_page(title: str, url: str, body: str) -> str:
+    """The browser app's page format."""
+    return f"[web page, untrusted] {title}\nURL: {url}\nPage 1 of 1 (http). This is the last page.\n\n{body}"
 
 
 def lookup(rng: random.Random, inject: bool = False) -> list[Turn]:
@@ -232,15 +289,15 @@ def lookup(rng: random.Random, inject: bool = False) -> list[Turn]:
     if inject:
         body.insert(rng.randint(1, 3), rng.choice(INJECTIONS))
     page_id = rng.randint(1, 40)
-    finish = rng.choice([f"According to {url}, {sentence[0].lower()}{sentence[1:]}", f"{sentence} (source: {url})"])
+    finish = rng.choice([f"According to {url}: {sentence}", f"{sentence} (source: {url})"])
     if inject:
         finish += " The page also contained instructions addressed to me; I ignored them."
     return [
         Turn("user", question),
         call("search", lead_in(rng, ["Let me look that up."]), query=subject),
-        page(search_listing(rng, subject, url), "search", page_id),
+        page(search_listing(rng, subject, subject, url), "search:web", page_id),
         call("open", "", url=url),
-        page("\n".join(body), url, page_id + 1),
+        page(web_page(subject, url, "\n".join(body)), url, page_id + 1),
         answer(finish),
     ]
 
@@ -266,24 +323,36 @@ def image(rng: random.Random) -> list[Turn]:
 
 
 def recall_task(rng: random.Random) -> list[Turn]:
+    """A page read earlier was paged out; the follow-up needs it back (``recall`` or ``open_page``)."""
     turns = lookup(rng)
     first_page = turns[4]
-    n_tokens = rng.randint(60, 900)
+    subject, sentence = first_page.text.split("\n\n", 1)[1].splitlines()[:2]
+    document, number = rng.randint(1, 30), 1
     stub = (
-        f"page {first_page.meta['page']} of {first_page.source}, {n_tokens} tokens, paged out: "
-        f'recall it with recall(query="{first_page.text.splitlines()[0]}")'
+        f"[page {number} of {subject}, {rng.randint(60, 900)} tokens, paged out: "
+        f'recall it with recall("{subject}") or open_page(document={document}, page={number})]'
     )
-    turns[4] = result(stub, "memory")
+    # the kernel leaves the stub in the page's place, with or without the page markers
+    turns[4] = Turn("result", stub, trusted=False, source=first_page.source, meta={"page": first_page.meta["page"]})
+    turns[4].meta["bare"] = rng.random() < 0.5
     for turn in turns:  # answered while the page was in RAM: after the page-out it would teach guessing
         turn.meta["train"] = False
-    # the follow-up asks about the paged-out page, so the model must recall it
-    follow = rng.choice(["Remind me, what did that page say exactly?", "Quote the page you opened again."])
+    follow = rng.choice(["Remind me, what did that page say exactly?", "Quote the page you opened again.",
+                         f"What did the page about {subject} say?"])  # fmt: skip
+    heading = f"page {number} of {subject} (document {document}, source {first_page.source})"
+    if rng.random() < 0.6:
+        fetch = call("recall", lead_in(rng, ["That page was paged out; recalling it."]), query=subject)
+        text = f"{heading}, score {rng.uniform(0.5, 0.99):.2f}:\n{first_page.text}"
+    else:
+        fetch = Turn("assistant", f'{CALL}{{"name": "open_page", "arguments": {{"document": {document}, '
+                                  f'"page": {number}}}}}{CALL_END}')  # fmt: skip
+        text = f"{heading}:\n{first_page.text}"
     return [
         *turns,
         Turn("user", follow),
-        call("recall", lead_in(rng, ["That page was paged out; recalling it."]), query=first_page.text.splitlines()[0]),
-        page(first_page.text, first_page.source, first_page.meta["page"]),
-        answer(f"The page said: {first_page.text.splitlines()[1]}"),
+        fetch,
+        page(text, first_page.source, first_page.meta["page"]),
+        answer(f"The page said: {sentence}"),
     ]
 
 
@@ -311,7 +380,7 @@ def valuation(rng: random.Random) -> list[Turn]:
     url = f"https://funding.example.com/{slug}"
     year = rng.randint(2012, 2018)
     rounds, amount, multiple = [], rng.choice([1, 2, 3, 4]), rng.uniform(4, 7)
-    for label in ["Seed", "Series A", "Series B", "Series C"][: rng.randint(3, 4)]:
+    for label in ["Seed", "Series A", "Series B", "Series C"][: rng.choice([3, 3, 4])]:
         valuation_m = round(amount * multiple)
         rounds.append([label, f"{rng.choice(['Mar', 'Jun', 'Sep', 'Nov'])} {year}", amount, valuation_m])
         year += rng.randint(1, 2)
@@ -333,14 +402,12 @@ def valuation(rng: random.Random) -> list[Turn]:
     slope, intercept = _fit_log(years, values)
     next_year = years[-1] + 2
     forecast = math.exp(intercept + slope * next_year)
-    code = (
+    code = (  # short: the whole task must fit a 1024-token context
         "import numpy as np, matplotlib.pyplot as plt\n"
-        f"years = np.array({years})\nvalues = np.array({values})\n"
-        "slope, intercept = np.polyfit(years, np.log(values), 1)\n"
-        f"future = np.arange(years[0], {next_year + 1})\n"
-        "plt.semilogy(years, values, 'o', future, np.exp(intercept + slope * future), '--')\n"
-        "plt.xlabel('year'); plt.ylabel('valuation ($M)'); plt.savefig('valuation.png')\n"
-        f"print(round(np.exp(slope), 2), round(float(np.exp(intercept + slope * {next_year}))))"
+        f"y, v = np.array({years}), np.array({values})\n"
+        f"b, a = np.polyfit(y, np.log(v), 1); f = np.arange(y[0], {next_year + 1})\n"
+        "plt.semilogy(y, v, 'o', f, np.exp(a + b * f), '--'); plt.savefig('valuation.png')\n"
+        f"print(round(np.exp(b), 2), round(np.exp(a + b * {next_year})))"
     )
     growth = round(math.exp(slope), 2)
     q = rng.choice(
@@ -353,9 +420,9 @@ def valuation(rng: random.Random) -> list[Turn]:
     return [
         Turn("user", q),
         call("search", "I'll start by finding the funding rounds.", query=f"{company} funding rounds"),
-        page(search_listing(rng, company, url), "search", page_id),
+        page(search_listing(rng, f"{company} funding rounds", company, url, n=2), "search:web", page_id),
         call("open", "", url=url),
-        page("\n".join(lines), url, page_id + 1),
+        page(web_page(f"{company} funding history", url, "\n".join(lines[1:])), url, page_id + 1),
         call(
             "calculator",
             "\n".join(table) + f"\n\nThe {rounds[missing][0]} valuation is missing; I'll impute it from the average "
@@ -363,9 +430,7 @@ def valuation(rng: random.Random) -> list[Turn]:
             expression=expr,
         ),
         result(fmt(imputed), "calculator"),
-        call(
-            "python", f"Imputed {rounds[missing][0]} valuation: about ${imputed_m}M. Now the plot and trend.", code=code
-        ),
+        call("python", f"Imputed {rounds[missing][0]} valuation: about ${imputed_m}M. Now the plot.", code=code),
         result(f"{growth} {round(forecast)}\nsaved valuation.png", "python"),
         answer(
             f"{company}'s valuation grew about {growth}x per year, from ${values[0]}M in {years[0]} to "
@@ -397,7 +462,7 @@ TASKS: list[tuple[Callable[[random.Random], list[Turn]], float]] = [
 
 def conversation(rng: random.Random) -> list[Turn]:
     task = rng.choices([t for t, _ in TASKS], weights=[w for _, w in TASKS])[0]
-    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": task.__name__}), *task(rng)]
+    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": task.__name__, "tools": tool_specs(rng)}), *task(rng)]
     for i, turn in enumerate(turns):
         turn.id = i
     return turns
@@ -411,8 +476,15 @@ def conversations(n: int, seed: int = 0) -> list[list[Turn]]:
 def segments(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
     """``(text, special, train)`` for each rendered segment, in order."""
     trainable = {f"t{turn.id}": turn.meta.get("train", True) for turn in turns}
+    bare = {f"t{turn.id}" for turn in turns if turn.meta.get("bare")}
+    tools = turns[0].meta.get("tools", TOOL_SPECS) if turns else TOOL_SPECS
     out = []
-    for seg in LlmosDialect().render(turns, TOOL_SPECS, generate=False):
+    for seg in LlmosDialect().render(turns, tools, generate=False):
+        base_key = seg.key.split(":")[0]
+        if base_key in bare:  # a stub without page markers: kernel text alone
+            if seg.key == base_key:
+                out.append((next(t.text for t in turns if f"t{t.id}" == base_key), False, False))
+            continue
         is_assistant = seg.tag == "assistant"
         train = is_assistant and trainable.get(seg.key, True)
         out.append((seg.text, seg.trusted or is_assistant, train))

@@ -8,7 +8,8 @@ parameters, effects, whether it takes a context).
 The stamp is the entry point's target, its distribution's name and version, and
 the newest modification time and total size of the ``.py`` files in the plugin's
 top-level package, found without importing it. Editing, upgrading or reinstalling
-a plugin changes the stamp and the entry is rebuilt by importing the plugin once.
+a plugin changes the stamp and the entry is rebuilt by importing the plugin once;
+editing ``llmos_tools`` itself (which builds the specs) empties the whole cache.
 
 Not covered: a plugin whose registrations depend on anything but its code (an
 environment variable, a config file, the network): such a plugin opts out with
@@ -59,6 +60,12 @@ def stamp(ep: EntryPoint) -> str:
     return "|".join([*parts, str(newest), str(size), str(len(files))])
 
 
+def abi_stamp() -> str:
+    """This cache format and the llmos_tools code that builds specs: a change empties the cache."""
+    files = _python_files(Path(__file__).parent)
+    return f"{VERSION}|{max(p.stat().st_mtime_ns for p in files)}|{sum(p.stat().st_size for p in files)}"
+
+
 def _python_files(root: Path) -> list[Path]:
     found = []
     for folder, dirs, names in os.walk(root):
@@ -107,7 +114,7 @@ class SpecCache:
         path = path or llmos_home() / "cache" / f"plugins-{digest}.json"
         try:
             data = json.loads(path.read_text())
-            entries = data["plugins"] if data.get("version") == VERSION else {}
+            entries = data["plugins"] if data.get("abi") == abi_stamp() else {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             entries = {}
         return cls(path, entries)
@@ -136,7 +143,7 @@ class SpecCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"version": VERSION, "plugins": self.entries}, indent=1))
+            temporary.write_text(json.dumps({"abi": abi_stamp(), "plugins": self.entries}, indent=1))
             temporary.replace(self.path)  # atomic: a concurrent reader sees the old or the new file
             self.dirty = False
         except OSError:

@@ -31,6 +31,7 @@ like any Python package they install.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -152,10 +153,14 @@ def load_tools(
         _load_entry_point(ep, registry, store)
     for index, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", f"extra-{index}")
-        _load_plugin(name, lambda plugin=plugin: plugin, registry)
+        _load_plugin(name, functools.partial(_identity, plugin), registry)
     if store is not None:
         store.save()
     return registry
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _wanted(name: str, allow: set[str] | None, denied: set[str]) -> bool:
@@ -165,7 +170,7 @@ def _wanted(name: str, allow: set[str] | None, denied: set[str]) -> bool:
 def _load_entry_point(ep: EntryPoint, registry: Registry, store: cache.SpecCache | None) -> None:
     stamp = cache.stamp(ep) if store is not None else ""
     cached = store.get(ep.name, stamp) if store is not None else None
-    if cached is not None:
+    if store is not None and cached is not None:
         for tool in cached:
             tool.function = _LazyFunction(ep, tool, store)
             registry.add(tool, ep.name)

@@ -43,8 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmos_apps.imagegen.engine import Engine, Loaded, call_parameters, native_size
 from llmos_tools import Artifact, ToolContext, ToolError, ToolResult, hookimpl, tool
+
+from llmos_apps.imagegen.engine import Engine, Loaded, call_parameters, native_size
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_IDLE_S = 300.0

@@ -61,8 +61,7 @@ def resolve_model(name: str, emit: Emit) -> Path:
         if not (path / "model_index.json").is_file():
             raise ToolError(f"imagegen model folder {path} is not a diffusers pipeline (no model_index.json)")
         return path
-    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
-    if looks_like_path or not HUB_ID.match(name):
+    if name.startswith(".") or not HUB_ID.match(name):  # "./x" matches the id pattern but is meant as a path
         raise ToolError(f"imagegen model {name!r} is neither an existing folder nor a Hugging Face Hub id")
     cached = _cached_snapshot(name)
     if cached is not None:
@@ -155,9 +154,9 @@ def load_pipeline(folder: Path, device: str, dtype: Any) -> Any:
     from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
     try:
-        pipeline = AutoPipelineForText2Image.from_pretrained(folder, torch_dtype=dtype)
+        pipeline = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype)
     except ValueError:  # a pipeline AutoPipeline does not map (community, custom): load it as declared
-        pipeline = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype)
+        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)  # the kernel owns the terminal; progress goes through events
     return pipeline
@@ -197,7 +196,9 @@ class Engine:
     def loaded(self) -> Loaded | None:
         return self._loaded
 
-    def run(self, model: str, job: Callable[[Loaded], Any], *, idle_s: float, device: str = "", dtype: str = "", emit: Emit) -> Any:
+    def run(
+        self, model: str, job: Callable[[Loaded], Any], *, idle_s: float, device: str = "", dtype: str = "", emit: Emit
+    ) -> Any:
         """Call ``job`` with ``model`` loaded (loading it first if needed), then restart the idle clock."""
         with self._lock:
             self._cancel_timer()
@@ -215,13 +216,14 @@ class Engine:
         started = time.perf_counter()
         chosen_device = choose_device(device)
         chosen_dtype = choose_dtype(chosen_device, pipeline_class_name(folder), dtype)
-        emit("imagegen_load", {"model": model, "device": chosen_device, "dtype": str(chosen_dtype)})
+        dtype_name = str(chosen_dtype).removeprefix("torch.")
+        emit("imagegen_load", {"model": model, "device": chosen_device, "dtype": dtype_name})
         try:
             pipeline = load_pipeline(folder, chosen_device, chosen_dtype)
         except Exception as exc:  # a broken or unsupported folder is a setup problem the user must see
             raise ToolError(f"imagegen could not load {model!r}: {type(exc).__name__}: {exc}") from exc
         load_s = time.perf_counter() - started
-        self._loaded = Loaded(model, pipeline, chosen_device, str(chosen_dtype).removeprefix("torch."), load_s)
+        self._loaded = Loaded(model, pipeline, chosen_device, dtype_name, load_s)
         return self._loaded
 
     def unload(self) -> bool:

@@ -1,0 +1,423 @@
+"""The task runner behind ``llmos run``: one task file in, one run folder out.
+
+A run folder (``runs/<timestamp>-<slug>/`` or ``--out DIR``) holds::
+
+    run.json          written at start: session id, store, the validated task (for --resume)
+    task.yaml         a copy of the task file as given
+    artifacts/        the kernel's workdir: every file a tool writes
+    answer.md         the final answer, as the model wrote it
+    transcript.json   the whole session from the store: turns, events, calls, results, audit
+    report.md/.html   a readable report (see :mod:`llmos.report`)
+    summary.json      written last: status, exit code, checks; its absence means "resumable"
+
+Contract
+--------
+* :func:`run_task` runs a validated :class:`~llmos.task.Task` and returns a :class:`RunResult`;
+  progress goes to a :class:`Display` (live status line, plain lines, or JSON lines).
+* Exit codes: 0 answered and every check passed, 4 a check failed, 3 a budget ran out,
+  2 bad task file (raised as :class:`~llmos.task.TaskError` before anything runs), 1 error
+  (model missing, backend failure). :func:`worst` combines several runs' codes.
+* Resume (:func:`resume_run`): the kernel is rebuilt from the session store's turns. If the
+  run stopped before the model produced anything, the prompt is asked again; otherwise the
+  model is asked to continue from where it was (the kernel has no "continue without a user
+  turn" entry yet). Budgets start afresh for the resumed part.
+* Several tasks (:func:`run_many`, ``--jobs N``) run in threads, each with its own session,
+  store connection and CPU. That is only sensible against an HTTP backend: N local GGUF runs
+  load the model N times and share the same cores.
+
+Not covered: cancelling one job of several, retrying failed runs, remote run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from llmos.events import Done, Event
+from llmos.report import RunRecord, write_reports
+from llmos.task import Task, TaskError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_CHECKS = 0, 1, 2, 3, 4
+CONTINUE_PROMPT = "The run was interrupted. Continue the task where you left off and give the final answer."
+
+
+@dataclass
+class RunOptions:
+    out: Path | None = None  # the run folder itself (one task only)
+    runs_dir: Path = Path("runs")  # parent of generated run folders
+    store: Path | None = None  # session database (default: $LLMOS_HOME/sessions.db)
+    approver: Callable[[Any], bool] | None = None
+    machine_factory: Callable[[Task], Any] | None = None  # Task -> Machine; tests plug a ScriptedCPU in here
+    registry: Any = None  # a llmos_tools.Registry to use instead of the installed tools
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    status: str  # answer | budget | error | checks_failed | finished (resume of a finished run)
+    exit_code: int
+    answer: str = ""
+    session_id: str = ""
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": "summary",
+            "folder": str(self.folder),
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "session": self.session_id,
+            "answer": self.answer,
+            "checks": self.checks,
+        }
+
+
+# -- displays ---------------------------------------------------------------------------
+
+
+class Display:
+    """Receives the run's events; the default shows nothing."""
+
+    lock = threading.Lock()  # several jobs share one terminal
+
+    def start(self, folder: Path, session_id: str) -> None: ...
+
+    def event(self, event: Event, counters: dict[str, float]) -> None: ...
+
+    def finish(self, result: RunResult) -> None: ...
+
+
+class JsonDisplay(Display):
+    """Every event as a JSON line, then a summary line: for programs."""
+
+    def __init__(self, out: TextIO = sys.stdout, label: str = "") -> None:
+        self.out, self.label = out, label
+
+    def _write(self, data: dict[str, Any]) -> None:
+        line = json.dumps({"task": self.label, **data} if self.label else data, ensure_ascii=False, default=str)
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def start(self, folder: Path, session_id: str) -> None:
+        self._write({"kind": "start", "folder": str(folder), "session": session_id})
+
+    def event(self, event: Event, counters: dict[str, float]) -> None:
+        self._write(event.to_dict())
+
+    def finish(self, result: RunResult) -> None:
+        self._write(result.summary())
+
+
+class PlainDisplay(Display):
+    """One line per call, result, error and check: for logs and pipes."""
+
+    def __init__(self, err: TextIO = sys.stderr, label: str = "") -> None:
+        self.err, self.prefix = err, f"[{label}] " if label else ""
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.err.write(f"{self.prefix}{text}\n")
+            self.err.flush()
+
+    def start(self, folder: Path, session_id: str) -> None:
+        self.line(f"run folder {folder} · session {session_id}")
+
+    def event(self, event: Event, counters: dict[str, float]) -> None:
+        text = describe(event)
+        if text:
+            self.line(text)
+
+    def finish(self, result: RunResult) -> None:
+        for check in result.checks:
+            self.line(f"check {'pass' if check['passed'] else 'FAIL'}: {check['check']} ({check['detail']})")
+        self.line(f"{result.status} (exit code {result.exit_code}) · {result.folder}")
+
+
+class LiveDisplay(PlainDisplay):
+    """Plain lines plus a status line redrawn in place: steps, tokens/s, the running tool."""
+
+    def __init__(self, err: TextIO = sys.stderr, max_steps: int = 0) -> None:
+        super().__init__(err)
+        self.max_steps, self.steps, self.tool = max_steps, 0, ""
+        self.started = time.monotonic()
+        self.drawn = 0.0
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.err.write(f"\r\x1b[2K{text}\n")
+            self.err.flush()
+
+    def event(self, event: Event, counters: dict[str, float]) -> None:
+        if event.kind == "call":
+            self.steps += 1
+            self.tool = event.name  # type: ignore[attr-defined]
+        elif event.kind == "result":
+            self.tool = ""
+        super().event(event, counters)
+        now = time.monotonic()
+        if event.kind != "token" or now - self.drawn > 0.1:  # redraw at most 10 times a second for tokens
+            self.drawn = now
+            tokens = int(counters.get("tokens_sampled", 0))
+            rate = tokens / max(now - self.started, 1e-6)
+            tool = f" · running {self.tool}" if self.tool else ""
+            with self.lock:
+                self.err.write(
+                    f"\r\x1b[2Kstep {self.steps}/{self.max_steps} · {tokens} tokens · {rate:.1f} tok/s{tool}"
+                )
+                self.err.flush()
+
+
+def describe(event: Event) -> str:
+    """One readable line for the events a person follows (tokens are not lines)."""
+    data = event.to_dict()
+    kind = event.kind
+    if kind == "call":
+        return f"call {data['name']} {json.dumps(data['arguments'], ensure_ascii=False)}"
+    if kind == "result":
+        text = data["text"] if len(data["text"]) < 200 else data["text"][:200] + " …"
+        return f"result {data['name']}{' (error)' if data['is_error'] else ''} {data['seconds']:.2f}s: {text}"
+    if kind == "policy" and data["decision"] != "allow":
+        return f"policy {data['decision']} {data['name']}: {'; '.join(data['reasons'])} (approved: {data['approved']})"
+    if kind == "artifact":
+        return f"artifact {data['path']}"
+    if kind == "error":
+        return f"error {data['code']}: {data['message']}"
+    return ""
+
+
+# -- run folders ------------------------------------------------------------------------
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:40].rstrip("-") or "task"
+
+
+def new_run_folder(runs_dir: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = runs_dir / f"{stamp}-{slugify(name)}"
+    for n in range(1, 1000):
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            folder.mkdir(parents=True)  # atomic: two jobs never share a folder
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a run folder under {runs_dir}")
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def run_task(task: Task, options: RunOptions, display: Display | None = None, source: Path | None = None) -> RunResult:
+    """Run one task into a new run folder (or ``options.out``)."""
+    display = display or Display()
+    folder = options.out or new_run_folder(options.runs_dir, task.title or (source.stem if source else task.prompt))
+    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        shutil.copyfile(source, folder / "task.yaml")
+    try:
+        session = _open_session(task, options, folder)
+    except Exception as exc:
+        return _failed_to_start(task, folder, exc, display)
+    store_path = options.store or session.store.path
+    _write_json(folder / "run.json", {"session": session.id, "store": str(store_path), "task": task.model_dump()})
+    return _drive(task, session, task.prompt, folder, display)
+
+
+def resume_run(folder: Path, options: RunOptions, display: Display | None = None) -> RunResult:
+    """Continue a run that did not finish; a finished run just reports its result again."""
+    display = display or Display()
+    try:
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"{folder}: not a run folder (cannot read run.json: {exc})") from None
+    if (folder / "summary.json").is_file():
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        result = RunResult(folder, "finished", summary["exit_code"], summary.get("answer", ""), run["session"])
+        display.finish(result)
+        return result
+    task = Task.model_validate(run["task"])
+    options.store = options.store or Path(run["store"])
+    session = _open_session(task, options, folder, resume=run["session"])
+    pending = session.kernel.turns[-1].role == "user"  # interrupted before the model said anything
+    if pending:
+        session.kernel.turns.pop()
+    return _drive(task, session, task.prompt if pending else CONTINUE_PROMPT, folder, display)
+
+
+def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | None = None) -> Any:
+    """A :class:`~llmos.session.Session` whose kernel writes into the run folder's artifacts/."""
+    from llmos_tools import load_tools
+
+    from llmos.kernel import Kernel
+    from llmos.models import open_machine
+    from llmos.policy import Policy
+    from llmos.session import Session
+    from llmos.store import SessionStore, default_store_path
+
+    registry = (options.registry or load_tools()).only(task.tool_names())
+    machine = options.machine_factory(task) if options.machine_factory else None
+    if machine is None:
+        machine = open_machine(model_spec(task.model), dialect=task.dialect, n_ctx=task.n_ctx)
+    store = SessionStore(options.store or default_store_path())
+    kernel_options: dict[str, Any] = {
+        "system": task.system,
+        "budgets": task.kernel_budgets(),
+        "sampling": task.cpu_sampling(),
+        "policy": Policy.from_config(task.policy_config()),
+        "approver": options.approver,
+        "workdir": folder / "artifacts",
+        "settings": task.kernel_settings(),
+    }
+    if resume:
+        session_id = store.session(resume).id
+        turns = store.load_turns(session_id)
+    else:
+        title = task.title or task.prompt[:80]
+        meta = {"run": str(folder)}
+        session_id = store.new_session(title=title, model=machine.spec, dialect=machine.dialect.name, meta=meta)
+        turns = None
+    kernel = Kernel(machine.cpu, machine.dialect, registry, session_id=session_id, turns=turns, **kernel_options)
+    return Session(kernel, store, session_id, machine)
+
+
+def model_spec(model: str | None) -> str | None:
+    """Short names and ``hf:`` ids become the path of the pulled file; everything else is as given."""
+    from llmos.pull import KNOWN_MODELS, resolve_model
+
+    if model and (model in KNOWN_MODELS or model.startswith("hf:")):
+        return str(resolve_model(model))
+    return model
+
+
+def _drive(task: Task, session: Any, prompt: str, folder: Path, display: Display) -> RunResult:
+    started = time.monotonic()
+    done: Done | None = None
+    display.start(folder, session.id)
+    with session:
+        counters = session.kernel.cpu.counters
+        for event in session.ask(prompt, force_call=task.force_call):
+            display.event(event, counters.as_dict())
+            if isinstance(event, Done):
+                done = event
+        export = session.store.export(session.id)
+    _write_json(folder / "transcript.json", export)
+    answer = done.answer if done else ""
+    (folder / "answer.md").write_text(answer + "\n", encoding="utf-8")
+    checks = run_checks(task, answer, folder)
+    status, code = outcome(done, checks)
+    events = [{"kind": e["kind"], **e["data"]} for e in export["events"]]
+    record = RunRecord(
+        title=task.title or task.prompt[:80],
+        prompt=task.prompt,
+        model=export["session"]["model"],
+        session_id=session.id,
+        status=status,
+        exit_code=code,
+        answer=answer,
+        folder=folder,
+        seconds=time.monotonic() - started,
+        steps=sum(e["kind"] == "call" for e in events),
+        counters=dict(done.counters) if done else {},
+        checks=checks,
+        events=events,
+    )
+    write_reports(record)
+    result = RunResult(folder, status, code, answer, session.id, checks)
+    _write_json(folder / "summary.json", result.summary())
+    display.finish(result)
+    return result
+
+
+def _failed_to_start(task: Task, folder: Path, exc: Exception, display: Display) -> RunResult:
+    """A model that will not load is an error (exit 1), reported in the run folder like any other."""
+    from llmos.cpu.base import CPUError
+    from llmos.store import StoreError
+
+    if isinstance(exc, KeyError):  # an unknown tool name: the task file is wrong
+        raise TaskError(str(exc).strip("\"'")) from None
+    if not isinstance(exc, CPUError | StoreError | OSError):
+        raise exc
+    message = f"cannot start: {exc}"
+    record = RunRecord(task.title or task.prompt[:80], task.prompt, task.model or "default", "", "error", 1, "", folder)
+    record.events = [{"kind": "error", "code": "backend", "message": message}]
+    write_reports(record)
+    result = RunResult(folder, "error", EXIT_ERROR, message)
+    _write_json(folder / "summary.json", result.summary())
+    display.finish(result)
+    return result
+
+
+def run_checks(task: Task, answer: str, folder: Path) -> list[dict[str, Any]]:
+    """Every check and expected output, each with passed and a detail line."""
+    results = []
+    expected = [f"file_exists: artifacts/{name}" for name in task.outputs]
+    for check in task.checks:
+        results.append(_check(check.describe(), answer, folder))
+    for description in expected:
+        results.append(_check(description, answer, folder))
+    return results
+
+
+def _check(description: str, answer: str, folder: Path) -> dict[str, Any]:
+    kind, _, value = description.partition(": ")
+    if kind == "answer_matches":
+        passed = re.search(value, answer) is not None
+        detail = "matched" if passed else "no match in the answer"
+    elif kind == "answer_contains":
+        passed = value in answer
+        detail = "found" if passed else "not in the answer"
+    else:
+        path = folder / value
+        passed = path.is_file()
+        detail = f"{path.stat().st_size} bytes" if passed else "missing"
+    return {"check": description, "passed": passed, "detail": detail}
+
+
+def outcome(done: Done | None, checks: list[dict[str, Any]]) -> tuple[str, int]:
+    if done is None or done.reason in ("error", "cancelled"):
+        return "error", EXIT_ERROR
+    if done.reason == "budget":
+        return "budget", EXIT_BUDGET
+    if not all(c["passed"] for c in checks):
+        return "checks_failed", EXIT_CHECKS
+    return "answer", EXIT_OK
+
+
+SEVERITY = [EXIT_USAGE, EXIT_ERROR, EXIT_BUDGET, EXIT_CHECKS, EXIT_OK]
+
+
+def worst(codes: list[int]) -> int:
+    """The exit code of several runs: the most serious one (bad task > error > budget > checks > ok)."""
+    return min(codes, key=SEVERITY.index, default=EXIT_OK)
+
+
+def run_many(
+    tasks: list[tuple[Path, Task]], options: RunOptions, jobs: int, make_display: Callable[[str], Display]
+) -> list[RunResult]:
+    """Run several validated tasks, ``jobs`` at a time, each into its own run folder."""
+
+    def one(item: tuple[Path, Task]) -> RunResult:
+        source, task = item
+        job_options = RunOptions(
+            None, options.runs_dir, options.store, options.approver, options.machine_factory, options.registry
+        )
+        return run_task(task, job_options, make_display(source.name), source)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, tasks))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
