@@ -112,6 +112,8 @@ class Kernel:
         self.pager = pager
         if pager is not None:  # the memory app reads the same store the pager writes
             self.settings.setdefault("memory_db", str(pager.store.path))
+            for path in self.settings.get("ingest", []):  # files the task gives: on disk, recallable
+                pager.store.add_file(path)
         self.turns: list[Turn] = turns or [Turn("system", system or DEFAULT_SYSTEM, id=0)]
         self.specs = [tool.spec() for tool in self.tools.tools.values()]
         self._calls = sum(1 for t in self.turns if t.role == "result")

@@ -23,6 +23,7 @@ from typing import Any
 from llmos.events import Event
 from llmos.kernel import Kernel
 from llmos.models import Machine, open_machine
+from llmos.pager import Pager
 from llmos.store import SessionStore, default_store_path
 from llmos_tools import Registry, load_tools
 
@@ -44,11 +45,18 @@ class Session:
         store: SessionStore | str | Path | None = None,
         resume: str | None = None,
         title: str = "",
+        memory: str | Path | None = None,
         **kernel_options: Any,
     ) -> Session:
+        """Open a model and a session; ``memory`` is the page store (default beside the session store)."""
         machine = open_machine(model, dialect=dialect, n_ctx=n_ctx)
         registry = load_tools().only(list(tools) if tools is not None else None)
         db = store if isinstance(store, SessionStore) else SessionStore(store or default_store_path())
+        if "pager" not in kernel_options:
+            home = db.path.parent if isinstance(db.path, Path) else default_store_path().parent
+            memory_path = Path(memory) if memory else home / "memory.sqlite"
+            kernel_options["pager"] = Pager(memory_path, count_tokens=machine.cpu.count_tokens,
+                                            reserve=min(512, machine.cpu.n_ctx // 4))
         if resume:
             info = db.session(resume)
             turns = db.load_turns(info.id)
@@ -64,20 +72,22 @@ class Session:
 
     def ask(self, text: str, **options: Any) -> Iterator[Event]:
         for event in self.kernel.ask(text, **options):
-            self._save_turns()
+            self._save_turns(everything=event.kind == "page_out")  # a page-out rewrites an old turn
             if self.store is not None:
                 self.store.record(self.id, event)
             yield event
         self._save_turns()
 
-    def _save_turns(self) -> None:
+    def _save_turns(self, everything: bool = False) -> None:
         if self.store is None:
             return
-        for turn in self.kernel.turns[self._saved :]:
+        for turn in self.kernel.turns[0 if everything else self._saved :]:
             self.store.save_turn(self.id, turn)
         self._saved = len(self.kernel.turns)
 
     def close(self) -> None:
+        if self.kernel.pager is not None:
+            self.kernel.pager.close()
         if self.machine is not None:
             self.machine.cpu.close()
         if self.store is not None:
