@@ -13,8 +13,9 @@ Contract
   lands at ``<cache>/<owner>--<repo>/<file>``, an ordinary path any tool can open.
 * :func:`pull` downloads through ``huggingface_hub.hf_hub_download`` (the real client, so
   ``HF_ENDPOINT``, ``HF_TOKEN`` and proxies work as they do for every hub tool): a progress bar
-  on stderr; an interrupted download resumes from its ``.incomplete`` file with an HTTP Range
-  request; a file already there and unchanged is not fetched again.
+  on stderr; a dropped connection is resumed with an HTTP Range request from the last byte
+  received; a file already there and unchanged is not fetched again. huggingface_hub (1.x, 2.x)
+  writes each attempt to a fresh temporary file, so a pull killed mid-way (Ctrl-C) starts over.
 * Every pulled file is checked against the sha256 the hub publishes for LFS files (the
   ``X-Linked-Etag`` header). A mismatch deletes the file and raises :class:`ChecksumError`.
   Files the hub does not hash with sha256 (small non-LFS files) are reported as unverified.

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import need_module, stories_model
+
+# the suite never writes into the user's llmos home (session store, plugin cache, models)
+os.environ["LLMOS_HOME"] = tempfile.mkdtemp(prefix="llmos-test-home-")
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,31 @@ def test_offline_without_the_model_says_how_to_get_it(tmp_path: Path) -> None:
     assert "hf download llmos-test/no-such-model" in message and "LLMOS_IMAGEGEN_MODEL" in message
 
 
+def test_online_download_reports_progress(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub path, with huggingface_hub's downloader replaced: this machine has no network, and tests never fetch."""
+    from diffusers import DiffusionPipeline
+    from llmos_apps.imagegen import engine
+
+    fetched: list[str] = []
+
+    def fake_download(model: str, local_files_only: bool = False, **options: Any) -> str:
+        if local_files_only:
+            raise OSError(f"{model} is not in the cache")
+        time.sleep(0.3)
+        fetched.append(model)
+        return str(tiny_model)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(DiffusionPipeline, "download", fake_download)
+    monkeypatch.setattr(engine, "DOWNLOAD_POLL_S", 0.05)
+    context = context_for("someone/tiny-sd", tmp_path)
+    result = make(context, width=64, height=64, steps=1, seed=0)
+    assert fetched == ["someone/tiny-sd"] and result.data["model"] == "someone/tiny-sd"
+    assert isinstance(context.emit, Recorder)
+    progress = context.emit.of("imagegen_download")
+    assert len(progress) >= 3 and progress[-1]["done"] is True and not progress[0]["done"]
+
+
 def test_model_setting_falls_back_to_the_environment(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

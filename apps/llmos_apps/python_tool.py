@@ -47,6 +47,10 @@ import matplotlib.pyplot as plt
 import os as _llmos_os
 _llmos_workdir = _llmos_os.getcwd()
 
+
+# effects come from probing the host's isolation, so they are not fixed by the code: never cache them
+LLMOS_CACHE_TOOLS = False
+
 def _llmos_save_figures(result=None):
     import sys
     pyplot = sys.modules.get("matplotlib.pyplot")

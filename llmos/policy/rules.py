@@ -161,8 +161,10 @@ class Policy:
             return [(self.actions["untrusted_argument"], why)]
         suspect = [(o.path, i, "from an untrusted page") for o in found if _is_target(o) for i in o.injected()]
         suspect += [(o.path, i, "a link from an untrusted page") for o in found for i in _injected_links(o, context)]
-        if Effect.SENDS_OUT in tool.effects:  # where data goes must be vouched for: the model may not invent it
-            suspect += [(o.path, i, "written by the model") for o in found if _is_target(o) for i in o.unvouched()]
+        # where data goes, and credentials, must be vouched for: the model may not invent them
+        sends = Effect.SENDS_OUT in tool.effects
+        vouched_only = [o for o in found if o.name in CREDENTIALS or (_is_target(o) and sends)]
+        suspect += [(o.path, i, "written by the model") for o in vouched_only for i in o.unvouched()]
         if not suspect:
             return []
         shown = "; ".join(dict.fromkeys(f"{path} holds {ident!r} ({how})" for path, ident, how in suspect[:6]))

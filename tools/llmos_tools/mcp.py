@@ -211,7 +211,7 @@ class MCPConnection:
 
     def list_tools(self) -> list[Any]:
         self.start()
-        return _background().run(self._list_tools(), self.config.timeout)
+        return _background().run(self._list_tools(), self.config.startup_timeout)  # listing is part of starting
 
     async def _list_tools(self) -> list[Any]:
         tools, cursor = [], None

@@ -20,6 +20,7 @@ torch and diffusers are imported inside functions, so importing this module stay
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import json
@@ -27,7 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from llmos_tools import ToolError
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 DOWNLOAD_POLL_S = 1.0
+DTYPES = ("float16", "bfloat16", "float32")
 Emit = Callable[[str, Mapping[str, Any]], None]
 
 
@@ -134,6 +136,8 @@ def choose_dtype(device: str, pipeline_class: str, requested: str = "") -> Any:
     import torch
 
     if requested:
+        if requested not in DTYPES:
+            raise ToolError(f"imagegen_dtype {requested!r} is not one of {', '.join(DTYPES)}")
         return getattr(torch, requested)
     if device.startswith("cpu"):
         return torch.float32
@@ -153,13 +157,32 @@ def load_pipeline(folder: Path, device: str, dtype: Any) -> Any:
     """A text-to-image pipeline from ``folder``, moved to ``device``, with its console progress bar off."""
     from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
-    try:
-        pipeline = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype)
-    except ValueError:  # a pipeline AutoPipeline does not map (community, custom): load it as declared
-        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
+    with quiet_progress_bars():
+        try:
+            pipeline = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype)
+        except ValueError:  # a pipeline AutoPipeline does not map (community, custom): load it as declared
+            pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)  # the kernel owns the terminal; progress goes through events
     return pipeline
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Silence diffusers' and transformers' loading bars (they would scribble over the TUI), then restore them."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    restore = []
+    for library in (diffusers_logging, transformers_logging):
+        if library.is_progress_bar_enabled():
+            library.disable_progress_bar()
+            restore.append(library)
+    try:
+        yield
+    finally:
+        for library in restore:
+            library.enable_progress_bar()
 
 
 def native_size(pipeline: Any) -> int:
@@ -178,6 +201,7 @@ class Loaded:
     """A pipeline in memory and what it was loaded as."""
 
     model: str
+    request: tuple[str, str, str]  # (model, device, dtype) as configured: a change in any means a reload
     pipeline: Any
     device: str
     dtype: str
@@ -209,9 +233,9 @@ class Engine:
                 self._start_timer(idle_s)
 
     def _ensure(self, model: str, device: str, dtype: str, emit: Emit) -> Loaded:
-        if self._loaded is not None and self._loaded.model == model:
+        if self._loaded is not None and self._loaded.request == (model, device, dtype):
             return self._loaded
-        self.unload()  # another model was configured: only one lives in memory at a time
+        self.unload()  # configured differently: only one pipeline lives in memory at a time
         folder = resolve_model(model, emit)
         started = time.perf_counter()
         chosen_device = choose_device(device)
@@ -223,7 +247,7 @@ class Engine:
         except Exception as exc:  # a broken or unsupported folder is a setup problem the user must see
             raise ToolError(f"imagegen could not load {model!r}: {type(exc).__name__}: {exc}") from exc
         load_s = time.perf_counter() - started
-        self._loaded = Loaded(model, pipeline, chosen_device, dtype_name, load_s)
+        self._loaded = Loaded(model, (model, device, dtype), pipeline, chosen_device, dtype_name, load_s)
         return self._loaded
 
     def unload(self) -> bool:
