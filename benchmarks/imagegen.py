@@ -90,7 +90,8 @@ def measure_overhead(args: argparse.Namespace, model: Path, workdir: Path) -> di
         pipeline(prompt=PROMPT, width=64, height=64, num_inference_steps=args.steps, generator=generator)
 
     direct()
-    app_times, direct_times = [], []
+    app_times: list[float] = []
+    direct_times: list[float] = []
     for number in range(args.rounds):
         order = [("app", app), ("direct", direct)]
         for name, run in order if number % 2 == 0 else reversed(order):  # alternate who goes first

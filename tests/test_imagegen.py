@@ -213,3 +213,8 @@ def test_plugin_registers_a_read_only_tool_and_imports_no_torch() -> None:
     code = "import sys, llmos_apps.imagegen; print(sorted({'torch', 'diffusers'} & set(sys.modules)))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert output.stdout.strip() == "[]"
+
+
+def test_bad_dtype_setting_is_explained(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match="imagegen_dtype 'half' is not one of float16, bfloat16, float32"):
+        make(context_for(tiny_model, tmp_path, imagegen_dtype="half"), steps=1)

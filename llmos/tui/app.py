@@ -147,7 +147,12 @@ class ChatApp(App[None]):
         self._answers = answers
         tool = self.session.tools.tools.get(request.name)
         effects = ", ".join(sorted(str(e) for e in tool.effects)) if tool and tool.effects else "read-only"
-        self._post(lambda: self.push_screen(ApprovalScreen(request, effects), answers.put))
+
+        def answer(allowed: bool | None) -> None:
+            with contextlib.suppress(queue.Full):  # the first answer counts (the modal, or quitting)
+                answers.put_nowait(bool(allowed))
+
+        self._post(lambda: self.push_screen(ApprovalScreen(request, effects), answer))
         try:
             return answers.get(timeout=APPROVAL_TIMEOUT_S)
         except queue.Empty:
@@ -268,13 +273,15 @@ class ChatApp(App[None]):
     async def action_quit(self) -> None:
         self._cancel.set()
         if self._answers is not None:
-            self._answers.put(False)  # release a kernel thread waiting on an approval
+            with contextlib.suppress(queue.Full):
+                self._answers.put_nowait(False)  # release a kernel thread waiting on an approval
         self.exit()
 
     def on_unmount(self) -> None:
         self._cancel.set()
         if self._answers is not None:
-            self._answers.put(False)
+            with contextlib.suppress(queue.Full):
+                self._answers.put_nowait(False)
         session = self.session
         if session is not None:
             self._kernel.submit(session.close)
