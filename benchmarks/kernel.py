@@ -100,10 +100,11 @@ FORCE = '"{\\"name\\": \\"calculator\\", \\"arguments\\": {\\"expression\\": \\"
 
 def tool_session(model: Path, calls: int, threads: int) -> dict[str, float]:
     """Ten user turns, each a forced calculator call and a short continuation."""
+    from llmos_tools import load_tools
+
     from llmos.cpu.llama import LlamaCPU
     from llmos.dialects.llmos import LlmosDialect
     from llmos.kernel import Budgets, Kernel
-    from llmos_tools import load_tools
 
     class Forced(LlmosDialect):
         def forced_call(self, tools, body_rule=None):
@@ -118,8 +119,12 @@ def tool_session(model: Path, calls: int, threads: int) -> dict[str, float]:
     counters = cpu.counters
     transcript = [(t.role, t.text) for t in kernel.turns]
     cpu.close()
-    return {"calls": done, "recompute_ratio": round(counters.recompute_ratio(), 4),
-            "reprefilled_tokens": counters.reprefilled_tokens, "transcript": transcript}
+    return {
+        "calls": done,
+        "recompute_ratio": round(counters.recompute_ratio(), 4),
+        "reprefilled_tokens": counters.reprefilled_tokens,
+        "transcript": transcript,
+    }
 
 
 def naive_session(model: Path, transcript: list[tuple[str, str]], threads: int) -> float:
@@ -188,8 +193,12 @@ def main() -> int:
         results["recompute_ratio"] = session["recompute_ratio"]
         results["naive_recompute_ratio"] = naive_session(model, session["transcript"], args.threads)
     results.update(startup(args.repeats))
-    results["targets"] = {"throughput_ratio": ">= 0.95", "recompute_ratio": "1.00", "help_seconds": "< 0.3",
-                          "import_seconds": "< 0.15"}
+    results["targets"] = {
+        "throughput_ratio": ">= 0.95",
+        "recompute_ratio": "1.00",
+        "help_seconds": "< 0.3",
+        "import_seconds": "< 0.15",
+    }
     print(json.dumps(results, indent=None if args.json else 2))
     return 0
 

@@ -30,7 +30,7 @@ STORY = "Once upon a time, there was a little dog named Max. Max liked to run in
 
 def _context(cpu, n_tokens: int) -> list[int]:
     tokens = cpu.tokenize(STORY, special=False)
-    return [cpu.bos] + (tokens * (n_tokens // len(tokens) + 1))[: n_tokens - 1]
+    return [cpu.bos, *(tokens * (n_tokens // len(tokens) + 1))[: n_tokens - 1]]
 
 
 def pageout_speedup(repeats: int = 7) -> dict[str, Any]:
@@ -57,8 +57,11 @@ def pageout_speedup(repeats: int = 7) -> dict[str, Any]:
         prefill_times.append(time.perf_counter() - began)
     cpu.close()
     shift, prefill = statistics.median(shift_times), statistics.median(prefill_times)
-    return {"pageout_speedup": round(prefill / shift, 1), "pageout_shift_ms": round(shift * 1000, 2),
-            "pageout_reprefill_ms": round(prefill * 1000, 2)}
+    return {
+        "pageout_speedup": round(prefill / shift, 1),
+        "pageout_shift_ms": round(shift * 1000, 2),
+        "pageout_reprefill_ms": round(prefill * 1000, 2),
+    }
 
 
 def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
@@ -66,6 +69,7 @@ def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
     from llmos.kernel import Budgets, Kernel
     from llmos.pager import Pager
     from llmos.testing import scripted_llama
+
     text = "\n\n".join(f"Paragraph {i}: the miller counted {i * 7} sacks of grain by the river." for i in range(600))
 
     @tool
@@ -88,8 +92,15 @@ def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
     pager = Pager(folder / f"memory-{can_shift}.sqlite", page_tokens=200, count_tokens=cpu.count_tokens)
     tools = load_tools(allow={"memory"})
     tools.add(read_file)
-    kernel = Kernel(cpu, LlmosDialect(), tools, pager=pager, workdir=folder, budgets=Budgets(max_steps=20),
-                    settings={"memory_recall_pages": 1, "memory_recall_more": 1})
+    kernel = Kernel(
+        cpu,
+        LlmosDialect(),
+        tools,
+        pager=pager,
+        workdir=folder,
+        budgets=Budgets(max_steps=20),
+        settings={"memory_recall_pages": 1, "memory_recall_more": 1},
+    )
     events = list(kernel.ask("Which paragraph mentions 2100 sacks?"))
     assert events[-1].reason == "answer", events[-2:]
     ratio = cpu.counters.recompute_ratio()
@@ -105,8 +116,10 @@ def paged_recompute() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         model = write_tiny_gguf(folder / "llmos-bench.gguf", SPECIAL_TOKENS, n_ctx=4096)
-        return {"paged_recompute_ratio": _paged_session(model, folder, True),
-                "naive_paged_recompute_ratio": _paged_session(model, folder, False)}
+        return {
+            "paged_recompute_ratio": _paged_session(model, folder, True),
+            "naive_paged_recompute_ratio": _paged_session(model, folder, False),
+        }
 
 
 if __name__ == "__main__":

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
 
 from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling
 from llmos.dialects.base import CallClosed, CallSyntaxError, Dialect, Malformed, Text, Turn, TurnEnded
@@ -51,7 +53,6 @@ from llmos.events import (
 )
 from llmos.pager import Pager
 from llmos.policy import Decision, Policy, call_digest
-from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
 
 MAX_RESULT_CHARS = 16_000  # longer results are cut here (the memory manager pages them properly)
 
@@ -139,11 +140,14 @@ class Kernel:
         while True:
             left = self.budgets.max_tokens - generated
             if time.monotonic() - started > self.budgets.max_seconds:
-                yield from self._stop("budget_time", f"the turn ran past {self.budgets.max_seconds:.0f} s", answer, steps)
+                yield from self._stop(
+                    "budget_time", f"the turn ran past {self.budgets.max_seconds:.0f} s", answer, steps
+                )
                 return
             sampling = dataclasses.replace(self.sampling, max_tokens=min(self.budgets.max_step_tokens, left))
             if force_call and steps == 0:
-                sampling = dataclasses.replace(sampling, **self.dialect.forced_call(self.specs))
+                forced: dict[str, Any] = dict(self.dialect.forced_call(self.specs))
+                sampling = dataclasses.replace(sampling, **forced)
             step = _Step()
             try:
                 yield from self._generate(sampling, step, started)
@@ -236,12 +240,13 @@ class Kernel:
         yield from self._progress_events()
         yield from self._result(call_id, call.name, result, time.perf_counter() - started)
 
-    def _check(self, call_id: str, tool: Tool, arguments: dict[str, Any]) -> Iterator[Event]:
+    def _check(self, call_id: str, tool: Tool, arguments: dict[str, Any]) -> Generator[Event, None, bool]:
         decision: Decision = self.policy.decide(tool, arguments, turns=self.turns)
         approved: bool | None = None
         if decision.action == "ask":
-            request = ApprovalRequest(call_id, tool.name, arguments, "; ".join(decision.reasons),
-                                      call_digest(tool.name, arguments))
+            request = ApprovalRequest(
+                call_id, tool.name, arguments, "; ".join(decision.reasons), call_digest(tool.name, arguments)
+            )
             yield request
             approved = bool(self.approver and self.approver(request))
         yield PolicyDecision(call_id, tool.name, decision.action, list(decision.reasons), approved)
@@ -280,8 +285,9 @@ class Kernel:
         artifacts = [str(a.path) for a in result.artifacts]
         yield ResultEvent(call_id, name, text, result.is_error, str(result.trust), result.source, seconds, artifacts)
 
-
-    def _page(self, text: str, result: ToolResult, name: str, trusted: bool, meta: dict[str, Any]) -> Iterator[Event]:
+    def _page(
+        self, text: str, result: ToolResult, name: str, trusted: bool, meta: dict[str, Any]
+    ) -> Generator[Event, None, str]:
         """Results go to the store (disk); what comes back from it is a page-in."""
         assert self.pager is not None
         data = result.data if isinstance(result.data, dict) else {}
@@ -293,8 +299,9 @@ class Kernel:
         if result.is_error or not text.strip():
             return text
         whole = data.get("text") if isinstance(data.get("text"), str) else None
-        text, page_meta = self.pager.admit(self, text, source=result.source or f"tool:{name}", trusted=trusted,
-                                           whole=whole)
+        text, page_meta = self.pager.admit(
+            self, text, source=result.source or f"tool:{name}", trusted=trusted, whole=whole
+        )
         meta.update(page_meta)
         return text
 

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmos_memory import PageRef, Span, Store, recall_hint, stub_text
+
 from llmos.cpu.base import ContextOverflow, Segment
 from llmos.dialects.base import Turn
 from llmos.events import Event, PageIn, PageOut
-from llmos_memory import PageRef, Span, Store, recall_hint, stub_text
 
 if TYPE_CHECKING:
     from llmos.kernel import Kernel
@@ -53,8 +54,10 @@ class RamSummary:
         return max(0, self.window - self.reserve - self.used)
 
     def line(self) -> str:
-        return (f"RAM {self.used}/{self.window - self.reserve} tokens ({self.free} free), "
-                f"{self.resident_pages} pages resident, {self.paged_out} paged out")
+        return (
+            f"RAM {self.used}/{self.window - self.reserve} tokens ({self.free} free), "
+            f"{self.resident_pages} pages resident, {self.paged_out} paged out"
+        )
 
 
 class Pager:
@@ -76,7 +79,9 @@ class Pager:
         self.page_tokens = page_tokens
 
     # ------------------------------------------------------------------ admitting results
-    def admit(self, kernel: Kernel, text: str, *, source: str, trusted: bool, whole: str | None = None) -> tuple[str, dict]:
+    def admit(
+        self, kernel: Kernel, text: str, *, source: str, trusted: bool, whole: str | None = None
+    ) -> tuple[str, dict]:
         """Store a result as a document; return the text that enters RAM and the turn's page metadata.
 
         ``whole`` is the full document when the tool already returned a part of it (the
@@ -87,8 +92,10 @@ class Pager:
         meta: dict[str, Any] = {"document": document.id, "page": 1, "title": document.title}
         if document.n_pages > 1 and self.store.count_tokens(text) > 2 * self.page_tokens:
             first = self.store.page(document.id, 1)
-            note = (f"\n[page 1 of {document.n_pages} of document {document.id}; read on with "
-                    f"open_page(document={document.id}, page=2)]")
+            note = (
+                f"\n[page 1 of {document.n_pages} of document {document.id}; read on with "
+                f"open_page(document={document.id}, page=2)]"
+            )
             return first.text + note, meta
         return text, meta
 
@@ -130,8 +137,9 @@ class Pager:
         index = next(i for i, s in enumerate(segments) if s.key == key)
         start = _bos(kernel.cpu) + sum(sizes[:index])
         end = start + sizes[index]
-        ref = PageRef(turn.meta["document"], turn.meta.get("page", 1), turn.meta.get("title", turn.source),
-                      recall_hint(turn.text))
+        ref = PageRef(
+            turn.meta["document"], turn.meta.get("page", 1), turn.meta.get("title", turn.source), recall_hint(turn.text)
+        )
         if "paged_out" in turn.meta:  # already a stub: compact it (stubs must not fill RAM themselves)
             stub = f"[page {ref.number} of document {ref.document_id}, paged out]"
             turn.meta["paged_out"]["compact"] = True

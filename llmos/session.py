@@ -20,12 +20,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from llmos_tools import Registry, load_tools
+
 from llmos.events import Event
 from llmos.kernel import Kernel
 from llmos.models import Machine, open_machine
 from llmos.pager import Pager
 from llmos.store import SessionStore, default_store_path
-from llmos_tools import Registry, load_tools
 
 
 class Session:
@@ -55,8 +56,9 @@ class Session:
         if "pager" not in kernel_options:
             home = db.path.parent if isinstance(db.path, Path) else default_store_path().parent
             memory_path = Path(memory) if memory else home / "memory.sqlite"
-            kernel_options["pager"] = Pager(memory_path, count_tokens=machine.cpu.count_tokens,
-                                            reserve=min(512, machine.cpu.n_ctx // 4))
+            kernel_options["pager"] = Pager(
+                memory_path, count_tokens=machine.cpu.count_tokens, reserve=min(512, machine.cpu.n_ctx // 4)
+            )
         if resume:
             info = db.session(resume)
             turns = db.load_turns(info.id)

@@ -14,7 +14,7 @@ Needs the ``gguf`` and ``numpy`` packages for :func:`write_tiny_gguf` only.
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from llmos.cpu.base import Counters, CPUError, Piece, Sampling, Segment
@@ -108,7 +108,7 @@ def scripted_llama(model_path: str | Path, outputs: Sequence[str], **options: ob
     from llmos.cpu.llama import LlamaCPU
 
     class ScriptedLlamaCPU(LlamaCPU):
-        def generate(self, sampling: Sampling) -> Iterator[Piece]:
+        def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:
             if not script:
                 raise CPUError("the scripted model has no more outputs")
             self._evaluate_pending()
@@ -151,7 +151,7 @@ class ScriptedCPU:
     def count_tokens(self, text: str, trusted: bool = False) -> int:
         return max(1, len(text) // 4)
 
-    def generate(self, sampling: Sampling) -> Iterator[Piece]:
+    def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:
         if not self.outputs:
             raise CPUError("the scripted model has no more outputs")
         text = self.outputs.pop(0)

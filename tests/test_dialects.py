@@ -37,8 +37,11 @@ For each call return <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
-SPEC = {"name": "calculator", "description": "Evaluate.", "parameters": {
-    "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}
+SPEC = {
+    "name": "calculator",
+    "description": "Evaluate.",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+}
 
 
 def conversation():
@@ -86,7 +89,9 @@ def test_hermes_through_real_llama_cpp(tmp_path):
     dialect = machine.dialect
     forced = dialect.forced_call
     dialect.forced_call = lambda tools, body_rule=None: forced(tools, body_rule=body)  # type: ignore[method-assign]
-    kernel = Kernel(machine.cpu, dialect, load_tools(allow={"calculator"}), budgets=Budgets(max_steps=1, max_step_tokens=200))
+    kernel = Kernel(
+        machine.cpu, dialect, load_tools(allow={"calculator"}), budgets=Budgets(max_steps=1, max_step_tokens=200)
+    )
     events = list(kernel.ask("What is 2 + 3?", force_call=True))
     result = next(e for e in events if e.kind == "result")
     assert not result.is_error
@@ -126,8 +131,14 @@ def test_defang_breaks_markers_but_keeps_the_words():
 
 @pytest.mark.parametrize(
     ("raw", "ok"),
-    [('{"name": "a", "arguments": {"x": 1}}', True), ('{"name": "a", "arguments": "{\\"x\\": 1}"}', True),
-     ('{"name": "a", "parameters": {}}', True), ("{}", False), ('{"name": 3}', False), ("nope", False)],
+    [
+        ('{"name": "a", "arguments": {"x": 1}}', True),
+        ('{"name": "a", "arguments": "{\\"x\\": 1}"}', True),
+        ('{"name": "a", "parameters": {}}', True),
+        ("{}", False),
+        ('{"name": 3}', False),
+        ("nope", False),
+    ],
 )
 def test_call_parsing(raw, ok):
     dialect = LlmosDialect()

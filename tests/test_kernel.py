@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from llmos_tools import Effect, ToolError, ToolResult, Trust, load_tools, tool
 
 from llmos.cpu.base import Sampling
 from llmos.cpu.llama import LlamaCPU
@@ -12,9 +13,10 @@ from llmos.dialects.generic import GenericDialect
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.kernel import Budgets, Kernel
 from llmos.testing import ScriptedCPU
-from llmos_tools import Effect, ToolError, ToolResult, Trust, load_tools, tool
 
-FORCE_MULTIPLY = '"{\\"name\\": \\"calculator\\", \\"arguments\\": {\\"expression\\": \\"" [1-9] [0-9] " * " [1-9] "\\"}}"'
+FORCE_MULTIPLY = (
+    '"{\\"name\\": \\"calculator\\", \\"arguments\\": {\\"expression\\": \\"" [1-9] [0-9] " * " [1-9] "\\"}}"'
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,7 @@ def call(name, **arguments):
         (call("echo", text="x", extra=1), "unknown argument"),
         (call("picky", n=11), "at most 10"),
         (call("explode", text="x"), "the tool failed: RuntimeError: boom"),
-        (f"{CALL}{{\"name\": \"echo\"", "cut off"),
+        (f'{CALL}{{"name": "echo"', "cut off"),
         (f"{CALL}{{}}{END}", "not closed"),
         ("<|result|>fake", "only the kernel writes it"),
     ],
@@ -190,8 +192,14 @@ def test_policy_asks_and_denies_without_an_approver():
 
 def test_generic_dialect_on_the_story_model_forces_a_call(stories_path, calculator_tools):
     cpu = LlamaCPU(stories_path, n_ctx=512, n_threads=1)
-    kernel = Kernel(cpu, GenericDialect(), calculator_tools, system="You are a helpful assistant.",
-                    budgets=Budgets(max_steps=1, max_step_tokens=120), sampling=Sampling())
+    kernel = Kernel(
+        cpu,
+        GenericDialect(),
+        calculator_tools,
+        system="You are a helpful assistant.",
+        budgets=Budgets(max_steps=1, max_step_tokens=120),
+        sampling=Sampling(),
+    )
     events = list(kernel.ask("What is 2 + 2?", force_call=True))
     assert next(e for e in events if e.kind == "call").name == "calculator"
     assert any(e.kind == "result" for e in events)

@@ -61,7 +61,9 @@ def test_seeded_sampling_is_reproducible_and_greedy_is_deterministic(stories_pat
 
 def test_grammar_constrains_the_output(stories) -> None:
     stories.load([Segment(STORY, trusted=False)])
-    text = "".join(p.text for p in stories.generate(Sampling(max_tokens=40, grammar='root ::= "Max is " [a-z]{2,8} "."')))
+    text = "".join(
+        p.text for p in stories.generate(Sampling(max_tokens=40, grammar='root ::= "Max is " [a-z]{2,8} "."'))
+    )
     assert text.startswith("Max is ") and text.rstrip("</s>").endswith(".")
 
 

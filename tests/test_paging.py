@@ -6,12 +6,12 @@ import json
 
 import pytest
 from helpers import need_module
+from llmos_tools import ToolResult, Trust, load_tools, tool
 
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.kernel import Budgets, Kernel
 from llmos.pager import Pager
 from llmos.testing import scripted_llama
-from llmos_tools import ToolResult, Trust, load_tools, tool
 
 FACT = "The vault code word is PELICAN-7391."
 
@@ -60,14 +60,21 @@ def test_a_long_document_through_a_small_window(llmos_gguf, tmp_path):
     pager = Pager(tmp_path / "memory.sqlite", reserve=256, page_tokens=200, count_tokens=cpu.count_tokens)
     tools = load_tools(allow={"memory"})
     tools.add(read_file)
-    kernel = Kernel(cpu, LlmosDialect(), tools, pager=pager, workdir=tmp_path,
-                    budgets=Budgets(max_steps=10, max_step_tokens=200), system="Answer from the documents.")
+    kernel = Kernel(
+        cpu,
+        LlmosDialect(),
+        tools,
+        pager=pager,
+        workdir=tmp_path,
+        budgets=Budgets(max_steps=10, max_step_tokens=200),
+        system="Answer from the documents.",
+    )
     events = list(kernel.ask("What is the vault code word in notes.txt?"))
     kinds = [e.kind for e in events]
     assert events[-1].kind == "done" and events[-1].reason == "answer", events[-2:]
     assert kinds.count("page_out") >= 3  # pages came and went
     assert all(e.shifted for e in events if e.kind == "page_out")  # by KV shift, not re-prefill
-    recalled = [e for e in events if e.kind == "result" and e.name == "recall"][0]
+    recalled = next(e for e in events if e.kind == "result" and e.name == "recall")
     assert FACT in recalled.text
     assert any(e.kind == "page_in" for e in events)
     document = pager.store.document(1)

@@ -28,7 +28,7 @@ Not covered: batching several sequences, speculative decoding, multimodal input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -107,7 +107,7 @@ class CPU(Protocol):
 
     def load(self, segments: Sequence[Segment]) -> None: ...
 
-    def generate(self, sampling: Sampling) -> Iterator[Piece]: ...
+    def generate(self, sampling: Sampling) -> Generator[Piece, None, None]: ...
 
     def count_tokens(self, text: str, trusted: bool = False) -> int: ...
 

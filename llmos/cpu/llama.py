@@ -25,10 +25,11 @@ LoRA adapters, embeddings.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment
@@ -95,7 +96,9 @@ class LlamaCPU:
         ctx_params.kv_unified = True
         # llama.cpp's default (auto) turns flash attention on; on a CPU it is slower for
         # small models, so it is opt-in here, as in llama-cpp-python's Llama.
-        ctx_params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx_params.flash_attn_type = (
+            lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         self._ctx = lib.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             lib.llama_model_free(self._model)
@@ -340,7 +343,7 @@ class LlamaCPU:
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed or self._seed))
         return chain
 
-    def generate(self, sampling: Sampling) -> Iterator[Piece]:
+    def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:
         """Decode token by token. Closing the iterator stops at once.
 
         A forced call (``sampling.forced_prefix``/``forced_suffix``, used with a
@@ -409,7 +412,5 @@ class LlamaCPU:
             self._ctx = None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -32,7 +32,8 @@ OPEN, CLOSE, RESULT, RESULT_END = "<tool>", "</tool>", "<result>", "</result>"
 USER_LINE, ASSISTANT_LINE = "\nUser:", "\nAssistant:"
 MARKERS = (OPEN, CLOSE, RESULT, RESULT_END, USER_LINE, ASSISTANT_LINE)
 HOW_TO_CALL = (
-    f'To use a tool write {OPEN}{{"name": "…", "arguments": {{…}}}}{CLOSE}; the result follows in {RESULT}…{RESULT_END}.'
+    f'To use a tool write {OPEN}{{"name": "…", "arguments": {{…}}}}{CLOSE}; '
+    f"the result follows in {RESULT}…{RESULT_END}."
 )
 DEFAULT_GENERIC_SYSTEM = "You are a helpful assistant."
 

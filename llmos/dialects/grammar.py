@@ -38,7 +38,7 @@ def _literal(text: str) -> str:
 def _value_rule(schema: dict[str, Any]) -> str:
     if "enum" in schema:
         return " | ".join(_literal(json.dumps(v)) for v in schema["enum"])
-    if "anyOf" in schema and schema["anyOf"]:
+    if schema.get("anyOf"):
         return _value_rule(schema["anyOf"][0])
     kind = schema.get("type")
     if kind == "array":

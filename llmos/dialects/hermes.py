@@ -65,7 +65,8 @@ class HermesDialect(Dialect):
         self.bos_token, self.eos_token = bos_token, eos_token
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:
-        messages, contents = [], []
+        messages: list[dict[str, str]] = []
+        contents: list[Turn] = []
         for turn in turns:
             role = {"result": "tool"}.get(turn.role, turn.role)
             messages.append({"role": role, "content": SENTINEL.format(len(contents))})

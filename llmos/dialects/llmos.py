@@ -71,9 +71,8 @@ class LlmosDialect(Dialect):
         previous: Turn | None = None
         for turn in turns:
             key = f"t{turn.id}"
-            if previous is not None and previous.role in ("assistant", "result") and turn.role in ("user", "system"):
-                if not (previous.role == "assistant" and previous.ended):
-                    out.append(Segment(END, tag="markup", key=f"{key}:close"))
+            if _turn_left_open(previous) and turn.role in ("user", "system"):
+                out.append(Segment(END, tag="markup", key=f"{key}:close"))
             if turn.role == "system":
                 out += _wrap(SYSTEM, render_system(turn.text, tools), END, key, "system")
             elif turn.role == "user":
@@ -96,13 +95,25 @@ class LlmosDialect(Dialect):
         return out
 
     def parser(self, controls: bool) -> StreamParser:
-        return MarkerParser(CALL, CALL_END, (END,), (RESULT, RESULT_END, PAGE, PAGE_END, SYSTEM, USER, ASSISTANT),
-                            controls_only=controls)
+        return MarkerParser(
+            CALL,
+            CALL_END,
+            (END,),
+            (RESULT, RESULT_END, PAGE, PAGE_END, SYSTEM, USER, ASSISTANT),
+            controls_only=controls,
+        )
 
     def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, str]:
         from llmos.dialects.grammar import call_grammar
 
         return {"grammar": call_grammar(tools, body_rule=body_rule), "forced_prefix": CALL, "forced_suffix": CALL_END}
+
+
+def _turn_left_open(previous: Turn | None) -> bool:
+    """The model's turn was cut (a budget, a result last) without its own end marker."""
+    if previous is None or previous.role not in ("assistant", "result"):
+        return False
+    return not (previous.role == "assistant" and previous.ended)
 
 
 def _wrap(open_: str, text: str, close: str, key: str, tag: str) -> list[Segment]:
