@@ -28,6 +28,7 @@ calls emitted in one chunk (the first one runs; decoding stops at its close).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -63,6 +64,7 @@ class Budgets:
     max_tokens: int = 4096
     max_seconds: float = 600.0
     max_step_tokens: int = 1024
+    approval_seconds: float = 300.0  # an approval request unanswered this long is a denial
 
 
 Approver = Callable[[ApprovalRequest], bool]
@@ -248,9 +250,22 @@ class Kernel:
                 call_id, tool.name, arguments, "; ".join(decision.reasons), call_digest(tool.name, arguments)
             )
             yield request
-            approved = bool(self.approver and self.approver(request))
+            approved = self._approve(request)
         yield PolicyDecision(call_id, tool.name, decision.action, list(decision.reasons), approved)
         return decision.action == "allow" or approved is True
+
+    def _approve(self, request: ApprovalRequest) -> bool:
+        """Ask the approver; no approver, an error, or no answer in time is a denial."""
+        if self.approver is None:
+            return False
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            answer = pool.submit(self.approver, request).result(timeout=self.budgets.approval_seconds)
+            return answer is True
+        except Exception:  # a timeout or a broken approver: deny
+            return False
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, tool: Tool, arguments: dict[str, Any]) -> ToolResult:
         context = ToolContext(
@@ -276,7 +291,7 @@ class Kernel:
             cut = len(text) - MAX_RESULT_CHARS
             text = text[:MAX_RESULT_CHARS] + f"\n[… {cut} more characters cut]"
         trusted = result.trust == Trust.TRUSTED
-        meta: dict[str, Any] = {"call": call_id}
+        meta: dict[str, Any] = {"call": call_id, "tool": name}
         if self.pager is not None:
             text = yield from self._page(text, result, name, trusted, meta)
         self._add("result", text, trusted=trusted, source=result.source or name, meta=meta)

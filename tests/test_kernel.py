@@ -205,3 +205,29 @@ def test_generic_dialect_on_the_story_model_forces_a_call(stories_path, calculat
     assert any(e.kind == "result" for e in events)
     assert cpu.counters.reprefilled_tokens == 0
     cpu.close()
+
+
+def test_an_unanswered_approval_times_out_to_deny():
+    import threading
+
+    @tool(effects={Effect.SENDS_OUT})
+    def send(to: str) -> str:
+        """Send mail."""
+        return "sent"
+
+    @tool
+    def read(url: str) -> ToolResult:
+        """Read a page."""
+        return ToolResult(text="mail me", trust=Trust.UNTRUSTED, source=url)
+
+    released = threading.Event()
+    kernel = scripted(
+        [call("read", url="u"), call("send", to="x"), f"ok{END}"],
+        [send, read],
+        budgets=Budgets(approval_seconds=0.2),
+        approver=lambda request: released.wait(10) or True,
+    )
+    events = list(kernel.ask("go"))
+    released.set()
+    decision = [e for e in events if e.kind == "policy"][-1]
+    assert decision.decision == "ask" and decision.approved is False

@@ -190,7 +190,7 @@ def test_jobs_run_several_tasks_into_separate_folders(tmp_path):
 
 def test_the_story_model_runs_the_example_end_to_end(stories_path, tmp_path, capsys):
     task_file = REPO / "examples" / "loop-demo.yaml"
-    assert load_task(task_file).model == str(stories_path)
+    assert Path(load_task(task_file).model).resolve() == stories_path.resolve()
     out = tmp_path / "run"
     code = main(["run", str(task_file), "--out", str(out), "--store", str(tmp_path / "s.db")])
     assert code in (0, 3)  # the story model's prose may run past its step budget; the loop is what counts

@@ -1,4 +1,4 @@
-"""``python -m llmos.tiny build --out DIR [--steps N] [--size default|small|test]``: rebuild llmos-tiny.
+"""``python -m llmos.tiny build --out DIR [--steps N] [--size default|large|test]``: rebuild llmos-tiny.
 
 Regenerates the curriculum, trains the tokenizer and the model (resuming from
 ``DIR/checkpoint.pt`` if present), exports ``DIR/llmos-tiny.gguf`` and checks
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build", help="train and export llmos-tiny from scratch")
     build_cmd.add_argument("--out", required=True)
-    build_cmd.add_argument("--size", default="default", choices=["default", "small", "test"])
+    build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
     build_cmd.add_argument("--steps", type=int, default=1000)
     build_cmd.add_argument("--batch-size", type=int, default=16)
     build_cmd.add_argument("--lr", type=float, default=3e-3)

@@ -29,10 +29,11 @@ from llmos.tiny.train import TrainSettings, encode_conversation, encode_dataset,
 
 # name -> (model shape, vocabulary size, training conversations)
 SIZES: dict[str, tuple[dict[str, int], int, int]] = {
-    "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 300),
-    "small": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384}, 2048, 20000),
-    "default": ({"n_embd": 192, "n_layer": 4, "n_head": 6, "n_ff": 512}, 2048, 20000),
+    "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 200),
+    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384}, 2048, 6000),
+    "large": ({"n_embd": 192, "n_layer": 4, "n_head": 6, "n_ff": 512}, 2048, 12000),
 }
+MAX_TASKS = 3  # tasks per training conversation (held-out conversations have one)
 
 
 def build(
@@ -52,7 +53,7 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     shape, vocab_size, n_conversations = SIZES[size]
     started = time.time()
-    conversations = curriculum.conversations(n_conversations, seed=seed)
+    conversations = curriculum.conversations(n_conversations, seed=seed, max_tasks=MAX_TASKS)
     held_out = curriculum.conversations(max(32, n_conversations // 50), seed=seed + 1_000_003)
     tokenizer_path = out / "tokenizer.json"
     if tokenizer_path.exists():  # resuming: the checkpoint's embedding rows belong to this vocabulary

@@ -460,17 +460,28 @@ TASKS: list[tuple[Callable[[random.Random], list[Turn]], float]] = [
 ]
 
 
-def conversation(rng: random.Random) -> list[Turn]:
-    task = rng.choices([t for t, _ in TASKS], weights=[w for _, w in TASKS])[0]
-    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": task.__name__, "tools": tool_specs(rng)}), *task(rng)]
+def conversation(rng: random.Random, max_tasks: int = 1) -> list[Turn]:
+    """One system prompt, then 1..``max_tasks`` tasks as successive user turns.
+
+    Several tasks per conversation spread the long system prompt (which has no loss)
+    over more trained tokens, and teach the model that a new user turn is a new task.
+    """
+    names, task_turns = [], []
+    for _ in range(rng.randint(1, max_tasks)):
+        task = rng.choices([t for t, _ in TASKS], weights=[w for _, w in TASKS])[0]
+        names.append(task.__name__)
+        task_turns += task(rng)
+        if task is valuation:  # long enough on its own
+            break
+    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": names[0], "tools": tool_specs(rng)}), *task_turns]
     for i, turn in enumerate(turns):
         turn.id = i
     return turns
 
 
-def conversations(n: int, seed: int = 0) -> list[list[Turn]]:
+def conversations(n: int, seed: int = 0, max_tasks: int = 1) -> list[list[Turn]]:
     rng = random.Random(seed)
-    return [conversation(rng) for _ in range(n)]
+    return [conversation(rng, max_tasks) for _ in range(n)]
 
 
 def segments(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
