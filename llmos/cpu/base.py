@@ -91,6 +91,19 @@ class Counters:
         return data
 
 
+def count_distinct(counters: Counters, seen: dict[str, int], segment: Segment, n_tokens: int) -> None:
+    """Add a loaded segment's new tokens to ``counters.context_tokens`` (the rule in the module docstring)."""
+    if segment.tokens is not None:
+        return  # generated tokens were counted when they were generated
+    if not segment.key:
+        counters.context_tokens += n_tokens
+        return
+    before = seen.get(segment.key, 0)
+    if n_tokens > before:
+        counters.context_tokens += n_tokens - before
+        seen[segment.key] = n_tokens
+
+
 class CPUError(RuntimeError):
     """The backend failed (a crashed server, a model that will not load)."""
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import httpx
 
-from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment
+from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
 from llmos.dialects.base import defang
 
 CHARS_PER_TOKEN = 4  # the usual estimate for English text with BPE vocabularies
@@ -182,18 +182,9 @@ class HttpCPU:
         if sum(counts) > self.n_ctx:
             raise ContextOverflow(f"context of about {sum(counts)} tokens exceeds the window of {self.n_ctx}")
         for segment, count in zip(segments, counts, strict=True):
-            self._count_distinct(segment, count)
+            count_distinct(self.counters, self._seen_keys, segment, count)
         self._prompt = "".join(texts)
         self._prompt_tokens = sum(counts)
-
-    def _count_distinct(self, segment: Segment, n_tokens: int) -> None:
-        if not segment.key:
-            self.counters.context_tokens += n_tokens
-            return
-        before = self._seen_keys.get(segment.key, 0)
-        if n_tokens > before:
-            self.counters.context_tokens += n_tokens - before
-            self._seen_keys[segment.key] = n_tokens
 
     # ---------------------------------------------------------------- generation
     def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:

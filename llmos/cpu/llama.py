@@ -32,7 +32,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
-from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment
+from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
 
 SCRATCH = 1  # the scratch sequence id used by replace_span
 _runtime: dict[str, object] = {}  # the loaded library and the log callback kept alive
@@ -183,20 +183,9 @@ class LlamaCPU:
             self.counters.context_tokens += 1  # a fresh context starts with BOS
         for segment in segments:
             tokens = self.segment_tokens(segment)
-            self._count_distinct(segment, len(tokens))
+            count_distinct(self.counters, self._seen_keys, segment, len(tokens))
             target.extend(tokens)
         self.set_tokens(target)
-
-    def _count_distinct(self, segment: Segment, n_tokens: int) -> None:
-        if segment.tokens is not None:
-            return  # generated tokens were counted when they were sampled
-        if not segment.key:
-            self.counters.context_tokens += n_tokens
-            return
-        before = self._seen_keys.get(segment.key, 0)
-        if n_tokens > before:
-            self.counters.context_tokens += n_tokens - before
-            self._seen_keys[segment.key] = n_tokens
 
     def set_tokens(self, target: Sequence[int]) -> None:
         """Make the context ``target``: keep the common prefix, drop the rest, queue the new suffix."""
