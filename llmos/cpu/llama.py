@@ -117,6 +117,7 @@ class LlamaCPU:
         self.counters = Counters()
         self._seen_keys: dict[str, int] = {}
         self._token_cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+        self._pieces: dict[int, bytes] = {}
         self._seed = seed
 
     # ---------------------------------------------------------------- tokens
@@ -131,6 +132,14 @@ class LlamaCPU:
         return list(buffer[:n])
 
     def piece(self, token: int, *, special: bool = True) -> bytes:
+        if special:  # the decode loop's case: cached, since ctypes buffers cost more than the lookup
+            cached = self._pieces.get(token)
+            if cached is None:
+                cached = self._pieces[token] = self._piece(token, special=True)
+            return cached
+        return self._piece(token, special=False)
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
         buffer = ctypes.create_string_buffer(64)
         n = self.lib.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
         if n < 0:
@@ -356,15 +365,16 @@ class LlamaCPU:
                 token = self.lib.llama_sampler_sample(chain, self._ctx, -1)
                 self.counters.sample_seconds += time.perf_counter() - started
                 self.counters.tokens_sampled += 1
-                if self.is_end(token) and sampling.grammar and sampling.forced_suffix:
+                end = self.is_end(token)
+                if end and sampling.grammar and sampling.forced_suffix:
                     yield from self._force(sampling.forced_suffix)
                     return
                 self.tokens.append(token)
                 self.counters.context_tokens += 1
-                control = self.is_control(token) or self.is_end(token)
+                control = end or self.is_control(token)
                 text = self.piece(token).decode("utf-8", "replace") if control else decoder.decode(self.piece(token))
                 yield Piece(token, text, control)
-                if self.is_end(token):
+                if end:
                     return
         finally:
             self.lib.llama_sampler_free(chain)

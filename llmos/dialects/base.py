@@ -154,6 +154,9 @@ class MarkerParser(StreamParser):
         """Text-only backends: split markers out of the text stream."""
         self.pending += text
         markers = (self.open, self.close, *self.ends, *self.forbidden)
+        if not any(m[0] in self.pending for m in markers):  # the common case: plain text, no marker can start
+            text, self.pending = self.pending, ""
+            return self._text(text)
         events: list[StreamEvent] = []
         while self.pending:
             found = [(self.pending.find(m), m) for m in markers if m in self.pending]
