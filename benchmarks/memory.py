@@ -136,8 +136,8 @@ def measure_recall(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_paging(args: argparse.Namespace) -> dict[str, Any]:
-    """KV-level paging on the real llama.cpp CPU (see ``benchmarks/paging.py``)."""
-    import paging
+    """KV-level paging on the real llama.cpp CPU (see ``benchmarks/_paging.py``)."""
+    import _paging as paging
 
     args.log("paging: page-out by KV shift vs re-prefill, and a paged session")
     return {**paging.pageout_speedup(), **paging.paged_recompute()}

@@ -48,12 +48,13 @@ def generate(cpu: LlamaCPU, turns: list[Turn], stops: set[int], n: int = 200) ->
     for turn in turns:  # the kernel keeps the model's exact tokens; recreate them
         if turn.role == "assistant" and turn.tokens is None:
             turn.tokens = tuple(cpu.tokenize(turn.text, special=True))
-    cpu.load(LlmosDialect().render(turns, curriculum.TOOL_SPECS, generate=True))
+    tools = turns[0].meta.get("tools", curriculum.TOOL_SPECS)
+    cpu.load(LlmosDialect().render(turns, tools, generate=True))
     return cpu.detokenize(llama_greedy(cpu, n, stops))
 
 
 def evaluate(path: str, n: int, seed: int = 424242) -> dict:
-    cpu = LlamaCPU(path, n_ctx=1024, n_threads=2)
+    cpu = LlamaCPU(path, n_ctx=2048, n_threads=2)
     stops = {cpu.token_id(END), cpu.token_id(CALL_END)}
     scores: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for conversation in curriculum.conversations(n, seed=seed):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m llmos.tiny")
@@ -20,13 +18,15 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd = commands.add_parser("build", help="train and export llmos-tiny from scratch")
     build_cmd.add_argument("--out", required=True)
     build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
-    build_cmd.add_argument("--steps", type=int, default=1000)
-    build_cmd.add_argument("--batch-size", type=int, default=16)
+    build_cmd.add_argument("--steps", type=int, default=2000)
+    build_cmd.add_argument("--batch-size", type=int, default=6)
     build_cmd.add_argument("--lr", type=float, default=3e-3)
     build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     build_cmd.add_argument("--threads", type=int, default=2)
     build_cmd.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+
+    import torch
 
     from llmos.tiny.build import build, check_parity, parity_prompts
     from llmos.tiny.model import Config, Tiny
