@@ -53,7 +53,6 @@ TARGETS: dict[str, dict[str, str]] = {
     "kernel": {"throughput_ratio": ">= 0.95", "recompute_ratio": "1.00", "help_seconds": "< 0.3",
                "import_seconds": "< 0.15"},
     "memory": {"pageout_speedup": ">= 10", "paged_recompute_ratio": "<= 1.2", "recall_p50_ms": "< 20"},
-    "paging": {"pageout_speedup": ">= 10", "paged_recompute_ratio": "<= 1.2"},
     "sandbox": {"warm_roundtrip_p50_ms": "< 8", "pool_start_ms": "< 50", "vs_raw_jupyter_ratio": "<= 1.1",
                 "vs_subprocess_ratio": "< 0.5"},
     "browser": {"static_open_p50_ms": "< 80", "js_open_p50_ms": "< 400"},
