@@ -119,6 +119,8 @@ class Kernel:
                 pager.store.add_file(path)
         self.turns: list[Turn] = turns or [Turn("system", system or DEFAULT_SYSTEM, id=0)]
         self.specs = [tool.spec() for tool in self.tools.tools.values()]
+        if hasattr(cpu, "not_end") and hasattr(cpu, "token_id"):  # a call marker must not end generation
+            cpu.not_end.update(t for m in dialect.call_markers if (t := cpu.token_id(m)) is not None)
         self._calls = sum(1 for t in self.turns if t.role == "result")
         self._progress: list[Progress] = []
 

@@ -119,3 +119,17 @@ def test_a_missing_or_broken_model_file_is_a_clear_error(tmp_path) -> None:
     junk.write_bytes(b"not a model" * 100)
     with pytest.raises(CPUError, match="could not load"):
         LlamaCPU(junk)
+
+
+def test_call_markers_never_end_generation(llmos_gguf) -> None:
+    from llmos.dialects.llmos import CALL, END, LlmosDialect
+    from llmos.kernel import Kernel
+
+    cpu = LlamaCPU(llmos_gguf, n_ctx=256, n_threads=1)
+    call, end = cpu.token_id(CALL), cpu.token_id(END)
+    assert call is not None and end is not None
+    # llama.cpp guesses "<|call|>" is an end-of-generation token (it is, for gpt-oss)
+    assert cpu._is_eog(call)
+    Kernel(cpu, LlmosDialect(), [])
+    assert not cpu.is_end(call) and cpu.is_end(end)
+    cpu.close()

@@ -118,6 +118,9 @@ class LlamaCPU:
         self._seen_keys: dict[str, int] = {}
         self._token_cache: dict[tuple[str, bool], tuple[int, ...]] = {}
         self._pieces: dict[int, bytes] = {}
+        # llama.cpp guesses end-of-generation tokens from their text, and "<|call|>" is one of
+        # its guesses (gpt-oss ends a message there); the kernel adds its dialect's call markers here
+        self.not_end: set[int] = set()
         self._seed = seed
 
     # ---------------------------------------------------------------- tokens
@@ -154,6 +157,10 @@ class LlamaCPU:
         return bool(self.lib.llama_vocab_is_control(self._vocab, token))
 
     def is_end(self, token: int) -> bool:
+        """End of generation: llama.cpp's end tokens, less those a dialect needs (see ``not_end``)."""
+        return token not in self.not_end and self._is_eog(token)
+
+    def _is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self._vocab, token))
 
     def token_id(self, text: str) -> int | None:
@@ -366,7 +373,7 @@ class LlamaCPU:
                 self.counters.sample_seconds += time.perf_counter() - started
                 self.counters.tokens_sampled += 1
                 end = self.is_end(token)
-                if end and sampling.grammar and sampling.forced_suffix:
+                if self._is_eog(token) and sampling.grammar and sampling.forced_suffix:
                     yield from self._force(sampling.forced_suffix)
                     return
                 self.tokens.append(token)

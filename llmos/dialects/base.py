@@ -220,6 +220,7 @@ class Dialect(ABC):
 
     name: str = ""
     markers: tuple[str, ...] = ()  # special strings that untrusted text must never produce
+    call_markers: tuple[str, ...] = ()  # what opens and closes a call: never an end of generation
 
     @abstractmethod
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:

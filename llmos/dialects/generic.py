@@ -41,6 +41,7 @@ DEFAULT_GENERIC_SYSTEM = "You are a helpful assistant."
 class GenericDialect(Dialect):
     name = "generic"
     markers = MARKERS
+    call_markers = (OPEN, CLOSE)
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:
         out: list[Segment] = []

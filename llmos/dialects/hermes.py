@@ -57,6 +57,7 @@ def _compile(template: str):  # jinja2 is imported lazily: it is only needed for
 class HermesDialect(Dialect):
     name = "hermes"
     markers = (OPEN, CLOSE, "<tool_response>", "</tool_response>", "<|im_start|>", *ENDS)
+    call_markers = (OPEN, CLOSE)
 
     def __init__(self, chat_template: str, bos_token: str = "", eos_token: str = "<|im_end|>") -> None:
         if not chat_template:

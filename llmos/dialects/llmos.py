@@ -65,6 +65,7 @@ def page_header(turn: Turn) -> str:
 class LlmosDialect(Dialect):
     name = "llmos"
     markers = SPECIAL_TOKENS
+    call_markers = (CALL, CALL_END)
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:
         out: list[Segment] = []
