@@ -8,9 +8,11 @@ is on (markup and the model's own chunks), ``train`` whether the loss counts it
 (assistant chunks only). The same seed gives the same data.
 
 Facts are fictional (made-up companies, towns, peaks) so the model learns to copy
-figures from pages rather than to remember them. Not covered: the tools' real output
-formats beyond the calculator's (search, browser, python and imagegen results are
-plausible stand-ins), multi-call messages, languages other than English.
+figures from pages rather than to remember them. Tool specs, search results, web
+pages, paged-out stubs and recall results follow the formats of ``llmos_apps`` and
+``llmos_memory`` as of this writing (copied, not imported). Not covered: python and
+imagegen outputs beyond plausible stand-ins, multi-call messages, next_page and
+find_text use, languages other than English.
 """
 
 from __future__ import annotations
