@@ -14,8 +14,8 @@ case "$status" in
   0) echo "The demo passed its checks: the run folder above holds the table, the plot and report.html." ;;
   4) echo "The run finished but failed its checks (exit code 4): the run folder above holds the transcript"
      echo "and report.html. The bundled llmos-tiny is a 1.4M-parameter model: it writes well-formed tool"
-     echo "calls but does not yet copy figures reliably, so it does not pass this demo; a real model does"
-     echo "(see examples/valuation/README.md)."
+     echo "calls but does not yet copy figures reliably, so it does not pass this demo; run it with a real"
+     echo "model for real results (see examples/valuation/README.md)."
      status=0 ;;
 esac
 exit "$status"
