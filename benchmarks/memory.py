@@ -140,7 +140,7 @@ def measure_paging(args: argparse.Namespace) -> dict[str, Any]:
     import _paging as paging
 
     args.log("paging: page-out by KV shift vs re-prefill, and a paged session")
-    return {**paging.pageout_speedup(), **paging.paged_recompute()}
+    return {**paging.pageout_speedup(), **paging.kv_restore_speedup(), **paging.paged_recompute()}
 
 
 MEASUREMENTS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [measure_paging, measure_ingest, measure_recall]

@@ -312,6 +312,10 @@ class Kernel:
             yield from self.pager.page_in_events(data)
             first = data["pages"][0]
             meta.update(document=first.get("document"), page=first.get("page"), title=first.get("title", ""))
+            original = self.pager.reusable_text(first, result.source) if len(data["pages"]) == 1 else None
+            if original is not None:  # render it as it was, so its saved KV state can be put back
+                meta["restore"] = True
+                return original
             return text
         if result.is_error or not text.strip():
             return text

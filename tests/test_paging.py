@@ -112,3 +112,30 @@ def test_page_out_falls_back_to_reprefill_when_the_cpu_cannot_shift(llmos_gguf, 
     assert events[-1].reason == "answer"
     cpu.close()
     pager.close()
+
+
+def test_a_page_brought_back_reuses_its_saved_kv_state(llmos_gguf, tmp_path):
+    script = [
+        call("read_file", path="notes.txt"),
+        call("open_page", document=1, page=2),
+        call("open_page", document=1, page=3),
+        call("open_page", document=1, page=4),
+        call("open_page", document=1, page=5),
+        call("open_page", document=1, page=2),  # paged out by now: its KV state comes back
+        f"Done.{END}",
+    ]
+    cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
+    pager = Pager(tmp_path / "memory.sqlite", reserve=256, page_tokens=200, count_tokens=cpu.count_tokens)
+    tools = load_tools(allow={"memory"})
+    tools.add(read_file)
+    kernel = Kernel(cpu, LlmosDialect(), tools, pager=pager, workdir=tmp_path, budgets=Budgets(max_steps=10))
+    events = list(kernel.ask("Read notes.txt"))
+    assert events[-1].reason == "answer", events[-2:]
+    outs = [e.page for e in events if e.kind == "page_out"]
+    assert "1:2" in outs
+    first, again = [t for t in kernel.turns if t.role == "result" and t.meta.get("page") == 2]
+    assert again.text == first.meta["paged_out"]["text"]  # rendered as it was, so the saved cells fit
+    assert cpu.counters.restored_tokens > 100 and cpu.counters.reprefilled_tokens == 0
+    assert len(cpu.tokens) <= cpu.n_ctx
+    cpu.close()
+    pager.close()

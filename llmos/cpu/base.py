@@ -79,6 +79,7 @@ class Counters:
     tokens_sampled: int = 0
     context_tokens: int = 0
     reprefilled_tokens: int = 0  # evaluated again because the prefix changed
+    restored_tokens: int = 0  # put back into the KV cache from a saved state, not evaluated
     eval_seconds: float = 0.0
     sample_seconds: float = 0.0
 

@@ -410,6 +410,44 @@ class LlamaCPU:
         self.n_evaluated = len(tokens)
         self._logits_ready = False
 
+    def save_span(self, start: int, end: int) -> bytes:
+        """The KV cells of context positions ``[start, end)``, as llama.cpp serialises a sequence.
+
+        They are copied into the scratch sequence and saved from there, so the saved state
+        holds that span alone (with its positions); see :meth:`restore_span`.
+        """
+        self._evaluate_pending()
+        lib, memory = self.lib, self._memory
+        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+        lib.llama_memory_seq_cp(memory, 0, SCRATCH, start, end)
+        size = lib.llama_state_seq_get_size(self._ctx, SCRATCH)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self._ctx, buffer, size, SCRATCH)
+        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+        return bytes(buffer[:written])
+
+    def restore_span(self, data: bytes, tokens: Sequence[int], saved_start: int) -> None:
+        """Append a span saved by :meth:`save_span` at the end of the context instead of evaluating it.
+
+        The cells are restored into the scratch sequence, moved to the end positions and
+        handed to sequence 0. Their keys and values were computed under the prefix they
+        had when saved: exact when that prefix is unchanged, an approximation otherwise.
+        """
+        self._evaluate_pending()
+        lib, memory = self.lib, self._memory
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+        if not lib.llama_state_seq_set_data(self._ctx, buffer, len(data), SCRATCH):
+            raise CPUError("llama_state_seq_set_data refused the saved span")
+        delta = self.n_evaluated - saved_start
+        if delta:
+            lib.llama_memory_seq_add(memory, SCRATCH, -1, -1, delta)
+        lib.llama_memory_seq_cp(memory, SCRATCH, 0, self.n_evaluated, self.n_evaluated + len(tokens))
+        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+        self.tokens.extend(tokens)
+        self.n_evaluated += len(tokens)
+        self._logits_ready = False
+
     def close(self) -> None:
         if getattr(self, "_ctx", None):
             self.lib.llama_batch_free(self._batch)
