@@ -30,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     def model_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--model", help="a GGUF path, an http(s):// OpenAI-compatible server, or 'default'")
+        sub.add_argument(
+            "--model",
+            help="a GGUF path, a pulled model (short name or hf:owner/repo/file.gguf), "
+            "an http(s):// OpenAI-compatible server, or 'default'",
+        )
         sub.add_argument("--dialect", choices=["llmos", "hermes", "generic"], help="default: detected")
         sub.add_argument("--tools", help="comma-separated tool names (default: all installed)")
         sub.add_argument("--n-ctx", type=int, default=2048)
@@ -155,11 +159,10 @@ def _approve_on_terminal(request: Any) -> bool:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from llmos.runner import model_spec
     from llmos.session import Session
 
     session = Session.open(
-        model_spec(args.model),
+        args.model,
         tools=_tool_names(args.tools),
         dialect=args.dialect,
         n_ctx=args.n_ctx,

@@ -21,6 +21,17 @@ Contract
 * KV continuity comes from rendering: the dialect renders the whole conversation
   every step, assistant chunks carry their exact tokens, so the CPU finds a common
   prefix and evaluates only the result tokens.
+* Continuing: ``ask(None)`` adds no turn and carries on from the last one (a run that
+  was interrupted, rebuilt from the store). After a user or result turn, or a chunk cut
+  short (a budget, a backend error), the model generates the next step. A chunk whose
+  call was trapped but whose result was never recorded gets its call dispatched: a
+  read-only tool runs (again, policy checked afresh); a tool with effects does not, the
+  model reads an error result saying it may or may not have taken effect. Nothing to
+  continue (only the system prompt, or the model already answered) raises
+  :class:`ValueError` at once: that is the caller's mistake. Each assistant chunk
+  records how it stopped in ``meta["stop"]`` (``answer``, ``call``, ``malformed``,
+  ``cut``; with ``meta["raw"]`` the call text or the malformation); a chunk from an
+  older store without it counts as cut.
 
 Not covered: paging (the memory manager wraps the turns before rendering), several
 calls emitted in one chunk (the first one runs; decoding stops at its close).
@@ -78,6 +89,7 @@ class _Step:
     tokens: list[int | None] = field(default_factory=list)
     outcome: CallClosed | TurnEnded | Malformed | None = None
     visible: str = ""
+    timed_out: bool = False  # cut by the time budget
 
 
 class Kernel:
@@ -131,16 +143,48 @@ class Kernel:
         return turn
 
     # ------------------------------------------------------------------ loop
-    def ask(self, text: str, *, force_call: bool = False) -> Iterator[Event]:
+    def ask(self, text: str | None, *, force_call: bool = False) -> Iterator[Event]:
         """Add a user turn and run until the model answers or a budget runs out.
 
-        ``force_call`` constrains the first generation to one well-formed call
-        (grammar-constrained decoding, where the backend supports it).
+        ``text=None`` continues the conversation as it stands, adding no turn (see the
+        module contract); with nothing to continue it raises :class:`ValueError` here,
+        before any event. ``force_call`` constrains the first generation to one
+        well-formed call (grammar-constrained decoding, where the backend supports it).
         """
-        self._add("user", text)
+        pending = self._pending() if text is None else None
+        return self._loop(text, pending, force_call)
+
+    def can_continue(self) -> bool:
+        """Whether ``ask(None)`` has anything to continue."""
+        try:
+            self._pending()
+        except ValueError:
+            return False
+        return True
+
+    def _pending(self) -> CallClosed | Malformed | None:
+        """What continuing starts with: a trapped call without its result, or (None) a generation."""
+        last = self.turns[-1]
+        stop = last.meta.get("stop", "answer" if last.ended else "cut")
+        if last.role in ("user", "result") or (last.role == "assistant" and stop == "cut"):
+            return None
+        if last.role == "assistant" and stop == "call":
+            return CallClosed(last.meta.get("raw", ""))
+        if last.role == "assistant" and stop == "malformed":
+            return Malformed(last.meta.get("raw", ""))
+        if last.role == "system":
+            raise ValueError("nothing to continue: the conversation has no turn yet (ask a question)")
+        raise ValueError("nothing to continue: the model already answered (ask a new question)")
+
+    def _loop(self, text: str | None, pending: CallClosed | Malformed | None, force_call: bool) -> Iterator[Event]:
+        if text is not None:
+            self._add("user", text)
         started = time.monotonic()
         steps = generated = 0
         answer: list[str] = []
+        if pending is not None:  # interrupted between trapping a call and recording its result
+            steps += 1
+            yield from self._resume_call(pending)
         while True:
             left = self.budgets.max_tokens - generated
             if time.monotonic() - started > self.budgets.max_seconds:
@@ -156,16 +200,19 @@ class Kernel:
             try:
                 yield from self._generate(sampling, step, started)
             except CPUError as exc:
-                self._record_chunk(step)
+                self._record_chunk(step, answered=False)
                 yield Error("context_full" if isinstance(exc, ContextOverflow) else "backend", str(exc))
                 yield Done("".join(answer), "error", steps, self.cpu.counters.as_dict())
                 return
             generated += len(step.tokens)
             answer.append(step.visible)
-            self._record_chunk(step)
-            if isinstance(step.outcome, TurnEnded) or (step.outcome is None and len(step.tokens) < sampling.max_tokens):
+            stopped = step.outcome is None and not step.timed_out and len(step.tokens) < sampling.max_tokens
+            self._record_chunk(step, answered=stopped)
+            if isinstance(step.outcome, TurnEnded) or stopped:
                 yield Done("".join(answer).strip(), "answer", steps, self.cpu.counters.as_dict())
                 return
+            if step.timed_out:
+                continue  # the top of the loop reports the time budget
             if step.outcome is None:
                 code = "budget_tokens" if generated >= self.budgets.max_tokens else "runaway"
                 message = f"generation stopped after {len(step.tokens)} tokens without ending the turn"
@@ -193,6 +240,7 @@ class Kernel:
                 if step.outcome is not None:
                     return  # the call closed: stop decoding at once
                 if time.monotonic() - started > self.budgets.max_seconds:
+                    step.timed_out = True
                     return
             for event in parser.finish():
                 yield from self._observe(event, step)
@@ -206,18 +254,45 @@ class Kernel:
         elif isinstance(event, CallClosed | TurnEnded | Malformed) and step.outcome is None:
             step.outcome = event
 
-    def _record_chunk(self, step: _Step) -> None:
+    def _record_chunk(self, step: _Step, answered: bool) -> None:
         if not step.tokens:
             return
         tokens = tuple(t for t in step.tokens if t is not None)
         exact = tokens if len(tokens) == len(step.tokens) else None
-        self._add("assistant", step.text, tokens=exact, ended=isinstance(step.outcome, TurnEnded))
+        outcome = step.outcome
+        meta: dict[str, Any] = {"stop": "answer" if answered or isinstance(outcome, TurnEnded) else "cut"}
+        if isinstance(outcome, CallClosed):
+            meta = {"stop": "call", "raw": outcome.raw}
+        elif isinstance(outcome, Malformed):
+            meta = {"stop": "malformed", "raw": outcome.message}
+        self._add("assistant", step.text, tokens=exact, ended=isinstance(outcome, TurnEnded), meta=meta)
 
     def _stop(self, code: str, message: str, answer: list[str], steps: int) -> Iterator[Event]:
         yield Error(code, message)
         yield Done("".join(answer).strip(), "budget", steps, self.cpu.counters.as_dict())
 
     # ------------------------------------------------------------------ system calls
+    def _resume_call(self, pending: CallClosed | Malformed) -> Iterator[Event]:
+        """A call trapped before an interruption whose result was never recorded."""
+        self._calls = sum(1 for t in self.turns if t.role == "result")  # it keeps the id it had
+        try:
+            call = self.dialect.parse(pending.raw) if isinstance(pending, CallClosed) else None
+        except CallSyntaxError:
+            call = None
+        tool = self.tools.tools.get(call.name) if call else None
+        if tool is None or not tool.effects:  # read-only (or an error result anyway): run it
+            yield from self._system_call(pending)
+            return
+        assert call is not None
+        self._calls += 1
+        call_id = f"call_{self._calls}"
+        yield CallEvent(call_id, call.name, call.arguments, call.raw)
+        message = (
+            "the run was interrupted while this call was running, so it may or may not have taken effect; "
+            "check before calling it again"
+        )
+        yield from self._result(call_id, call.name, _error(message), 0.0)
+
     def _system_call(self, outcome: CallClosed | Malformed) -> Iterator[Event]:
         self._calls += 1
         call_id = f"call_{self._calls}"

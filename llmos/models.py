@@ -1,12 +1,15 @@
 """Choosing a model: a spec string becomes a CPU and the dialect it speaks.
 
 Specs: ``None`` or ``"default"`` (the bundled llmos-tiny), a path to a GGUF file,
-or an ``http(s)://`` URL of an OpenAI-compatible server. The dialect is detected
+a pulled model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
+(:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), or an
+``http(s)://`` URL of an OpenAI-compatible server. The dialect is detected
 from the model unless given: a vocabulary with the ``<|call|>`` control token
 speaks llmos; a chat template that mentions ``<tool_call>`` speaks hermes;
 anything else gets the generic dialect.
 
-Not covered here: downloading models (``llmos pull``, another module).
+Not covered here: downloading models (``llmos pull``, :mod:`llmos.pull`); a short name or
+``hf:`` id that was not pulled raises :class:`ModelNotFound` saying how to pull it.
 """
 
 from __future__ import annotations
@@ -44,10 +47,20 @@ def default_model() -> Path:
     )
 
 
+def resolve_spec(spec: str | None) -> str | None:
+    """A short name or ``hf:`` id becomes the path of the pulled file; anything else is as given."""
+    from llmos.pull import KNOWN_MODELS, resolve_model
+
+    if spec and (spec.startswith("hf:") or (spec in KNOWN_MODELS and not Path(spec).is_file())):
+        return str(resolve_model(spec))
+    return spec
+
+
 def open_machine(
     spec: str | None = None, *, dialect: str | None = None, n_ctx: int = 2048, n_threads: int | None = None
 ) -> Machine:
-    """Open the CPU named by ``spec`` and pick its dialect."""
+    """Open the CPU named by ``spec`` (see the module docstring) and pick its dialect."""
+    spec = resolve_spec(spec)
     if spec and spec.startswith(("http://", "https://")):
         from llmos.cpu.http import HttpCPU
 

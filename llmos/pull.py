@@ -11,14 +11,19 @@ Contract
 --------
 * The cache folder is ``$LLMOS_HOME/models`` (``~/.local/share/llmos/models``); a pulled file
   lands at ``<cache>/<owner>--<repo>/<file>``, an ordinary path any tool can open.
-* :func:`pull` downloads through ``huggingface_hub.hf_hub_download`` (the real client, so
-  ``HF_ENDPOINT``, ``HF_TOKEN`` and proxies work as they do for every hub tool): a progress bar
-  on stderr; a dropped connection is resumed with an HTTP Range request from the last byte
-  received; a file already there and unchanged is not fetched again. huggingface_hub (1.x, 2.x)
-  writes each attempt to a fresh temporary file, so a pull killed mid-way (Ctrl-C) starts over.
-* Every pulled file is checked against the sha256 the hub publishes for LFS files (the
-  ``X-Linked-Etag`` header). A mismatch deletes the file and raises :class:`ChecksumError`.
-  Files the hub does not hash with sha256 (small non-LFS files) are reported as unverified.
+* :func:`pull` asks the hub through ``huggingface_hub`` (the real client: ``HF_ENDPOINT``,
+  ``HF_TOKEN`` and its URL layout work as for every hub tool) for the file's URL, size and
+  sha256 (the ``X-Linked-Etag`` of LFS files), then transfers it itself with httpx into a
+  persistent ``<file>.part`` beside the target, with a progress bar on stderr. A dropped
+  connection, or a pull killed mid-way and run again, continues with an HTTP Range request
+  from the last byte on disk (huggingface_hub writes each attempt to a fresh temporary file,
+  so its own downloads start over). A lock file keeps two pulls of one file apart. A file
+  already there and matching the hub's sha256 is not fetched again.
+* Every pulled file is checked against the hub's sha256 before it is renamed into place.
+  Bytes that do not verify are deleted: when some came from an earlier attempt (a ``.part``
+  resumed) the pull says so and downloads once more from zero; a fresh download that does
+  not match raises :class:`ChecksumError`. Files the hub does not hash with sha256 (small
+  non-LFS files) are reported as unverified.
 * :func:`resolve_model` turns a short name or ``hf:`` id into the local path of a pulled
   file; a model that was not pulled raises :class:`~llmos.models.ModelNotFound` saying how
   to pull it. It never downloads by itself.
@@ -31,8 +36,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ KNOWN_MODELS: dict[str, HubFile] = {
 }
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ATTEMPTS = 5  # connections one pull opens (each resuming the .part) before it gives up
 
 
 class PullError(RuntimeError):
@@ -108,45 +118,156 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pull(name: str, *, root: Path | None = None, progress: bool = True, endpoint: str | None = None) -> Pulled:
+def pull(
+    name: str,
+    *,
+    root: Path | None = None,
+    progress: bool = True,
+    endpoint: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Pulled:
     """Download (or find up to date) one GGUF file and verify it; return where it is."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from filelock import FileLock
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import build_hf_headers
 
+    log = log or (lambda line: print(f"llmos: {line}", file=sys.stderr))
     hub = parse_name(name)
     target = hub.local_path(root or models_dir())
     # Read at call time: huggingface_hub reads HF_ENDPOINT once, at import.
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     try:
         url = hf_hub_url(hub.repo, hub.filename, revision=hub.revision, endpoint=endpoint)
-        expected = (get_hf_file_metadata(url).etag or "").lower()
-        downloaded = hf_hub_download(
-            hub.repo,
-            hub.filename,
-            revision=hub.revision,
-            local_dir=target.parent,
-            endpoint=endpoint,
-            tqdm_class=None if progress else _quiet_tqdm(),
-        )
-    except HfHubHTTPError as exc:
+        metadata = get_hf_file_metadata(url, endpoint=endpoint)
+    except (HfHubHTTPError, *_network_errors()) as exc:
+        if target.is_file() and not isinstance(exc, HfHubHTTPError):  # offline: what is there is what we have
+            log(f"cannot reach the hub ({exc}); {target} is there but was not checked against it")
+            return Pulled(target, sha256_of(target), verified=False)
         raise PullError(f"cannot pull {name}: {exc}") from None
-    path = Path(downloaded)
-    actual = sha256_of(path)
-    if SHA256.match(expected) and actual != expected:
-        path.unlink(missing_ok=True)  # a corrupt model must not be picked up later
-        raise ChecksumError(f"{name}: sha256 {actual} does not match the hub's {expected}; the file was removed")
-    return Pulled(path, actual, verified=bool(SHA256.match(expected)))
+    expected = (metadata.etag or "").lower()
+    sha = expected if SHA256.match(expected) else ""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if target.is_file() and metadata.size in (None, target.stat().st_size):
+            actual = sha256_of(target)
+            if not sha or actual == sha:
+                return Pulled(target, actual, verified=bool(sha))
+            log(f"{target} does not match the hub's sha256: downloading it again")
+        part = target.with_name(target.name + ".part")
+        transfer = _Transfer(url, part, metadata.size, build_hf_headers(), progress, hub.filename)
+        actual = transfer.run()
+        if sha and actual != sha and transfer.resumed:
+            part.unlink(missing_ok=True)
+            log(f"{part.name}: the bytes kept from an earlier attempt do not verify; downloading again from zero")
+            actual = transfer.run()
+        if sha and actual != sha:
+            part.unlink(missing_ok=True)  # a corrupt model must not be picked up later
+            raise ChecksumError(f"{name}: sha256 {actual} does not match the hub's {sha}; the download was removed")
+        os.replace(part, target)
+    return Pulled(target, actual, verified=bool(sha))
 
 
-def _quiet_tqdm() -> type:
-    from huggingface_hub.utils import tqdm
+def _network_errors() -> tuple[type[Exception], ...]:
+    """What a hub call raises when the network fails: huggingface_hub 1.x uses httpx, 2.x httpx2."""
+    import httpx
 
-    class Quiet(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
+    errors: list[type[Exception]] = [httpx.HTTPError, OSError]  # OSError: offline mode, refused sockets
+    try:
+        import httpx2  # type: ignore[import-not-found]
 
-    return Quiet
+        errors.append(httpx2.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+class _Transfer:
+    """One file into ``part``, resuming from its size with Range requests; :meth:`run` returns the sha256."""
+
+    def __init__(self, url: str, part: Path, size: int | None, headers: dict[str, str], progress: bool, label: str):
+        self.url, self.part, self.size, self.label = url, part, size, label
+        self.headers = {**headers, "Accept-Encoding": "identity"}  # byte ranges of the file itself
+        self.progress = progress
+        self.resumed = False  # some of the bytes were on disk before the last request that wrote any
+        self.digest = hashlib.sha256()
+
+    def run(self) -> str:
+        from huggingface_hub.utils import tqdm
+
+        self.part.touch()
+        have = self.part.stat().st_size
+        if self.size is not None and have > self.size:
+            have = 0  # not this file: start over
+        self.digest, self.resumed = hashlib.sha256(), False
+        bar = tqdm(
+            total=self.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=self.label, disable=not self.progress,
+        )  # fmt: skip
+        with bar, self.part.open("r+b") as out:
+            out.truncate(have)
+            for block in iter(lambda: out.read(1 << 20), b""):  # hash what is already there
+                self.digest.update(block)
+            failures = 0
+            while self.size is None or out.tell() < self.size:
+                try:
+                    self._fetch(out, bar)
+                    if self.size is None:
+                        break  # no size known: one whole response is the file
+                except _Retry as exc:
+                    failures += 1
+                    if failures >= ATTEMPTS:
+                        raise PullError(
+                            f"{self.url}: {exc} ({ATTEMPTS} attempts); run the pull again to resume "
+                            f"from byte {out.tell()}"
+                        ) from None
+                    time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
+        return self.digest.hexdigest()
+
+    def _fetch(self, out: Any, bar: Any) -> None:
+        """One request from ``out.tell()``; raises :class:`_Retry` for what another request may fix."""
+        import httpx
+
+        start = out.tell()
+        headers = {**self.headers, **({"Range": f"bytes={start}-"} if start else {})}
+        timeout = httpx.Timeout(60.0, connect=10.0)
+        try:
+            with httpx.stream("GET", self.url, headers=headers, follow_redirects=True, timeout=timeout) as response:
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    raise _Retry(f"HTTP {status}")
+                if status == 416 or (status == 206 and not _starts_at(response, start)):
+                    self._restart(out, bar)
+                    raise _Retry(f"the server cannot continue at byte {start}")
+                if status not in (200, 206):
+                    raise PullError(f"cannot pull {self.url}: HTTP {status}")
+                if status == 200 and start:  # the server ignored the range: take the whole file
+                    self._restart(out, bar)
+                self.resumed = self.resumed or status == 206
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    self.digest.update(chunk)
+                    bar.update(len(chunk))
+        except httpx.TransportError as exc:
+            raise _Retry(str(exc) or type(exc).__name__) from None
+        finally:
+            out.flush()  # what arrived is on disk for the next attempt, or the next pull
+        if self.size is not None and out.tell() < self.size:
+            raise _Retry(f"the response ended at byte {out.tell()} of {self.size}")
+
+    def _restart(self, out: Any, bar: Any) -> None:
+        out.seek(0)
+        out.truncate()
+        self.digest, self.resumed = hashlib.sha256(), False
+        bar.reset(total=self.size)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _starts_at(response: Any, start: int) -> bool:
+    return response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
 
 
 @dataclass(frozen=True)

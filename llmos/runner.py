@@ -17,10 +17,12 @@ Contract
 * Exit codes: 0 answered and every check passed, 4 a check failed, 3 a budget ran out,
   2 bad task file (raised as :class:`~llmos.task.TaskError` before anything runs), 1 error
   (model missing, backend failure). :func:`worst` combines several runs' codes.
-* Resume (:func:`resume_run`): the kernel is rebuilt from the session store's turns. If the
-  run stopped before the model produced anything, the prompt is asked again; otherwise the
-  model is asked to continue from where it was (the kernel has no "continue without a user
-  turn" entry yet). Budgets start afresh for the resumed part.
+* Resume (:func:`resume_run`): the kernel is rebuilt from the session store's turns and
+  continues from the last one with ``ask(None)``, adding no turn: after the prompt or a
+  tool result the model generates the next step; a call trapped but not answered before
+  the interruption is dispatched (see :mod:`llmos.kernel`). A run that had answered but was
+  killed before its files were written only gets them written. Budgets start afresh for
+  the resumed part; ``force_call`` applies only if the model had not said anything yet.
 * Several tasks (:func:`run_many`, ``--jobs N``) run in threads, each with its own session,
   store connection and CPU. That is only sensible against an HTTP backend: N local GGUF runs
   load the model N times and share the same cores.
@@ -47,7 +49,6 @@ from llmos.report import RunRecord, write_reports
 from llmos.task import Task, TaskError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_CHECKS = 0, 1, 2, 3, 4
-CONTINUE_PROMPT = "The run was interrupted. Continue the task where you left off and give the final answer."
 
 
 @dataclass
@@ -250,10 +251,7 @@ def resume_run(folder: Path, options: RunOptions, display: Display | None = None
     task = Task.model_validate(run["task"])
     options.store = options.store or Path(run["store"])
     session = _open_session(task, options, folder, resume=run["session"])
-    pending = session.kernel.turns[-1].role == "user"  # interrupted before the model said anything
-    if pending:
-        session.kernel.turns.pop()
-    return _drive(task, session, task.prompt if pending else CONTINUE_PROMPT, folder, display)
+    return _drive(task, session, None, folder, display)
 
 
 def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | None = None) -> Any:
@@ -269,7 +267,7 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
     registry = (options.registry or load_tools()).only(task.tool_names())
     machine = options.machine_factory(task) if options.machine_factory else None
     if machine is None:
-        machine = open_machine(model_spec(task.model), dialect=task.dialect, n_ctx=task.n_ctx)
+        machine = open_machine(task.model, dialect=task.dialect, n_ctx=task.n_ctx)
     store = SessionStore(options.store or default_store_path())
     kernel_options: dict[str, Any] = {
         "system": task.system,
@@ -293,21 +291,26 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
 
 
 def model_spec(model: str | None) -> str | None:
-    """Short names and ``hf:`` ids become the path of the pulled file; everything else is as given."""
-    from llmos.pull import KNOWN_MODELS, resolve_model
+    """Kept for callers outside this module: :func:`llmos.models.resolve_spec` is the one path."""
+    from llmos.models import resolve_spec
 
-    if model and (model in KNOWN_MODELS or model.startswith("hf:")):
-        return str(resolve_model(model))
-    return model
+    return resolve_spec(model)
 
 
-def _drive(task: Task, session: Any, prompt: str, folder: Path, display: Display) -> RunResult:
+def _drive(task: Task, session: Any, prompt: str | None, folder: Path, display: Display) -> RunResult:
+    """Ask ``prompt`` (``None``: continue the session) and write the run folder's files."""
     started = time.monotonic()
     done: Done | None = None
     display.start(folder, session.id)
     with session:
-        counters = session.kernel.cpu.counters
-        for event in session.ask(prompt, force_call=task.force_call):
+        kernel = session.kernel
+        counters = kernel.cpu.counters
+        if prompt is None and not kernel.can_continue():  # it had answered; only its files are missing
+            events: Any = [_recorded_done(session)]
+        else:
+            force = task.force_call and (prompt is not None or kernel.turns[-1].role == "user")
+            events = session.ask(prompt, force_call=force)
+        for event in events:
             display.event(event, counters.as_dict())
             if isinstance(event, Done):
                 done = event
@@ -338,6 +341,21 @@ def _drive(task: Task, session: Any, prompt: str, folder: Path, display: Display
     _write_json(folder / "summary.json", result.summary())
     display.finish(result)
     return result
+
+
+def _recorded_done(session: Any) -> Done:
+    """The last Done the store holds, or one made from the last chunk if the kill came first."""
+    from llmos.cpu.base import Piece
+    from llmos.dialects.base import Text
+
+    recorded = session.store.events(session.id, kinds=["done"])
+    if recorded:
+        data = recorded[-1]["data"]
+        return Done(data["answer"], data["reason"], data["steps"], data["counters"])
+    parser = session.kernel.dialect.parser(controls=False)
+    shown = [*parser.feed(Piece(None, session.kernel.turns[-1].text)), *parser.finish()]
+    answer = "".join(e.text for e in shown if isinstance(e, Text)).strip()
+    return Done(answer, "answer", 0, session.kernel.cpu.counters.as_dict())
 
 
 def _failed_to_start(task: Task, folder: Path, exc: Exception, display: Display) -> RunResult:

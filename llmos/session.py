@@ -7,6 +7,10 @@ This is the Python front door::
         for event in session.ask("What is 15% of 1,240?"):
             ...
 
+``Session.open(machine=...)`` takes a :class:`~llmos.models.Machine` already opened (to
+share one loaded model between sessions); it stays the caller's to close. ``ask(None)``
+continues the conversation without a user turn (see :meth:`llmos.kernel.Kernel.ask`).
+
 Every event is recorded before it is handed on, and every new turn is saved as
 soon as the kernel appends it, so a crash loses nothing already said;
 :meth:`Session.resume` rebuilds the conversation from the store.
@@ -30,8 +34,17 @@ from llmos.store import SessionStore, default_store_path
 
 
 class Session:
-    def __init__(self, kernel: Kernel, store: SessionStore | None, session_id: str, machine: Machine | None = None):
+    def __init__(
+        self,
+        kernel: Kernel,
+        store: SessionStore | None,
+        session_id: str,
+        machine: Machine | None = None,
+        *,
+        owns_machine: bool = True,
+    ):
         self.kernel, self.store, self.id, self.machine = kernel, store, session_id, machine
+        self.owns_machine = owns_machine  # close() closes the machine's CPU
         self._saved = 0
         self._save_turns()
 
@@ -47,10 +60,15 @@ class Session:
         resume: str | None = None,
         title: str = "",
         memory: str | Path | None = None,
+        machine: Machine | None = None,
         **kernel_options: Any,
     ) -> Session:
-        """Open a model and a session; ``memory`` is the page store (default beside the session store)."""
-        machine = open_machine(model, dialect=dialect, n_ctx=n_ctx)
+        """Open a model (or use ``machine``) and a session; ``memory`` is the page store (default beside
+        the session store)."""
+        if machine is not None and (model is not None or dialect is not None):
+            raise ValueError("pass either machine or model/dialect, not both")
+        owns = machine is None
+        machine = machine or open_machine(model, dialect=dialect, n_ctx=n_ctx)
         registry = load_tools().only(list(tools) if tools is not None else None)
         db = store if isinstance(store, SessionStore) else SessionStore(store or default_store_path())
         if "pager" not in kernel_options:
@@ -63,17 +81,21 @@ class Session:
             info = db.session(resume)
             turns = db.load_turns(info.id)
             kernel = Kernel(machine.cpu, machine.dialect, registry, session_id=info.id, turns=turns, **kernel_options)
-            return cls(kernel, db, info.id, machine)
+            return cls(kernel, db, info.id, machine, owns_machine=owns)
         session_id = db.new_session(title=title, model=machine.spec, dialect=machine.dialect.name)
         kernel = Kernel(machine.cpu, machine.dialect, registry, session_id=session_id, **kernel_options)
-        return cls(kernel, db, session_id, machine)
+        return cls(kernel, db, session_id, machine, owns_machine=owns)
 
     @property
     def tools(self) -> Registry:
         return self.kernel.tools
 
-    def ask(self, text: str, **options: Any) -> Iterator[Event]:
-        for event in self.kernel.ask(text, **options):
+    def ask(self, text: str | None, **options: Any) -> Iterator[Event]:
+        """The kernel's events for ``text`` (``None``: continue), each recorded before it is handed on."""
+        return self._recorded(self.kernel.ask(text, **options))  # nothing to continue raises here
+
+    def _recorded(self, events: Iterator[Event]) -> Iterator[Event]:
+        for event in events:
             self._save_turns(everything=event.kind == "page_out")  # a page-out rewrites an old turn
             if self.store is not None:
                 self.store.record(self.id, event)
@@ -90,7 +112,7 @@ class Session:
     def close(self) -> None:
         if self.kernel.pager is not None:
             self.kernel.pager.close()
-        if self.machine is not None:
+        if self.machine is not None and self.owns_machine:
             self.machine.cpu.close()
         if self.store is not None:
             self.store.close()

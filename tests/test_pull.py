@@ -1,9 +1,10 @@
 """``llmos pull`` and ``llmos models`` against a hub-compatible server on loopback.
 
-The server implements just what ``hf_hub_download`` calls: HEAD and GET
+The server implements what a hub client calls: HEAD and GET
 ``/{owner}/{repo}/resolve/{revision}/{file}`` with the hub's headers (``X-Repo-Commit``,
 ``ETag``/``X-Linked-Etag`` holding the sha256, ``X-Linked-Size``) and Range requests.
-The download code is huggingface_hub's own, pointed at it through ``HF_ENDPOINT``.
+huggingface_hub's own metadata call is pointed at it through ``HF_ENDPOINT``; the transfer
+is llmos's (a resumable ``.part``), and one test kills a real ``llmos pull`` process mid-file.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from helpers import need_module
@@ -38,6 +44,8 @@ class Hub(ThreadingHTTPServer):
         self.cuts = 0  # this many GETs send half the file, then drop the connection
         self.ranges: list[str] = []
         self.gets = 0
+        self.pause_at: int | None = None  # the next GET stops after this many bytes until `resume` is set
+        self.resume = threading.Event()
 
     @property
     def url(self) -> str:
@@ -100,7 +108,16 @@ class HubHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)  # the network drops mid-file
             return
-        self.wfile.write(body)
+        pause, self.server.pause_at = self.server.pause_at, None
+        try:
+            if pause is not None:  # a slow link: part of the file, then nothing for a while
+                self.wfile.write(body[:pause])
+                self.wfile.flush()
+                self.server.resume.wait(20)
+                body = body[pause:]
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client is gone (killed)
 
 
 @pytest.fixture
@@ -142,17 +159,55 @@ def test_pull_downloads_verifies_and_resolves(hub, tmp_path, capsys):
     assert re.search(r"known\s+qwen2\.5-3b\s+.*llmos pull qwen2\.5-3b", listing)
 
 
-def test_an_interrupted_download_resumes_with_a_range_request(hub, monkeypatch):
-    import huggingface_hub.constants
-
-    # huggingface_hub counts resumable bytes per chunk (10 MB); small chunks let a small file show it
-    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+def test_an_interrupted_download_resumes_with_a_range_request(hub):
     hub.cuts = 1  # the connection drops half-way through the file
     pulled = pull("qwen2.5-0.5b", progress=False)
     assert pulled.path.read_bytes() == CONTENT and pulled.verified
-    (asked,) = hub.ranges
-    start = int(asked.removeprefix("bytes=").removesuffix("-"))
-    assert 0 < start <= len(CONTENT) // 2  # it asked only for what it did not have
+    assert hub.ranges == [f"bytes={len(CONTENT) // 2}-"]  # it asked only for what it did not have
+
+
+def part_file(tmp_path) -> Path:
+    return tmp_path / "home" / "models" / "Qwen--Qwen2.5-0.5B-Instruct-GGUF" / (FILE + ".part")
+
+
+def test_a_killed_pull_resumes_from_its_part_file(hub, tmp_path):
+    hub.pause_at = 100_000
+    part = part_file(tmp_path)
+    command = [sys.executable, "-c", "from llmos.cli import main; raise SystemExit(main())", "pull", "qwen2.5-0.5b"]
+    child = subprocess.Popen([*command, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and child.poll() is None:
+            if part.is_file() and part.stat().st_size >= 100_000:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None and part.stat().st_size == 100_000, "the pull never got the first bytes"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # like `kill -9`: no cleanup of any kind
+        child.wait(5)
+        hub.resume.set()
+    assert hub.ranges == [] and hub.gets == 1
+    pulled = pull("qwen2.5-0.5b", progress=False)
+    assert hub.ranges == ["bytes=100000-"] and hub.gets == 2  # only the missing bytes were asked for
+    assert pulled.verified and pulled.sha256 == hashlib.sha256(CONTENT).hexdigest()
+    assert pulled.path.read_bytes() == CONTENT and not part.exists()
+
+
+def test_a_part_file_that_does_not_verify_is_discarded_and_pulled_again(hub, tmp_path, capsys):
+    part = part_file(tmp_path)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(os.urandom(100_000))  # not the start of this file
+    pulled = pull("qwen2.5-0.5b", progress=False)
+    assert pulled.path.read_bytes() == CONTENT and pulled.verified and not part.exists()
+    assert hub.ranges == ["bytes=100000-"] and hub.gets == 2  # resumed, found wrong, then once from zero
+    assert "do not verify; downloading again from zero" in capsys.readouterr().err
+
+
+def test_a_local_file_that_does_not_match_is_pulled_again(hub, tmp_path):
+    path = parse_name("qwen2.5-0.5b").local_path(tmp_path / "home" / "models")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(bytes(len(CONTENT)))
+    assert pull("qwen2.5-0.5b", progress=False).path.read_bytes() == CONTENT and hub.gets == 1
 
 
 def test_a_corrupt_download_is_removed(hub, tmp_path):
@@ -172,3 +227,16 @@ def test_a_missing_file_is_a_pull_error(hub, capsys):
 def test_models_lists_known_names_without_a_cache(hub):
     kinds = {(e.kind, e.name) for e in list_models()}
     assert {("known", name) for name in KNOWN_MODELS} <= kinds
+
+
+def test_an_unreachable_hub_is_a_pull_error_unless_the_file_is_there(hub, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(PullError, match="cannot pull"):
+        pull("qwen2.5-0.5b", progress=False, endpoint=closed)
+    pulled = pull("qwen2.5-0.5b", progress=False)
+    offline = pull("qwen2.5-0.5b", progress=False, endpoint=closed)
+    assert offline.path == pulled.path and offline.sha256 == pulled.sha256 and not offline.verified

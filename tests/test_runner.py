@@ -171,10 +171,96 @@ def test_resume_continues_an_interrupted_run_in_the_same_session(tmp_path):
     assert (result.status, result.exit_code, result.answer) == ("answer", 0, "It is 42.")
     transcript = json.loads((folder / "transcript.json").read_text())
     roles = [t["role"] for t in transcript["turns"]]
-    assert roles == ["system", "user", "assistant", "result", "user", "assistant"]
+    assert roles == ["system", "user", "assistant", "result", "assistant"]  # no turn was made up
     assert transcript["session"]["id"] == json.loads((folder / "run.json").read_text())["session"]
     again = runner.resume_run(folder, opts)  # a finished run is not run twice
     assert (again.status, again.exit_code) == ("finished", 0)
+
+
+KILLED_RUN = """
+import sys, time
+from pathlib import Path
+from llmos_tools import load_tools, tool
+from llmos import runner
+from llmos.dialects.llmos import LlmosDialect
+from llmos.models import Machine
+from llmos.task import Task
+from llmos.testing import ScriptedCPU
+
+@tool
+def slow(n: int) -> str:
+    \"\"\"Take a long time.\"\"\"
+    Path(sys.argv[2]).write_text("running")
+    time.sleep(60)
+    return str(n)
+
+registry = load_tools(allow={"calculator"})
+registry.add(slow)
+script = [sys.argv[3], sys.argv[4]]
+machine = lambda task: Machine(ScriptedCPU(script), LlmosDialect(), "scripted")
+options = runner.RunOptions(
+    out=Path(sys.argv[1]), store=Path(sys.argv[1]).parent / "sessions.db", machine_factory=machine, registry=registry
+)
+task = Task.model_validate({"prompt": "What is 6*7, slowly?", "tools": ["calculator", "slow"]})
+runner.run_task(task, options)
+"""
+
+
+def test_a_run_killed_during_a_tool_call_resumes_without_a_new_user_turn(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    @tool
+    def slow(n: int) -> str:
+        """Take a long time."""
+        return str(n)
+
+    folder, started = tmp_path / "run", tmp_path / "started"
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    first = [call("calculator", expression="6*7"), call("slow", n=42)]
+    child = subprocess.Popen([sys.executable, str(script), str(folder), str(started), *first])
+    deadline = time.monotonic() + 15
+    while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the child never reached the slow tool"
+    os.kill(child.pid, signal.SIGKILL)  # a real kill: no cleanup, no summary
+    child.wait(5)
+    assert not (folder / "summary.json").exists()
+
+    registry = load_tools(allow={"calculator"})
+    registry.add(slow)
+    scripted = [f"It is 42.{END}"]
+    opts = runner.RunOptions(
+        store=tmp_path / "sessions.db",
+        machine_factory=lambda task: Machine(ScriptedCPU(scripted), LlmosDialect(), "scripted"),
+        registry=registry,
+    )
+    result = runner.resume_run(folder, opts)
+    assert (result.status, result.exit_code, result.answer) == ("answer", 0, "It is 42.")
+    turns = json.loads((folder / "transcript.json").read_text())["turns"]
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "result", "assistant", "result", "assistant"]
+    assert [t["text"] for t in turns if t["role"] == "user"] == ["What is 6*7, slowly?"]
+    assert [t["text"] for t in turns if t["role"] == "result"] == ["42", "42"]  # the slow call ran on resume
+
+
+def test_resume_of_a_run_killed_after_its_answer_only_writes_its_files(tmp_path):
+    opts = options(tmp_path, [f"It is 42.{END}"], [])  # the resumed model has nothing to say
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_task(task(), opts, Finish())
+    (folder,) = (tmp_path / "runs").iterdir()
+    result = runner.resume_run(folder, opts)
+    assert (result.status, result.exit_code, result.answer) == ("answer", 0, "It is 42.")
+    assert (folder / "report.html").is_file() and (folder / "summary.json").is_file()
+
+
+class Finish(runner.Display):
+    def event(self, event, counters):
+        if event.kind == "done":
+            raise KeyboardInterrupt
 
 
 def test_jobs_run_several_tasks_into_separate_folders(tmp_path):

@@ -12,8 +12,8 @@ Grammar (lowest precedence first)::
 So ``-2^2`` is -4 and ``2^-1`` is 0.5. The Unicode signs × · ÷ − – π are read as
 * * / - - pi, and one trailing ``=`` is ignored. Names are pi, e and the functions sqrt, ln,
 log (base 10, or ``log(x, base)``), exp, abs, round (``round(x, digits)``), min, max,
-floor, ceil, sin, cos, tan (radians). There is no implicit multiplication (write ``2*pi``) and
-no modulo: ``%`` always means percent.
+sum, mean (the arithmetic mean of its arguments), floor, ceil, sin, cos, tan (radians).
+There is no implicit multiplication (write ``2*pi``) and no modulo: ``%`` always means percent.
 
 Percent: ``p%`` is p/100 everywhere, except when the right operand of ``+`` or ``-`` is
 just a percentage (``p%`` or ``(p%)``): then it is relative to the running total, as on a
@@ -433,6 +433,8 @@ FUNCTIONS: dict[str, tuple[Callable[..., Value], int, int]] = {
     "round": (_round, 1, 2),
     "min": (lambda *xs: min(xs), 1, MANY),
     "max": (lambda *xs: max(xs), 1, MANY),
+    "sum": (lambda *xs: sum(xs, Fraction(0)), 1, MANY),
+    "mean": (lambda *xs: sum(xs, Fraction(0)) / len(xs), 1, MANY),
     "floor": (lambda x: Fraction(math.floor(x)), 1, 1),
     "ceil": (lambda x: Fraction(math.ceil(x)), 1, 1),
     "sin": (_float_function(math.sin), 1, 1),
@@ -506,7 +508,7 @@ def format_number(value: Value) -> str:
 
 @tool
 def calculator(expression: str) -> str:
-    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max (e.g. 15% of 1,200).
+    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max, mean (e.g. 15% of 1,200).
 
     Fractions stay exact (1/3*3 = 1); other results have 10 significant digits. Inside
     a function call commas separate arguments: write max(1000, 2500). The full grammar

@@ -6,25 +6,12 @@ around one article with a funding-rounds table, so the browser's extraction is e
 Facts: as publicly reported, snapshot of 2025-06-30; "not disclosed" where no valuation was reported.
 """
 
-import html
 import json
-import re
 from pathlib import Path
 
+from llmos.tiny.funding import FOOT, HEAD, SITE, SNAP, Company, funding_page
+
 HERE = Path(__file__).resolve().parent
-SNAP = "2025-06-30"
-SITE = "https://web.llmos.example"
-NOTE = (
-    "Snapshot of 30 June 2025. Figures are as reported in the press at the time of each round, in US dollars, "
-    "rounded; &ldquo;not disclosed&rdquo; means no post-money valuation was reported. Compiled by the llmos project "
-    "for its offline demo from public reporting; check primary sources before relying on them."
-)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 COMPANIES = {
     "scale-ai": dict(
         name="Scale AI",
@@ -80,92 +67,11 @@ COMPANIES = {
     ),
 }
 
-HEAD = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<meta name="description" content="{desc}">
-<link rel="stylesheet" href="/static/site.css">
-<script>window.dataLayer = window.dataLayer || []; function track(e) {{ dataLayer.push(e); }}</script>
-</head>
-<body>
-<div class="cookie-banner" id="cookie-consent">
-  <p>We use cookies to improve your experience. <a href="/privacy">Privacy policy</a></p>
-  <button>Accept all</button> <button>Reject</button>
-</div>
-<header class="site-header">
-  <a class="logo" href="/">Private Markets Review</a>
-  <nav class="main-nav">
-    <ul>
-      <li><a href="/">Home</a></li>
-      <li><a href="/companies/">Companies</a></li>
-      <li><a href="/investors/">Investors</a></li>
-      <li><a href="/newsletter">Newsletter</a></li>
-      <li><a href="/login">Sign in</a></li>
-    </ul>
-  </nav>
-</header>
-<nav class="breadcrumbs"><a href="/">Home</a> &rsaquo; <a href="/companies/">Companies</a> &rsaquo; {name}</nav>
-"""
-FOOT = """<aside class="sidebar related">
-  <h3>Related companies</h3>
-  <ul>{related}</ul>
-  <div class="newsletter">Get the weekly funding digest. <a href="/newsletter">Subscribe</a></div>
-</aside>
-<footer class="site-footer">
-  <p>&copy; 2025 Private Markets Review (a demo site written by the llmos project). <a href="/terms">Terms</a> &middot; <a href="/privacy">Privacy</a> &middot; <a href="/contact">Contact</a></p>
-  <p>Follow us: <a href="/social/x">X</a> <a href="/social/linkedin">LinkedIn</a></p>
-</footer>
-<script src="/static/analytics.js"></script>
-</body>
-</html>
-"""
+COMPANY_FACTS = {key: Company(key=key, **facts) for key, facts in COMPANIES.items()}
 
 
 def page(key, c):
-    name = c["name"]
-    rows = []
-    for date, rnd, amount, val, lead in c["rows"]:
-        leads = ", ".join(f'<a href="/investors/{slug(who)}">{html.escape(who)}</a>' for who in lead.split(", "))
-        rid = slug(rnd)
-        rows.append(
-            f'      <tr><td>{date}</td><td><a href="/companies/{key}/rounds/{rid}">{html.escape(rnd)}</a></td>'
-            f"<td>{amount}</td><td>{val or 'not disclosed'}</td><td>{leads}</td></tr>"
-        )
-    known = [r for r in c["rows"] if r[3]]
-    related = "".join(
-        f'<li><a href="/companies/{k}/funding">{o["name"]}</a></li>' for k, o in COMPANIES.items() if k != key
-    )
-    body = f"""<main id="content">
-<article class="company-profile">
-  <header class="article-header">
-    <h1>{name} funding rounds and valuation history</h1>
-    <p class="byline">By the Private Markets Review data desk &middot; <time datetime="{SNAP}">snapshot of 30 June 2025</time></p>
-  </header>
-  <p>{c["intro"]} Founded: {c["founded"]}. Headquarters: {c["hq"]}.</p>
-  <p class="snapshot-note"><strong>About these figures.</strong> {NOTE}</p>
-  <h2>Funding rounds</h2>
-  <p>The table lists each priced round {name} has announced, with the amount raised, the post-money valuation where one was reported, and the lead investors. {len(known)} of {len(c["rows"])} rounds have a reported valuation.</p>
-  <table class="funding-rounds">
-    <caption>{name} funding rounds (as reported; snapshot {SNAP})</caption>
-    <thead>
-      <tr><th>Date</th><th>Round</th><th>Amount raised</th><th>Post-money valuation</th><th>Lead investors</th></tr>
-    </thead>
-    <tbody>
-{chr(10).join(rows)}
-    </tbody>
-  </table>
-  <h2>Notes</h2>
-  <p>{c["after"]}</p>
-  <p>Earlier rounds were often announced without a valuation. A common way to estimate the missing ones is to assume the share of the company sold in a round, amount raised divided by post-money valuation, was similar to that of rounds where both are known; such estimates are rough.</p>
-  <div class="share-buttons"><a href="/share?x">Share on X</a> <a href="/share?li">Share on LinkedIn</a></div>
-</article>
-</main>
-"""
-    title = f"{name} funding rounds and valuation history | Private Markets Review"
-    desc = f"Every reported {name} funding round: date, amount raised, post-money valuation, lead investors. Snapshot {SNAP}."
-    return HEAD.format(title=title, desc=desc, name=name) + body + FOOT.format(related=related)
+    return funding_page(COMPANY_FACTS[key], [o for k, o in COMPANY_FACTS.items() if k != key])
 
 
 index = {

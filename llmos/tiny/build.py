@@ -26,12 +26,13 @@ from llmos.tiny.model import Config, Tiny
 from llmos.tiny.tokenizer import Tokenizer
 from llmos.tiny.tokenizer import train as train_tokenizer
 from llmos.tiny.train import TrainSettings, encode_conversation, encode_dataset, train
+from llmos.tiny.world import tool_specs as specs_for
 
 # name -> (model shape, vocabulary size, training conversations)
 SIZES: dict[str, tuple[dict[str, int], int, int]] = {
-    "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 200),
-    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384}, 2048, 6000),
-    "large": ({"n_embd": 192, "n_layer": 4, "n_head": 6, "n_ff": 512}, 2048, 12000),
+    "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 120),
+    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384}, 3072, 8000),
+    "large": ({"n_embd": 192, "n_layer": 6, "n_head": 6, "n_ff": 512}, 3072, 16000),
 }
 MAX_TASKS = 3  # tasks per training conversation (held-out conversations have one)
 
@@ -45,8 +46,8 @@ def build(
     lr: float = 3e-3,
     max_seconds: float = 0.0,
     seed: int = 0,
-    n_ctx: int = 2048,
-    max_len: int = 1280,
+    n_ctx: int = 4096,
+    max_len: int = 3600,
     say=print,
 ) -> dict[str, Any]:
     out = Path(out)
@@ -59,10 +60,10 @@ def build(
     if tokenizer_path.exists():  # resuming: the checkpoint's embedding rows belong to this vocabulary
         tokenizer = Tokenizer.load(tokenizer_path)
     else:
-        tokenizer = train_tokenizer([curriculum.text(t) for t in conversations[:4000]], vocab_size)
+        tokenizer = train_tokenizer([curriculum.text(t) for t in conversations[:1500]], vocab_size)
         tokenizer.save(tokenizer_path)
     say(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)")
-    # the system prompt lists every tool (~370 tokens), so the longest task needs more than 1024
+    # the valuation demo (prompt, search results, the funding page, a python cell) is ~2,600 tokens
     data = encode_dataset(conversations, tokenizer, max_len)
     held = encode_dataset(held_out, tokenizer, max_len)
     n_tokens = sum(len(t) for t, _ in data)
@@ -103,7 +104,8 @@ def prompt_tokens(turns: list, tokenizer: Tokenizer) -> list[int]:
     from llmos.dialects.llmos import LlmosDialect
 
     tokens: list[int] = []
-    for segment in LlmosDialect().render(turns, curriculum.TOOL_SPECS, generate=True):
+    tools = turns[0].meta.get("tools") or specs_for(None)
+    for segment in LlmosDialect().render(turns, tools, generate=True):
         tokens += tokenizer.encode(segment.text, special=segment.trusted or segment.tag == "assistant")
     return tokens
 

@@ -20,81 +20,25 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
 from llmos.dialects.base import Turn
 from llmos.dialects.llmos import CALL, CALL_END, DEFAULT_SYSTEM, END, LlmosDialect
-
-
-def _spec(name: str, description: str, **arguments: str) -> dict[str, Any]:
-    """A function spec; an argument type ending in ``?`` is optional."""
-    properties = {arg: {"type": kind.rstrip("?")} for arg, kind in arguments.items()}
-    required = [arg for arg, kind in arguments.items() if not kind.endswith("?")]
-    return {"name": name, "description": description, "parameters": {"type": "object", "properties": properties,
-                                                                     "required": required}}  # fmt: skip
-
-
-# The specs of the bundled apps (llmos_apps) when this curriculum was written, so the
-# system prompt the model trains on is the one the kernel renders. Copied, not imported:
-# llmos never imports apps, and the model must not change when an app's text does.
-TOOL_SPECS: list[dict[str, Any]] = [
-    _spec(
-        "calculator",
-        "Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max (e.g. 15% of 1,200).",
-        expression="string",
-    ),
-    _spec("python", "Run Python code in a persistent Jupyter kernel; variables survive between calls.", code="string"),
-    _spec(
-        "search",
-        "Search the web and list matching pages (title, URL, snippet). Open one with open(url).",
-        query="string",
-        max_results="integer?",
-    ),
-    _spec(
-        "open",
-        "Open a web page (or PDF) and read it as text; long pages come in numbered pages.",
-        url="string",
-        page="integer?",
-    ),
-    _spec("next_page", "Show the next page of the document opened last."),
-    _spec(
-        "find_text",
-        "Find lines containing some text in the document opened last (or an opened URL), with page numbers.",
-        text="string",
-        url="string?",
-    ),
-    _spec(
-        "imagegen",
-        "Make an image from a text description and save it as a PNG file.",
-        prompt="string",
-        width="integer?",
-        height="integer?",
-        steps="integer?",
-        seed="integer?",
-    ),
-    _spec(
-        "recall",
-        "Search everything llmos has read (files, web pages, tool outputs) and return the best matching pages.",
-        query="string",
-    ),
-    _spec(
-        "open_page",
-        "Open one stored page by document id and page number (as named in a paged-out stub).",
-        document="integer",
-        page="integer",
-    ),
-]
+from llmos.tiny import funding
+from llmos.tiny.world import World, all_tool_names, article
+from llmos.tiny.world import tool_specs as specs_for
 
 
 def tool_specs(rng: random.Random) -> list[dict[str, Any]]:
-    """Usually all tools in the usual order; sometimes shuffled or fewer, so the model reads the list."""
-    specs = list(TOOL_SPECS)
+    """Usually every bundled tool in the registry's order; sometimes shuffled or fewer, so the model reads the list."""
+    names = all_tool_names()
     if rng.random() < 0.2:
-        rng.shuffle(specs)
+        rng.shuffle(names)
     if rng.random() < 0.1:
-        specs = [s for s in specs if s["name"] in ("calculator", "python") or rng.random() < 0.6]
-    return specs
+        names = [n for n in names if n in ("calculator", "python") or rng.random() < 0.6]
+    return specs_for(names)
 
 
 # ---------------------------------------------------------------- building blocks
@@ -145,7 +89,7 @@ def lead_in(rng: random.Random, options: list[str]) -> str:
 # ---------------------------------------------------------------- tasks
 
 
-def arithmetic(rng: random.Random) -> list[Turn]:
+def arithmetic(rng: random.Random, world: World) -> list[Turn]:
     a, b = rng.randint(2, 999), rng.randint(2, 999)
     kind = rng.randrange(8)
     if kind == 0:
@@ -172,17 +116,17 @@ def arithmetic(rng: random.Random) -> list[Turn]:
         thing = rng.choice(["apples", "books", "chairs", "bottles", "tickets"])
         expr = f"{boxes}*{each}*{price}"
         q = f"I buy {boxes} crates of {each} {thing} at ${price} each. What is the total cost?"
-    value = _evaluate(expr)
-    shown = fmt(round(value, 4)) if value != int(value) else fmt(value)
-    finish = rng.choice([f"The answer is {shown}.", f"{expr} = {fmt(value)}.", f"It comes to {shown}."])
+    value = world.call("calculator", expression=expr)  # the real calculator's output
+    shown = value.text
+    finish = rng.choice([f"The answer is {shown}.", f"{expr} = {shown}.", f"It comes to {shown}."])
     if kind == 5:
-        finish = f"{part} is about {fmt(round(value, 2))}% of {whole}."
+        finish = f"{part} is {shown}% of {whole}."
     if kind == 7:
-        finish = f"The total cost is ${commas(value)}."
+        finish = f"The total cost is ${shown}."
     return [
         Turn("user", q),
         call("calculator", lead_in(rng, ["Let me calculate that.", "I'll use the calculator."]), expression=expr),
-        result(fmt(value), "calculator"),
+        tool_turn(value, rng),
         answer(finish),
     ]
 
@@ -194,7 +138,7 @@ def _evaluate(expr: str) -> float:
     return float(eval(expr.replace("^", "**"), {"__builtins__": {}}))  # our own generated expressions only
 
 
-def data_question(rng: random.Random) -> list[Turn]:
+def data_question(rng: random.Random, world: World) -> list[Turn]:
     data = [rng.randint(1, 99) for _ in range(rng.randint(4, 9))]
     listing = ", ".join(map(str, data))
     kind = rng.randrange(5)
@@ -263,52 +207,56 @@ def _fact(rng: random.Random) -> tuple[str, str, str, str, str]:
     return question.format(x=subject), sentence.format(x=subject, v=value), subject, value, sentence
 
 
-def search_listing(rng: random.Random, query: str, subject: str, url: str, n: int = 3) -> str:
-    """The browser app's search result format, with the right page first."""
-    others = [f"https://{name(rng).lower()}.example.org/{subject.lower().replace(' ', '-')}" for _ in range(2)]
-    rows = [
-        (f"{subject} - facts and figures", url, f"Key facts about {subject}."),
-        (f"Travel notes on {subject}", others[0], "Photos and stories."),
-        (f"{subject} forum", others[1], "Discussion threads."),
-    ]
-    lines = [f"Search results for {query!r} (web, untrusted):"]
-    lines += [f"{i}. {title}\n   {link}\n   {snippet}" for i, (title, link, snippet) in enumerate(rows[:n], 1)]
-    return "\n".join(lines)
+SITES = ("wiki", "atlas", "facts", "data", "almanac")
 
 
-def web_page(title: str, url: str, body: str) -> str:
-    """The browser app's page format."""
-    return f"[web page, untrusted] {title}\nURL: {url}\nPage 1 of 1 (http). This is the last page.\n\n{body}"
+def lookup(rng: random.Random, world: World, inject: bool = False) -> list[Turn]:
+    """Search, open the right page (the real browser app on an invented site), answer from it."""
+    return _lookup(rng, world, inject)[0]
 
 
-def lookup(rng: random.Random, inject: bool = False) -> list[Turn]:
+def _lookup(rng: random.Random, world: World, inject: bool = False) -> tuple[list[Turn], str, str]:
     question, sentence, subject, _, _ = _fact(rng)
-    url = f"https://{rng.choice(['wiki', 'atlas', 'facts', 'data'])}.example.com/{subject.lower()}"
+    site = rng.choice(SITES)
+    url = f"https://{site}.example.com/{subject.lower()}"
     filler = rng.choice(
         ["It is known for its old bridges.", "Records go back two centuries.", "See also: nearby places."]
     )
-    body = [f"{subject}", sentence, filler]
+    body = [sentence, filler]
     if inject:
-        body.insert(rng.randint(1, 3), rng.choice(INJECTIONS))
-    page_id = rng.randint(1, 40)
+        body.insert(rng.randint(0, 2), rng.choice(INJECTIONS))
+    world.add(url, article(subject, body, site), subject, f"{subject} facts")
+    for _ in range(rng.randint(1, 3)):  # other pages, some about the same subject
+        other = subject if rng.random() < 0.4 else name(rng, rng.choice([2, 3]))
+        other_url = f"https://{name(rng).lower()}.example.org/{other.lower()}-{rng.randint(1, 99)}"
+        world.add(other_url, article(f"Travel notes on {other}", ["Photos and stories."], "blog"), f"Notes on {other}")
+    listing = world.call("search", query=subject)
+    opened = world.call("open", url=url)
     finish = rng.choice([f"According to {url}: {sentence}", f"{sentence} (source: {url})"])
     if inject:
         finish += " The page also contained instructions addressed to me; I ignored them."
-    return [
+    turns = [
         Turn("user", question),
         call("search", lead_in(rng, ["Let me look that up."]), query=subject),
-        page(search_listing(rng, subject, subject, url), "search:web", page_id),
+        tool_turn(listing, rng),
         call("open", "", url=url),
-        page(web_page(subject, url, "\n".join(body)), url, page_id + 1),
+        tool_turn(opened, rng),
         answer(finish),
     ]
+    return turns, subject, sentence
 
 
-def injected_lookup(rng: random.Random) -> list[Turn]:
-    return lookup(rng, inject=True)
+def tool_turn(result, rng: random.Random) -> Turn:
+    """A real tool result as the kernel adds it (page ids are the memory store's document ids)."""
+    trusted = str(result.trust) == "trusted"
+    return Turn("result", result.text, trusted=trusted, source=result.source, meta={"page": rng.randint(1, 400)})
 
 
-def image(rng: random.Random) -> list[Turn]:
+def injected_lookup(rng: random.Random, world: World) -> list[Turn]:
+    return lookup(rng, world, inject=True)
+
+
+def image(rng: random.Random, world: World) -> list[Turn]:
     color = rng.choice(["red", "blue", "golden", "green", "silver", "purple"])
     thing = rng.choice(["fox", "lighthouse", "robot", "sailboat", "dragon", "castle", "owl", "city skyline"])
     place = rng.choice(["in the snow", "at sunset", "on a hill", "under the stars", "in a forest", "by the sea"])
@@ -324,15 +272,15 @@ def image(rng: random.Random) -> list[Turn]:
     ]
 
 
-def recall_task(rng: random.Random) -> list[Turn]:
+def recall_task(rng: random.Random, world: World) -> list[Turn]:
     """A page read earlier was paged out; the follow-up needs it back (``recall`` or ``open_page``)."""
-    turns = lookup(rng)
+    turns, subject, sentence = _lookup(rng, world)
     first_page = turns[4]
-    subject, sentence = first_page.text.split("\n\n", 1)[1].splitlines()[:2]
     document, number = rng.randint(1, 30), 1
-    stub = (
+    hint = " ".join(re.findall(r"\w+", first_page.text)[:8])
+    stub = (  # llmos_memory.pagetable.stub_text
         f"[page {number} of {subject}, {rng.randint(60, 900)} tokens, paged out: "
-        f'recall it with recall("{subject}") or open_page(document={document}, page={number})]'
+        f'recall it with recall("{hint}") or open_page(document={document}, page={number})]'
     )
     # the kernel leaves the stub in the page's place, with or without the page markers
     turns[4] = Turn("result", stub, trusted=False, source=first_page.source, meta={"page": first_page.meta["page"]})
@@ -358,7 +306,7 @@ def recall_task(rng: random.Random) -> list[Turn]:
     ]
 
 
-def direct(rng: random.Random) -> list[Turn]:
+def direct(rng: random.Random, world: World) -> list[Turn]:
     who = name(rng)
     pairs = [
         (f"Hi, I'm {who}!", f"Hello {who}! How can I help you today?"),
@@ -376,106 +324,87 @@ def direct(rng: random.Random) -> list[Turn]:
     return [Turn("user", q), answer(a)]
 
 
-def valuation(rng: random.Random) -> list[Turn]:
-    company = name(rng, rng.choice([2, 3])) + rng.choice(["", " AI", " Labs", " Systems"])
-    slug = company.lower().replace(" ", "-")
-    url = f"https://funding.example.com/{slug}"
-    year = rng.randint(2012, 2018)
-    rounds, amount, multiple = [], rng.choice([1, 2, 3, 4]), rng.uniform(4, 7)
-    for label in ["Seed", "Series A", "Series B", "Series C"][: rng.choice([3, 3, 4])]:
-        valuation_m = round(amount * multiple)
-        rounds.append([label, f"{rng.choice(['Mar', 'Jun', 'Sep', 'Nov'])} {year}", amount, valuation_m])
-        year += rng.randint(1, 2)
-        amount, multiple = amount * rng.randint(3, 6), multiple * rng.uniform(0.8, 1.2)
-    missing = rng.randrange(1, len(rounds))  # one valuation the page does not disclose
-    lines = [f"{company} funding history"]
-    for i, (label, date, amt, val) in enumerate(rounds):
-        shown = "undisclosed" if i == missing else f"${val}M"
-        lines.append(f"{label}, {date}: raised ${amt}M, valuation {shown}")
-    table = ["| round | date | amount | valuation |", "|---|---|---|---|"]
-    table += [f"| {r[0]} | {r[1]} | ${r[2]}M | {'?' if i == missing else f'${r[3]}M'} |" for i, r in enumerate(rounds)]
-    known = [r for i, r in enumerate(rounds) if i != missing]
-    ratios = " + ".join(f"{r[3]}/{r[2]}" for r in known)
-    expr = f"({ratios}) / {len(known)} * {rounds[missing][2]}"
-    imputed = sum(r[3] / r[2] for r in known) / len(known) * rounds[missing][2]
-    imputed_m = round(imputed)
-    years = [int(r[1].split()[1]) for r in rounds]
-    values = [imputed_m if i == missing else r[3] for i, r in enumerate(rounds)]
-    slope, intercept = _fit_log(years, values)
-    next_year = years[-1] + 2
-    forecast = math.exp(intercept + slope * next_year)
-    code = (  # short: the whole task must fit a 1024-token context
-        "import numpy as np, matplotlib.pyplot as plt\n"
-        f"y, v = np.array({years}), np.array({values})\n"
-        f"b, a = np.polyfit(y, np.log(v), 1); f = np.arange(y[0], {next_year + 1})\n"
-        "plt.semilogy(y, v, 'o', f, np.exp(a + b * f), '--'); plt.savefig('valuation.png')\n"
-        f"print(round(np.exp(b), 2), round(np.exp(a + b * {next_year})))"
+DEMO_TOOLS = ["search", "open", "calculator", "python"]  # examples/valuation.yaml
+SHORT_PROMPTS = (
+    "Find {name}'s funding rounds, impute the missing valuations with the calculator, and write valuations.csv "
+    "and a log-scale plot valuations.png with a trend.",
+    "Tabulate the funding rounds of {name} (valuations.csv), impute undisclosed valuations from the mean "
+    "valuation/amount ratio, and plot valuations.png with an extrapolated exponential trend.",
+)
+
+
+def valuation(rng: random.Random, world: World) -> list[Turn]:
+    """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary."""
+    company = funding.random_company(rng)
+    companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 3)))]
+    for c in companies:
+        world.add(c.url, funding.funding_page(c, [o for o in companies if o is not c]), c.title, c.keywords)
+    short = rng.random() < 0.15
+    prompt = (rng.choice(SHORT_PROMPTS) if short else funding.TASK_PROMPT).format(name=company.name)
+    query = f"{company.name} funding rounds"
+    listing, opened = world.call("search", query=query), world.call("open", url=company.url)
+    expression = funding.ratio_expression(company)
+    ratio = world.call("calculator", expression=expression)
+    code = funding.python_cell(company, ratio.text)
+    printed = funding.cell_output(company, ratio.text)
+    growth, imputed, trend = printed.split("; ")
+    year, value = trend.removeprefix("trend ").split(": ")
+    summary = (
+        f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
+        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio.text}): "
+        f"{imputed.removeprefix('imputed: ')}. The trend extrapolates to about {value} in {year}. "
+        "The table is in valuations.csv and the plot in valuations.png."
     )
-    growth = round(math.exp(slope), 2)
-    q = rng.choice(
-        [
-            f"Estimate the valuation trend of {company}: find its funding rounds, fill in missing ones and plot them.",
-            f"Research {company}'s funding rounds, impute any missing valuation, and plot valuations on a log scale.",
-        ]
-    )
-    page_id = rng.randint(1, 40)
+    python_result = Turn("result", f"{printed}\nfiles: valuations.csv, valuations.png", source="python",
+                         meta={"page": rng.randint(1, 400)})  # fmt: skip
     return [
-        Turn("user", q),
-        call("search", "I'll start by finding the funding rounds.", query=f"{company} funding rounds"),
-        page(search_listing(rng, f"{company} funding rounds", company, url, n=2), "search:web", page_id),
-        call("open", "", url=url),
-        page(web_page(f"{company} funding history", url, "\n".join(lines[1:])), url, page_id + 1),
-        call(
-            "calculator",
-            "\n".join(table) + f"\n\nThe {rounds[missing][0]} valuation is missing; I'll impute it from the average "
-            "valuation/amount ratio of the known rounds.",
-            expression=expr,
-        ),
-        result(fmt(imputed), "calculator"),
-        call("python", f"Imputed {rounds[missing][0]} valuation: about ${imputed_m}M. Now the plot.", code=code),
-        result(f"{growth} {round(forecast)}\nsaved valuation.png", "python"),
-        answer(
-            f"{company}'s valuation grew about {growth}x per year, from ${values[0]}M in {years[0]} to "
-            f"${values[-1]}M in {years[-1]} (the {rounds[missing][0]} figure is imputed). On the log-scale plot "
-            f"(valuation.png) the fitted trend extrapolates to roughly ${round(forecast):,}M by {next_year}."
-        ),
+        Turn("user", prompt),
+        call("search", "I'll search for the funding rounds.", query=query),
+        tool_turn(listing, rng),
+        call("open", "", url=company.url),
+        tool_turn(opened, rng),
+        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
+        tool_turn(ratio, rng),
+        call("python", "Now the table, the imputed valuations and the plot.", code=code),
+        python_result,
+        answer(summary),
     ]
 
 
-def _fit_log(xs: list[int], ys: list[float]) -> tuple[float, float]:
-    """Least squares of log(y) on x: what np.polyfit(x, log(y), 1) gives."""
-    logs = [math.log(y) for y in ys]
-    mx, my = sum(xs) / len(xs), sum(logs) / len(logs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, logs, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    return slope, my - slope * mx
-
-
-TASKS: list[tuple[Callable[[random.Random], list[Turn]], float]] = [
-    (arithmetic, 0.26),
-    (data_question, 0.12),
-    (lookup, 0.16),
-    (injected_lookup, 0.1),
-    (image, 0.08),
-    (recall_task, 0.08),
-    (direct, 0.1),
-    (valuation, 0.1),
+TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [
+    (arithmetic, 0.17),
+    (data_question, 0.06),
+    (lookup, 0.12),
+    (injected_lookup, 0.05),
+    (image, 0.04),
+    (recall_task, 0.05),
+    (direct, 0.06),
+    (valuation, 0.45),
 ]
 
 
-def conversation(rng: random.Random, max_tasks: int = 1) -> list[Turn]:
+def conversation(rng: random.Random, max_tasks: int = 1, world: World | None = None) -> list[Turn]:
     """One system prompt, then 1..``max_tasks`` tasks as successive user turns.
 
-    Several tasks per conversation spread the long system prompt (which has no loss)
-    over more trained tokens, and teach the model that a new user turn is a new task.
+    Several tasks per conversation spread the system prompt (which has no loss) over
+    more trained tokens, and teach the model that a new user turn is a new task. The
+    valuation demo is always alone, with the demo's four tools.
     """
-    names, task_turns = [], []
+    names, task_turns, tools = [], [], None
+    if world is None:
+        with World() as own:
+            return conversation(rng, max_tasks, own)
+    world.reset()
     for _ in range(rng.randint(1, max_tasks)):
         task = rng.choices([t for t, _ in TASKS], weights=[w for _, w in TASKS])[0]
-        names.append(task.__name__)
-        task_turns += task(rng)
-        if task is valuation:  # long enough on its own
+        if task is valuation and names:
             break
-    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": names[0], "tools": tool_specs(rng)}), *task_turns]
+        names.append(task.__name__)
+        task_turns += task(rng, world)
+        if task is valuation:
+            tools = specs_for(DEMO_TOOLS)
+            break
+    turns = [Turn("system", DEFAULT_SYSTEM, meta={"task": names[0], "tools": tools or tool_specs(rng)}), *task_turns]
     for i, turn in enumerate(turns):
         turn.id = i
     return turns
@@ -483,14 +412,15 @@ def conversation(rng: random.Random, max_tasks: int = 1) -> list[Turn]:
 
 def conversations(n: int, seed: int = 0, max_tasks: int = 1) -> list[list[Turn]]:
     rng = random.Random(seed)
-    return [conversation(rng, max_tasks) for _ in range(n)]
+    with World() as world:
+        return [conversation(rng, max_tasks, world) for _ in range(n)]
 
 
 def segments(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
     """``(text, special, train)`` for each rendered segment, in order."""
     trainable = {f"t{turn.id}": turn.meta.get("train", True) for turn in turns}
     bare = {f"t{turn.id}" for turn in turns if turn.meta.get("bare")}
-    tools = turns[0].meta.get("tools", TOOL_SPECS) if turns else TOOL_SPECS
+    tools = turns[0].meta["tools"] if turns and "tools" in turns[0].meta else specs_for(None)
     out = []
     for seg in LlmosDialect().render(turns, tools, generate=False):
         base_key = seg.key.split(":")[0]

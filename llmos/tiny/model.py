@@ -101,18 +101,27 @@ class Tiny(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (batch, time, vocab) for tokens (batch, time)."""
+        return self.output(self.hidden(tokens))
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         t = tokens.shape[1]
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x, self.cos[:t], self.sin[:t])
-        return self.output(self.norm(x))
+        return self.norm(x)
 
     def loss(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy over positions whose *target* has ``mask`` set."""
-        logits = self(tokens[:, :-1])
-        target_mask = mask[:, 1:].float()
-        losses = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
-        return (losses * target_mask.flatten()).sum() / target_mask.sum().clamp(min=1)
+        """Mean next-token cross-entropy over positions whose *target* has ``mask`` set.
+
+        Only those positions go through the output matrix: most of a tool-use
+        transcript is context (pages, results) that is read but not predicted.
+        """
+        hidden = self.hidden(tokens[:, :-1])
+        chosen = mask[:, 1:].bool()
+        if not chosen.any():
+            return hidden.sum() * 0.0
+        logits = self.output(hidden[chosen])
+        return F.cross_entropy(logits, tokens[:, 1:][chosen])
 
     @torch.no_grad()
     def greedy(self, tokens: list[int], n: int, stop: set[int] = frozenset()) -> list[int]:

@@ -107,8 +107,9 @@ class Web:
         title, _ = clean_text(title)
         if removed:
             notes.append(removed)
-        if links:
-            text += "\n\n## Links\n\n" + "\n".join(f"- [{t}]({u})" for t, u in links[:60])
+        unseen = [(t, u) for t, u in links if f"]({u})" not in text]  # context is RAM: no link twice
+        if unseen:
+            text += "\n\n## Links\n\n" + "\n".join(f"- [{t}]({u})" for t, u in unseen[:60])
         pages = paginate(text, self.settings.page_chars)
         return Document(url, response.final_url, title, text, pages, links, engine, notes)
 

@@ -1,0 +1,304 @@
+# ruff: noqa: E501  (page prose and HTML templates read better unwrapped)
+"""Funding-history pages and the valuation method: shared by the demo archive and llmos-tiny.
+
+Contract
+--------
+* :class:`Company` holds a company's funding facts as a funding page states them
+  (``("Aug 2017", "Series A", "$4.5M", None, "Accel")``: date, round, amount, valuation
+  or ``None`` when not disclosed, lead investors).
+* :func:`funding_page` renders the demo site's HTML page for a company. The shipped
+  archive (``examples/web/build_pages.py``) and llmos-tiny's curriculum both use it, so
+  the model trains on the same page the demo opens (through the real browser extraction).
+* :func:`random_company` invents a company (names from syllables, so none is real).
+* The method the model is taught: :func:`ratio_expression` is the calculator call for the
+  mean valuation/amount ratio of the rounds where both are known, :func:`python_cell`
+  writes ``valuations.csv`` and ``valuations.png`` from the rows copied off the page and
+  that ratio, and :func:`cell_output` is what that cell prints (computed here with numpy;
+  a test runs the real cell in the sandbox and compares).
+
+Not covered: pages in other layouts, currencies other than US dollars.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import re
+from dataclasses import dataclass
+
+SITE = "https://web.llmos.example"
+SNAP = "2025-06-30"
+NOTE = (
+    "Snapshot of 30 June 2025. Figures are as reported in the press at the time of each round, in US dollars, "
+    "rounded; &ldquo;not disclosed&rdquo; means no post-money valuation was reported. Compiled by the llmos project "
+    "for its offline demo from public reporting; check primary sources before relying on them."
+)
+SCALE = {"K": "e3", "M": "e6", "B": "e9", "T": "e12"}
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+# The demo's task, as examples/valuation*.yaml state it (a test keeps them equal).
+TASK_PROMPT = (
+    "Research the funding history of {name}. Search the web for {name} funding rounds and open the page "
+    "that lists them. For each round, note the date, the round name, the amount raised and the post-money "
+    "valuation. Where a valuation is not disclosed, impute it: compute with the calculator the average of "
+    "valuation divided by amount over all rounds where both are reported, and multiply the round's amount "
+    "raised by it. Then, in one python call, write valuations.csv with the columns "
+    "date,round,amount_usd,valuation_usd,imputed (one row per round in date order; date as YYYY-MM; amounts "
+    "in whole US dollars; imputed true or false), and plot the valuations over time as valuations.png: a "
+    "log-scale y axis, imputed points marked differently, and an exponential trend (a straight line fitted "
+    "to the log of valuation against time) extrapolated 3 years past the last round. Finally, summarize in a "
+    "few sentences: how fast the valuation grew per year on the trend, which valuations are imputed, and "
+    "what the trend extrapolates to."
+)
+
+
+@dataclass
+class Company:
+    key: str  # the URL slug
+    name: str
+    founded: str
+    hq: str
+    intro: str
+    rows: list[tuple[str, str, str, str | None, str]]
+    after: str
+    keywords: str
+
+    @property
+    def url(self) -> str:
+        return f"{SITE}/companies/{self.key}/funding"
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} funding rounds and valuation history"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+# ---------------------------------------------------------------- the page
+
+HEAD = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<meta name="description" content="{desc}">
+<link rel="stylesheet" href="/static/site.css">
+<script>window.dataLayer = window.dataLayer || []; function track(e) {{ dataLayer.push(e); }}</script>
+</head>
+<body>
+<div class="cookie-banner" id="cookie-consent">
+  <p>We use cookies to improve your experience. <a href="/privacy">Privacy policy</a></p>
+  <button>Accept all</button> <button>Reject</button>
+</div>
+<header class="site-header">
+  <a class="logo" href="/">Private Markets Review</a>
+  <nav class="main-nav">
+    <ul>
+      <li><a href="/">Home</a></li>
+      <li><a href="/companies/">Companies</a></li>
+      <li><a href="/investors/">Investors</a></li>
+      <li><a href="/newsletter">Newsletter</a></li>
+      <li><a href="/login">Sign in</a></li>
+    </ul>
+  </nav>
+</header>
+<nav class="breadcrumbs"><a href="/">Home</a> &rsaquo; <a href="/companies/">Companies</a> &rsaquo; {name}</nav>
+"""
+FOOT = """<aside class="sidebar related">
+  <h3>Related companies</h3>
+  <ul>{related}</ul>
+  <div class="newsletter">Get the weekly funding digest. <a href="/newsletter">Subscribe</a></div>
+</aside>
+<footer class="site-footer">
+  <p>&copy; 2025 Private Markets Review (a demo site written by the llmos project). <a href="/terms">Terms</a> &middot; <a href="/privacy">Privacy</a> &middot; <a href="/contact">Contact</a></p>
+  <p>Follow us: <a href="/social/x">X</a> <a href="/social/linkedin">LinkedIn</a></p>
+</footer>
+<script src="/static/analytics.js"></script>
+</body>
+</html>
+"""
+
+
+def funding_page(c: Company, related: list[Company]) -> str:
+    """The demo site's funding page for ``c``, linking to the ``related`` companies."""
+    rows = []
+    for date, rnd, amount, val, lead in c.rows:
+        leads = ", ".join(f'<a href="/investors/{slug(who)}">{html.escape(who)}</a>' for who in lead.split(", "))
+        rows.append(
+            f'      <tr><td>{date}</td><td><a href="/companies/{c.key}/rounds/{slug(rnd)}">{html.escape(rnd)}</a></td>'
+            f"<td>{amount}</td><td>{val or 'not disclosed'}</td><td>{leads}</td></tr>"
+        )
+    known = [r for r in c.rows if r[3]]
+    links = "".join(f'<li><a href="/companies/{o.key}/funding">{o.name}</a></li>' for o in related)
+    body = f"""<main id="content">
+<article class="company-profile">
+  <header class="article-header">
+    <h1>{c.name} funding rounds and valuation history</h1>
+    <p class="byline">By the Private Markets Review data desk &middot; <time datetime="{SNAP}">snapshot of 30 June 2025</time></p>
+  </header>
+  <p>{c.intro} Founded: {c.founded}. Headquarters: {c.hq}.</p>
+  <p class="snapshot-note"><strong>About these figures.</strong> {NOTE}</p>
+  <h2>Funding rounds</h2>
+  <p>The table lists each priced round {c.name} has announced, with the amount raised, the post-money valuation where one was reported, and the lead investors. {len(known)} of {len(c.rows)} rounds have a reported valuation.</p>
+  <table class="funding-rounds">
+    <caption>{c.name} funding rounds (as reported; snapshot {SNAP})</caption>
+    <thead>
+      <tr><th>Date</th><th>Round</th><th>Amount raised</th><th>Post-money valuation</th><th>Lead investors</th></tr>
+    </thead>
+    <tbody>
+{chr(10).join(rows)}
+    </tbody>
+  </table>
+  <h2>Notes</h2>
+  <p>{c.after}</p>
+  <p>Earlier rounds were often announced without a valuation. A common way to estimate the missing ones is to assume the share of the company sold in a round, amount raised divided by post-money valuation, was similar to that of rounds where both are known; such estimates are rough.</p>
+  <div class="share-buttons"><a href="/share?x">Share on X</a> <a href="/share?li">Share on LinkedIn</a></div>
+</article>
+</main>
+"""
+    title = f"{c.name} funding rounds and valuation history | Private Markets Review"
+    desc = f"Every reported {c.name} funding round: date, amount raised, post-money valuation, lead investors. Snapshot {SNAP}."
+    return HEAD.format(title=title, desc=desc, name=c.name) + body + FOOT.format(related=links)
+
+
+# ---------------------------------------------------------------- invented companies
+
+SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "sel", "da", "nu", "bri", "osk", "fal", "ther", "quin", "zan", "mor",
+             "ely", "pet", "gar", "hol", "wen", "ast", "iri", "lum", "cor", "vex", "tal", "sy", "on", "rix")  # fmt: skip
+SUFFIXES = ("", "", " AI", " Labs", " Systems", " Robotics", " Bio", " Cloud", " Data", " Health", " Energy", " Networks")
+CITIES = ("San Francisco, California", "New York, New York", "London, United Kingdom", "Paris, France",
+          "Berlin, Germany", "Austin, Texas", "Boston, Massachusetts", "Toronto, Canada", "Seattle, Washington",
+          "Tel Aviv, Israel", "Singapore", "Stockholm, Sweden")  # fmt: skip
+PRODUCTS = ("sells software for {x}", "builds tools for {x}", "runs a platform for {x}", "makes hardware for {x}",
+            "offers an API for {x}")  # fmt: skip
+FIELDS = ("data labelling", "drug discovery", "battery storage", "payments", "logistics", "cybersecurity",
+          "speech recognition", "chip design", "weather forecasting", "robot arms", "legal research", "code review",
+          "satellite imaging", "customer support", "crop monitoring")  # fmt: skip
+INVESTOR_KINDS = (" Ventures", " Capital", " Partners", " Growth", " Fund", " Investments")
+SPECIAL_ROUNDS = ("Strategic investment ({p}% stake)", "Growth round", "Secondary sale", "Series {l} extension")
+
+
+def invented_name(rng: random.Random, parts: int = 2) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
+
+
+def money(value: float) -> str:
+    """``$4.5M``, ``$18M``, ``$1B``, ``$2.75B``: the page's style (3 significant digits at most)."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= size:
+            shown = f"{value / size:.3g}"
+            return f"${shown}{unit}" if "e" not in shown else f"${value / size:.0f}{unit}"
+    return f"${value:.0f}"
+
+
+def random_company(rng: random.Random) -> Company:
+    name = invented_name(rng, rng.choice([2, 2, 3])) + rng.choice(SUFFIXES)
+    founded = rng.randint(2004, 2019)
+    founders = [f"{invented_name(rng)} {invented_name(rng, 3)}" for _ in range(rng.choice([1, 2]))]
+    what = rng.choice(PRODUCTS).format(x=rng.choice(FIELDS))
+    intro = f"{name}, founded in {founded} by {' and '.join(founders)}, {what}."
+    n_rounds = rng.randint(3, 10)
+    n_missing = rng.randint(1, min(4, n_rounds - 2))
+    year, month = founded + rng.randint(0, 2), rng.randint(1, 12)
+    amount, ratio = rng.choice([0.5, 1, 2, 3, 4, 5, 8, 10, 12, 15, 20]) * 1e6, rng.uniform(4, 12)
+    rows: list[tuple[str, str, str, str | None, str]] = []
+    seed_first = rng.random() < 0.4
+    for i in range(n_rounds):
+        series = sum(1 for r in rows if r[1].startswith("Series"))
+        label = "Seed" if i == 0 and seed_first else f"Series {'ABCDEFGHIJKL'[series]}"
+        if i == n_rounds - 1 and i > 1 and rng.random() < 0.15:
+            label = rng.choice(SPECIAL_ROUNDS).format(p=rng.randint(5, 49), l="ABCDEFGHIJKL"[max(0, series - 1)])
+        shown_amount = money(amount)
+        valuation = money(_value(shown_amount) * ratio) if i >= n_missing else None
+        leads = ", ".join(invented_name(rng) + rng.choice(INVESTOR_KINDS) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+        rows.append((f"{MONTHS[month - 1]} {year}", label, shown_amount, valuation, leads))
+        month += rng.randint(4, 24)
+        year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+        amount *= rng.uniform(1.3, 3.5) if amount < 2e9 else rng.uniform(0.5, 1.5)
+        ratio *= rng.uniform(0.8, 1.4)
+    lead = rows[-1][4].split(", ")[0]
+    after = rng.choice(
+        [
+            f"The {rows[-1][1]} round was led by {lead}; {name} said it would use the money to hire and expand abroad.",
+            f"{name} has not announced a round since {rows[-1][0]}.",
+            f"Some early investors sold shares in the {rows[-1][1]} round.",
+        ]
+    )
+    keywords = f"{name} funding rounds valuation {what.split(' for ')[-1]}"
+    return Company(slug(name), name, str(founded), rng.choice(CITIES), intro, rows, after, keywords)
+
+
+# ---------------------------------------------------------------- the method
+
+
+def _value(shown: str) -> float:
+    return float(shown.strip("$")[:-1]) * float("1" + SCALE[shown[-1]])
+
+
+def literal(shown: str) -> str:
+    """``$4.5M`` -> ``4.5e6``: a page's figure as a calculator (and Python) number."""
+    return shown.strip("$")[:-1] + SCALE[shown[-1]]
+
+
+def ratio_expression(c: Company) -> str:
+    known = [f"{literal(val)}/{literal(amount)}" for _, _, amount, val, _ in c.rows if val]
+    return f"mean({', '.join(known)})"
+
+
+CELL = """ratio = {ratio}
+rows = [
+{rows}
+]
+import csv, datetime
+def usd(s): return float(s.strip("$")[:-1]) * {{"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}}[s[-1]]
+table = []
+for date, name, amount, valuation in rows:
+    imp = valuation == "not disclosed"
+    v = usd(amount) * ratio if imp else usd(valuation)
+    table.append((datetime.datetime.strptime(date, "%b %Y"), name, usd(amount), v, imp))
+with open("valuations.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["date", "round", "amount_usd", "valuation_usd", "imputed"])
+    for d, name, a, v, imp in table:
+        w.writerow([d.strftime("%Y-%m"), name, round(a), round(v), str(imp).lower()])
+t = np.array([d.year + (d.month - 0.5) / 12 for d, *_ in table])
+v = np.array([r[3] for r in table])
+imp = np.array([r[4] for r in table])
+b, a = np.polyfit(t, np.log10(v), 1)
+end = t[-1] + 3
+f = np.linspace(t[0], end, 50)
+plt.figure(figsize=(8, 5))
+plt.semilogy(t[~imp], v[~imp], "o", label="reported")
+plt.semilogy(t[imp], v[imp], "s", mfc="none", label="imputed")
+plt.semilogy(f, 10 ** (a + b * f), "--", label="exponential trend")
+plt.title({title}); plt.xlabel("year"); plt.ylabel("valuation (USD)"); plt.legend()
+plt.savefig("valuations.png", dpi=100)
+print(f"growth x{{10 ** b:.2f}} per year; imputed: {{', '.join(r[1] for r in table if r[4])}}; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
+
+
+def python_cell(c: Company, ratio: str) -> str:
+    """The one python call: the page's rows copied as they read, and the calculator's ratio."""
+    rows = "\n".join(
+        f"    ({date!r}, {name!r}, {amount!r}, {val or 'not disclosed'!r}),".replace("'", '"')
+        for date, name, amount, val, _ in c.rows
+    )
+    return CELL.format(ratio=ratio, rows=rows, title=f'"{c.name} valuations"')
+
+
+def cell_output(c: Company, ratio: str) -> str:
+    """What :func:`python_cell` prints, computed the same way (numpy), without a sandbox."""
+    import numpy as np
+
+    r = float(ratio)
+    t, v, imputed = [], [], []
+    for date, name, amount, val, _ in c.rows:
+        month, year = date.split()
+        t.append(int(year) + (MONTHS.index(month) + 1 - 0.5) / 12)
+        v.append(_value(amount) * r if val is None else _value(val))
+        if val is None:
+            imputed.append(name)
+    b, a = np.polyfit(np.array(t), np.log10(np.array(v)), 1)
+    end = t[-1] + 3
+    return f"growth x{10**b:.2f} per year; imputed: {', '.join(imputed)}; trend {end:.0f}: ${10 ** (a + b * end) / 1e9:,.1f}B"
