@@ -290,13 +290,6 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
     return Session(kernel, store, session_id, machine)
 
 
-def model_spec(model: str | None) -> str | None:
-    """Kept for callers outside this module: :func:`llmos.models.resolve_spec` is the one path."""
-    from llmos.models import resolve_spec
-
-    return resolve_spec(model)
-
-
 def _drive(task: Task, session: Any, prompt: str | None, folder: Path, display: Display) -> RunResult:
     """Ask ``prompt`` (``None``: continue the session) and write the run folder's files."""
     started = time.monotonic()

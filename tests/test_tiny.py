@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import need_module
 
 from llmos.dialects.llmos import CALL, END, SPECIAL_TOKENS, LlmosDialect
 from llmos.tiny import curriculum
-from tests.helpers import need_module
 
 BUNDLED = Path(curriculum.__file__).with_name("llmos-tiny.gguf")
 

@@ -74,51 +74,60 @@ def page(key, c):
     return funding_page(COMPANY_FACTS[key], [o for k, o in COMPANY_FACTS.items() if k != key])
 
 
-index = {
-    "format": "llmos-web-archive/1",
-    "description": "Offline pages for the llmos valuation demo: funding rounds of Scale AI, Databricks and Hugging Face on a demo site (web.llmos.example) written by the llmos project. Facts as publicly reported, snapshot of 2025-06-30.",
-    "pages": {},
-}
-home_links = []
-for key, c in COMPANIES.items():
-    f = f"pages/{key}-funding.html"
-    (HERE / f).write_text(page(key, c), encoding="utf-8")
-    url = f"{SITE}/companies/{key}/funding"
-    index["pages"][url] = {
-        "file": f,
-        "content_type": "text/html",
-        "charset": "utf-8",
-        "status": 200,
-        "final_url": url,
-        "recorded": f"{SNAP}T00:00:00Z",
-        "title": f"{c['name']} funding rounds and valuation history",
-        "keywords": c["keywords"],
-    }
-    home_links.append(f'<li><a href="/companies/{key}/funding">{c["name"]}</a>: funding rounds and valuations</li>')
-home = (
-    HEAD.format(
-        title="Private Markets Review: companies",
-        desc="Funding histories of private technology companies.",
-        name="Companies",
-    )
-    + f"""<main>
+def home_page(home_links):
+    return (
+        HEAD.format(
+            title="Private Markets Review: companies",
+            desc="Funding histories of private technology companies.",
+            name="Companies",
+        )
+        + f"""<main>
 <h1>Companies</h1>
 <p>Funding histories of private technology companies, as reported. Snapshot of {SNAP}.</p>
 <ul>{"".join(home_links)}</ul>
 </main>
 """
-    + FOOT.format(related="")
-)
-(HERE / "pages" / "companies.html").write_text(home, encoding="utf-8")
-for u in (f"{SITE}/companies/", f"{SITE}/"):
-    index["pages"][u] = {
-        "file": "pages/companies.html",
-        "content_type": "text/html",
-        "charset": "utf-8",
-        "status": 200,
-        "final_url": f"{SITE}/companies/",
-        "recorded": f"{SNAP}T00:00:00Z",
-        "title": "Private Markets Review: companies",
-        "keywords": "companies list",
+        + FOOT.format(related="")
+    )
+
+
+def main() -> None:
+    index = {
+        "format": "llmos-web-archive/1",
+        "description": "Offline pages for the llmos valuation demo: funding rounds of Scale AI, Databricks and Hugging Face on a demo site (web.llmos.example) written by the llmos project. Facts as publicly reported, snapshot of 2025-06-30.",
+        "pages": {},
     }
-(HERE / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    home_links = []
+    for key, c in COMPANIES.items():
+        f = f"pages/{key}-funding.html"
+        (HERE / f).write_text(page(key, c), encoding="utf-8")
+        url = f"{SITE}/companies/{key}/funding"
+        index["pages"][url] = {
+            "file": f,
+            "content_type": "text/html",
+            "charset": "utf-8",
+            "status": 200,
+            "final_url": url,
+            "recorded": f"{SNAP}T00:00:00Z",
+            "title": f"{c['name']} funding rounds and valuation history",
+            "keywords": c["keywords"],
+        }
+        home_links.append(f'<li><a href="/companies/{key}/funding">{c["name"]}</a>: funding rounds and valuations</li>')
+    home = home_page(home_links)
+    (HERE / "pages" / "companies.html").write_text(home, encoding="utf-8")
+    for u in (f"{SITE}/companies/", f"{SITE}/"):
+        index["pages"][u] = {
+            "file": "pages/companies.html",
+            "content_type": "text/html",
+            "charset": "utf-8",
+            "status": 200,
+            "final_url": f"{SITE}/companies/",
+            "recorded": f"{SNAP}T00:00:00Z",
+            "title": "Private Markets Review: companies",
+            "keywords": "companies list",
+        }
+    (HERE / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

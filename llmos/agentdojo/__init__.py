@@ -30,8 +30,8 @@ Workarounds for agentdojo 0.1.35 quirks, used by :mod:`benchmarks.agentdojo_eval
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentdojo.agent_pipeline.base_pipeline_element import BasePipelineElement
@@ -45,10 +45,11 @@ from agentdojo.types import (
     text_content_block_from_string,
 )
 from llmos_tools import Effect, Tool, ToolError, ToolResult, Trust
+from pydantic import BaseModel
 
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.events import ApprovalRequest, Event
-from llmos.kernel import Budgets, Kernel
+from llmos.kernel import MAX_RESULT_CHARS, Budgets, Kernel
 from llmos.policy import Decision, Policy
 from llmos.testing import ScriptedCPU
 
@@ -98,6 +99,50 @@ TRUSTED_TOOLS = {
 }  # fmt: skip
 
 
+# Structured fields a service keeps (who sent, received, takes part, owns, shares; which object):
+# their values are declared as *records* of the result; every other field (subject, body, content,
+# description, title, reviews) is free text a third party may have written.
+RECORD_FIELDS = frozenset(
+    {"id", "id_", "sender", "recipient", "recipients", "cc", "bcc", "participants", "owner", "shared_with"}
+)
+
+
+def records_of(value: Any) -> list[str]:
+    """What a result declares as records: party and id fields, and the items of a plain listing.
+
+    A listing is a result that is a list of strings (channel names, members): the names
+    of objects in the user's own account. Free text is never a record.
+    """
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return [str(item) for item in value]
+    return sorted(set(_record_fields(value)))
+
+
+def _record_fields(value: Any) -> Iterator[str]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key in RECORD_FIELDS:
+                yield from _scalars(item)
+            else:
+                yield from _record_fields(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _record_fields(item)
+
+
+def _scalars(value: Any) -> Iterator[str]:
+    """The values of a record field: a scalar, the items of a list, the keys of a mapping (``shared_with``)."""
+    if isinstance(value, Mapping):
+        yield from (str(key) for key in value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _scalars(item)
+    elif isinstance(value, str | int) and not isinstance(value, bool):
+        yield str(value)
+
+
 def effects_for(name: str) -> frozenset[Effect]:
     """Declared effects of an AgentDojo function, from its name and meaning; no prefix: read-only."""
     effects = set()
@@ -128,12 +173,46 @@ class AllowAll(Policy):
         return Decision("allow", ("undefended baseline",))
 
 
-def wrap_runtime(runtime: FunctionsRuntime, env: Env, trusted: Collection[str] = TRUSTED_TOOLS) -> list[Tool]:
-    """AgentDojo's functions as llmos tools that run against ``env``; ``trusted`` names the trusted ones."""
-    return [_tool(runtime, env, name, name in trusted) for name in runtime.functions]
+@dataclass
+class WithRecords(Policy):
+    """``inner``, deciding on turns whose results carry the records their tools declared.
+
+    The kernel records a result's text, trust and source, not the records a tool
+    declares (proposed: ``ToolResult`` gains them and the kernel copies them into
+    ``Turn.meta["records"]``). Until then the adapter's tools put them in
+    ``records`` (result text -> records) and this wrapper adds them to the turns the
+    policy reads (keyed by the text's first ``MAX_RESULT_CHARS``, where the kernel cuts
+    long results); the turns themselves are not changed.
+    """
+
+    inner: Policy = field(default_factory=Policy)
+    records: dict[str, list[str]] = field(default_factory=dict)
+
+    def decide(self, tool: Tool, arguments: Any, *, turns: Sequence[Any]) -> Decision:
+        annotated = [
+            replace(t, meta={**t.meta, "records": self.records[t.text[:MAX_RESULT_CHARS]]})
+            if t.role == "result" and t.text[:MAX_RESULT_CHARS] in self.records and "records" not in t.meta
+            else t
+            for t in turns
+        ]
+        return self.inner.decide(tool, arguments, turns=annotated)
 
 
-def _tool(runtime: FunctionsRuntime, env: Env, name: str, trusted: bool) -> Tool:
+def wrap_runtime(
+    runtime: FunctionsRuntime,
+    env: Env,
+    trusted: Collection[str] = TRUSTED_TOOLS,
+    records: dict[str, list[str]] | None = None,
+) -> list[Tool]:
+    """AgentDojo's functions as llmos tools that run against ``env``; ``trusted`` names the trusted ones.
+
+    Each result's records (:func:`records_of`) go to ``records``, keyed by the result's text.
+    """
+    sink = {} if records is None else records
+    return [_tool(runtime, env, name, name in trusted, sink) for name in runtime.functions]
+
+
+def _tool(runtime: FunctionsRuntime, env: Env, name: str, trusted: bool, records: dict[str, list[str]]) -> Tool:
     function = runtime.functions[name]
     properties = {arg: {} for arg in function.parameters.model_json_schema().get("properties", {})}
 
@@ -142,6 +221,8 @@ def _tool(runtime: FunctionsRuntime, env: Env, name: str, trusted: bool) -> Tool
         if error:
             raise ToolError(error)
         text = tool_result_to_str(value)
+        if found := records_of(value):
+            records[text[:MAX_RESULT_CHARS]] = found
         if trusted:
             return ToolResult(text=text, trust=Trust.TRUSTED, source=name, data=value)
         source = _url_source(arguments) if name == "get_webpage" else name
@@ -196,8 +277,9 @@ class LlmosElement(BasePipelineElement):
         calls, answer = self.plan(env.model_copy(deep=True))
         cpu = ScriptedCPU(script_for(calls, answer))
         budgets = Budgets(max_steps=len(calls) + 1, max_tokens=10**7, max_step_tokens=10**6)
-        tools = wrap_runtime(runtime, env, self.trusted)
-        kernel = Kernel(cpu, LlmosDialect(), tools, policy=self.policy, approver=self.approver, budgets=budgets)
+        policy = WithRecords(inner=self.policy)
+        tools = wrap_runtime(runtime, env, self.trusted, policy.records)
+        kernel = Kernel(cpu, LlmosDialect(), tools, policy=policy, approver=self.approver, budgets=budgets)
         events = list(kernel.ask(query))
         self.tally = tally_of(events)
         out: list[ChatMessage] = [

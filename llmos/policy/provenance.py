@@ -19,12 +19,27 @@ Labels (documented, conservative rules):
   files, mail, memory, sandbox output and unknown sources are private.
 * **tainted**: every argument the model writes after an untrusted page entered the
   context carries the page's taint, whether or not it is derived from it verbatim.
+* **record:<source>**: the *whole* value (or an identifier in it) equals one of the
+  *records* the tool declared for its result (``Turn.meta["records"]``): values a
+  service keeps in structured fields (a sender, recipient or participant address, a
+  counterparty IBAN, a channel or member name, an object id), as opposed to free
+  text a third party wrote (a body, a description, a review, a web page). A record
+  is matched as a whole value only, so an identifier written *inside* a record
+  (an injected channel name full of instructions) is not vouched for by it.
+* **delegated:<host>**: an e-mail address found on a web page from a host the user
+  named, whose name part consists only of words the user wrote ("invite Dora; her
+  address is on www.dora-website.com" -> ``dora@…`` from that page).
 * hosts the user named in their own turns (URLs or bare domains) are **user-named**;
   a host matches a user-named host or any of its subdomains.
 
 Matching is on normalized identifiers: whole short values, URLs, e-mail addresses,
 IBAN-like and other long alphanumeric tokens, and (for private data) lines of text
-of 12 characters or more; case, spaces and dashes are ignored.
+of 12 characters or more; case, spaces and dashes are ignored. Identifiers of six
+characters or more are found anywhere in a text; shorter ones ("Fred", "13") only
+as a whole token, so "13" is not found in "2024-05-13".
+
+``user``, ``trusted:``, ``record:`` and ``delegated:`` labels *vouch* for a value;
+``untrusted:`` without any of them means it was derived from an untrusted page.
 
 Not covered: a value the model *transforms* (re-encodes, reverses, spells out)
 is not recognized as derived; only the context-level ``tainted`` label and the
@@ -54,6 +69,9 @@ DOMAIN_RE = re.compile(r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*[A-Za-z0-9]")
 CALL_NAME_RE = re.compile(r'"name"\s*:\s*"([^"]+)"')
+WORD_RE = re.compile(r"[A-Za-z]{2,}")
+WHOLE_TOKEN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/@+-]*[A-Za-z0-9])?")
+VOUCHING_PREFIXES = ("trusted:", "record:", "delegated:")  # and the label "user"
 
 
 def normalize(text: str) -> str:
@@ -74,6 +92,7 @@ class Source:
     turn: int
     text: str
     private: bool = False
+    records: frozenset[str] = frozenset()  # normalized whole values the tool declared as records
 
     def label(self) -> str:
         return "user" if self.kind == "user" else f"{self.kind}:{self.name}"
@@ -93,6 +112,11 @@ class Context:
     @property
     def private(self) -> list[Source]:
         return [s for s in self.sources if s.private]
+
+    @property
+    def user_words(self) -> set[str]:
+        """The words of the user's own turns, lower-cased."""
+        return {w.lower() for s in self.sources if s.kind == "user" for w in WORD_RE.findall(s.text)}
 
     def host_is_user_named(self, host: str) -> bool:
         host = host.lower().removeprefix("www.")
@@ -118,7 +142,8 @@ def context_from(turns: Sequence[Turn], extra_hosts: Iterable[str] = ()) -> Cont
             name = turn.source or tool
             private = not is_public_source(turn.source)
             kind = "trusted" if turn.trusted else "untrusted"
-            context.sources.append(Source(kind, name, turn.id, turn.text, private))
+            records = frozenset(n for r in turn.meta.get("records") or () if (n := normalize(str(r))))
+            context.sources.append(Source(kind, name, turn.id, turn.text, private, records))
     return context
 
 
@@ -196,12 +221,11 @@ class ArgumentOrigin:
     is_followed_link: bool = False  # the whole value is such a link
 
     def injected(self) -> list[str]:
-        """Identifiers found in untrusted text and nowhere the user or a trusted tool vouches for."""
+        """Identifiers found in untrusted text and vouched for nowhere (user, trusted result, record)."""
         return [
             ident
             for ident, labels in self.labels.items()
-            if any(label.startswith("untrusted:") for label in labels)
-            and not any(label == "user" or label.startswith("trusted:") for label in labels)
+            if any(label.startswith("untrusted:") for label in labels) and not vouched(labels)
         ]
 
     def unvouched(self) -> list[str]:
@@ -231,7 +255,7 @@ class ArgumentOrigin:
 
 def origins(arguments: Mapping[str, Any], context: Context) -> list[ArgumentOrigin]:
     """Provenance of every string in the call's arguments."""
-    texts = [(s, normalize(s.text)) for s in context.sources]
+    texts = [(s, normalize(s.text), _tokens(s.text)) for s in context.sources]
     private_lines = {s.label(): lines_of(s.text) for s in context.private if len(s.text) >= MIN_LINE}
     result = []
     for path, value in strings_in(arguments):
@@ -240,8 +264,10 @@ def origins(arguments: Mapping[str, Any], context: Context) -> list[ArgumentOrig
             origin.hosts.add(host_of(value))
         for ident in identifiers(value):
             origin.labels[ident] = _labels(ident, texts)
+        _vouch_records(origin, context)
+        _vouch_delegated(origin, context)
         # a link copied whole from the context is followed, not filled in: it carries no private data
-        followed = [u for u in URL_RE.findall(value) if any(normalize(u) in text for _, text in texts)]
+        followed = [u for u in URL_RE.findall(value) if any(normalize(u) in text for _, text, _ in texts)]
         origin.followed = {ident for u in followed for ident in identifiers(u)}
         origin.is_followed_link = normalize(value) in {normalize(u) for u in followed}
         normalized = normalize(value)
@@ -255,10 +281,55 @@ def origins(arguments: Mapping[str, Any], context: Context) -> list[ArgumentOrig
     return result
 
 
-def _labels(ident: str, texts: list[tuple[Source, str]]) -> list[str]:
+def vouched(labels: Iterable[str]) -> bool:
+    """The user, a trusted result, a record or a delegated lookup stands behind the value."""
+    return any(label == "user" or label.startswith(VOUCHING_PREFIXES) for label in labels)
+
+
+def _vouch(origin: ArgumentOrigin, ident: str, label: str) -> None:
+    """``ident`` is vouched for by ``label``, and so is every identifier inside it."""
+    for other, labels in origin.labels.items():
+        if other in ident and label not in labels:
+            labels.append(label)
+
+
+def _vouch_records(origin: ArgumentOrigin, context: Context) -> None:
+    """Whole values that equal a record the tool declared (never parts of a longer record)."""
+    whole = normalize(unquote(origin.value))
+    for source in context.sources:
+        if not source.records:
+            continue
+        label = f"record:{source.name}"
+        matched = list(origin.labels) if whole in source.records else [i for i in origin.labels if i in source.records]
+        for ident in matched:
+            _vouch(origin, ident, label)
+
+
+def _vouch_delegated(origin: ArgumentOrigin, context: Context) -> None:
+    """An address on a page the user pointed to, for someone the user named ("her e-mail is on her site")."""
+    pages = [s for s in context.untrusted if is_public_source(s.name) and context.host_is_user_named(host_of(s.name))]
+    if not pages:
+        return
+    words = context.user_words
+    for address in EMAIL_RE.findall(origin.value):
+        parts = WORD_RE.findall(address.split("@")[0].lower())
+        if not parts or not all(part in words for part in parts):
+            continue
+        ident = normalize(address)
+        for page in pages:
+            if ident in normalize(page.text) and ident in origin.labels:
+                _vouch(origin, ident, f"delegated:{host_of(page.name)}")
+
+
+def _tokens(text: str) -> set[str]:
+    return {normalize(t) for t in WHOLE_TOKEN_RE.findall(text)}
+
+
+def _labels(ident: str, texts: list[tuple[Source, str, set[str]]]) -> list[str]:
+    """Where ``ident`` occurs: anywhere in the text, or (short identifiers) as a whole token."""
     labels = []
-    for source, text in texts:
-        if ident in text:
+    for source, text, tokens in texts:
+        if (ident in tokens) if len(ident) < MIN_TOKEN else (ident in text):
             labels.append(source.label())
             if source.private and source.kind != "user":
                 labels.append(f"private:{source.name}")

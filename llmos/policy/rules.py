@@ -64,6 +64,8 @@ DESTINATIONS = frozenset(
     | {"hotel", "restaurant", "company"}  # a booking commits money to whoever is named
 )
 CREDENTIALS = frozenset({"password", "passphrase", "token", "secret", "api_key", "key", "pin"})
+# Arguments that say which existing object a call changes or deletes (also any ``*_id``).
+REFERENCES = frozenset({"id", "ids"})
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,10 @@ class Policy:
             why = f"tainted: {tool.name} {kind} and every argument was written after untrusted pages ({pages})"
             return [(self.actions["untrusted_argument"], why)]
         suspect = [(o.path, i, "from an untrusted page") for o in found if _is_target(o) for i in o.injected()]
-        suspect += [(o.path, i, "a link from an untrusted page") for o in found for i in _injected_links(o, context)]
-        # where data goes, and credentials, must be vouched for: the model may not invent them
-        sends = Effect.SENDS_OUT in tool.effects
-        vouched_only = [o for o in found if o.name in CREDENTIALS or (_is_target(o) and sends)]
-        suspect += [(o.path, i, "written by the model") for o in vouched_only for i in o.unvouched()]
+        suspect += [(o.path, i, how) for o in found for i, how in _unnamed_links(o, context)]
+        # where data, money or access goes, what is changed, and credentials must be vouched for:
+        # the model may not invent them
+        suspect += [(o.path, i, "written by the model") for o in found if _is_target(o) for i in o.unvouched()]
         if not suspect:
             return []
         shown = "; ".join(dict.fromkeys(f"{path} holds {ident!r} ({how})" for path, ident, how in suspect[:6]))
@@ -176,15 +177,20 @@ class Policy:
 
 
 def _is_target(origin: ArgumentOrigin) -> bool:
-    """Where data, money or access goes (recipient, IBAN, URL, invitee) or a credential."""
-    return origin.name in DESTINATIONS or origin.name in CREDENTIALS
+    """Where data, money or access goes (recipient, IBAN, URL, invitee), what is changed (an object id),
+    or a credential."""
+    name = origin.name
+    return name in DESTINATIONS or name in CREDENTIALS or name in REFERENCES or name.endswith(("_id", "_ids"))
 
 
-def _injected_links(origin: ArgumentOrigin, context: Context) -> list[str]:
-    """Links to hosts the user never named, copied from untrusted text (phishing, tracking)."""
-    if not any(not context.host_is_user_named(h) for h in origin.hosts):
+def _unnamed_links(origin: ArgumentOrigin, context: Context) -> list[tuple[str, str]]:
+    """Links to hosts the user never named, copied from untrusted text or made up by the model (phishing)."""
+    hosts = [h.replace("-", "") for h in origin.hosts if not context.host_is_user_named(h)]
+    if not hosts:
         return []
-    return [i for i in origin.injected() if "." in i and any(h.replace("-", "") in i for h in origin.hosts)]
+    found = [(i, "a link from an untrusted page") for i in origin.injected()]
+    found += [(i, "a link the model wrote") for i in origin.unvouched()]
+    return [(i, how) for i, how in found if "." in i and any(h in i for h in hosts)]
 
 
 def _allowed_because(tool: Tool, override: Action | None) -> str:

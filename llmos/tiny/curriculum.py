@@ -173,7 +173,7 @@ def data_question(rng: random.Random, world: World) -> list[Turn]:
     return [
         Turn("user", q),
         call("python", lead_in(rng, ["I'll compute it in Python."]), code=code),
-        result(out, "python"),
+        page(out, "python", rng.randint(1, 400)),  # python output is untrusted
         answer(finish),
     ]
 
@@ -263,11 +263,17 @@ def image(rng: random.Random, world: World) -> list[Turn]:
     subject = f"a {color} {thing} {place}"
     q = rng.choice([f"Draw {subject}.", f"Make an image of {subject}.", f"Can you generate a picture of {subject}?"])
     style = rng.choice(["", ", digital art", ", watercolor", ", detailed illustration"])
-    path = f"artifacts/image-{rng.randint(1, 99)}.png"
+    seed, side = rng.randint(1, 2**31), rng.choice([512, 512, 768, 1024])
+    path, model = f"imagegen-{seed}.png", rng.choice(["stabilityai/sd-turbo", "segmind/tiny-sd"])
+    steps = rng.choice([1, 4, 20, 25])
+    saved = (  # the imagegen app's words
+        f"Saved {path} ({side}×{side}, {steps} step{'s' * (steps != 1)}, seed {seed}, model {model}) "
+        f"in {rng.uniform(0.5, 40):.1f} s."
+    )
     return [
         Turn("user", q),
         call("imagegen", lead_in(rng, ["Creating the image."]), prompt=subject + style),
-        result(f"saved {path} (512x512)", "imagegen"),
+        result(saved, "imagegen"),
         answer(rng.choice([f"Here is {subject}: {path}", f"Done. The image of {subject} is at {path}."])),
     ]
 
@@ -355,8 +361,8 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
         f"{imputed.removeprefix('imputed: ')}. The trend extrapolates to about {value} in {year}. "
         "The table is in valuations.csv and the plot in valuations.png."
     )
-    python_result = Turn("result", f"{printed}\nfiles: valuations.csv, valuations.png", source="python",
-                         meta={"page": rng.randint(1, 400)})  # fmt: skip
+    # python output is untrusted (code can print what it read), so it comes back as a page
+    python_result = page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400))
     return [
         Turn("user", prompt),
         call("search", "I'll search for the funding rounds.", query=query),

@@ -274,7 +274,7 @@ plt.semilogy(t[~imp], v[~imp], "o", label="reported")
 plt.semilogy(t[imp], v[imp], "s", mfc="none", label="imputed")
 plt.semilogy(f, 10 ** (a + b * f), "--", label="exponential trend")
 plt.title({title}); plt.xlabel("year"); plt.ylabel("valuation (USD)"); plt.legend()
-plt.savefig("valuations.png", dpi=100)
+plt.savefig("valuations.png", dpi=100); plt.close()
 print(f"growth x{{10 ** b:.2f}} per year; imputed: {{', '.join(r[1] for r in table if r[4])}}; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
 
 

@@ -12,14 +12,13 @@ from typing import Any
 
 
 def run_tui(args: argparse.Namespace) -> int:
-    from llmos.runner import model_spec
     from llmos.session import Session
     from llmos.store import default_store_path
     from llmos.tui.app import ChatApp
 
     store = Path(args.store) if args.store else default_store_path()
     tools = [name.strip() for name in args.tools.split(",") if name.strip()] if args.tools else None
-    model = model_spec(args.model)
+    model = args.model  # short names and hf: ids resolve in open_machine
 
     def open_session(resume: str | None, approver: Any) -> Session:
         return Session.open(
