@@ -117,11 +117,12 @@ def test_bundled_model_calls_the_calculator() -> None:
     from llmos.dialects.base import Turn
     from llmos.dialects.llmos import CALL_END, DEFAULT_SYSTEM
     from llmos.tiny.build import llama_greedy
+    from llmos.tiny.world import tool_specs
 
     cpu = LlamaCPU(BUNDLED, n_ctx=1024, n_threads=1)
     try:
         turns = [Turn("system", DEFAULT_SYSTEM, id=0), Turn("user", "What is 417 times 23?", id=1)]
-        cpu.load(LlmosDialect().render(turns, curriculum.TOOL_SPECS))
+        cpu.load(LlmosDialect().render(turns, tool_specs(None)))
         text = cpu.detokenize(llama_greedy(cpu, 48, {cpu.token_id(END), cpu.token_id(CALL_END)}))
         assert text.startswith(CALL) or CALL in text
         body = text.split(CALL, 1)[1].split(CALL_END, 1)[0]

@@ -255,7 +255,7 @@ def test_bundled_model_runs_the_demo(tmp_path):
             pytest.fail(message)
         pytest.xfail(message)
     task = load_task(TASK_FILES["scale-ai"])
-    task = task.model_copy(update={"budgets": TaskBudgets(steps=10, tokens=3000, seconds=60, step_tokens=1024)})
+    task = task.model_copy(update={"budgets": TaskBudgets(steps=10, tokens=4000, seconds=300, step_tokens=2048)})
     options = runner.RunOptions(out=tmp_path / "run", store=tmp_path / "sessions.db")
     result = runner.run_task(task, options)
     assert reference.validate_run(result.folder, "scale-ai") == []

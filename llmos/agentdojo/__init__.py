@@ -7,6 +7,14 @@ Needs ``agentdojo==0.1.35`` (benchmark v1.2.2), a dev/eval dependency only.
   result that is an *untrusted page* (source: the tool name, so private; web pages:
   their URL, so public), except :data:`TRUSTED_TOOLS`, which return only the
   user's own account facts (their IBAN, balance, profile, date, channel list).
+* Each result also declares its *records* (:func:`records_of`): the values of the
+  structured fields a service keeps (ids; senders, recipients, cc/bcc, participants,
+  owners, ``shared_with``; counterparty IBANs; the items of a plain listing such as
+  the channel names), never free text (subjects, bodies, descriptions, file
+  contents, reviews, pages), which is where AgentDojo's injections sit. The policy
+  vouches for a destination equal to a record as a whole value
+  (:mod:`llmos.policy.provenance`). The kernel does not carry records yet, so
+  :class:`WithRecords` adds them to the turns the policy reads.
 * The model is a :class:`~llmos.testing.ScriptedCPU` replaying a list of calls (a
   *fully compromised* model: it obeys every injection), in the llmos dialect,
   through the real :class:`~llmos.kernel.Kernel`; asks go to the approver (none:

@@ -64,7 +64,7 @@ SHORT_VALUE = 80  # a whole argument this short is matched as one value
 MIN_TOKEN = 6  # shorter identifiers ("Alice", "13") are too common to mean derivation
 MIN_LINE = 12  # a line of private text this long, found in an argument, is a leak
 
-URL_RE = re.compile(r"(?:https?://|www\.)[^\s\"'<>()\[\]{}]+", re.IGNORECASE)
+URL_RE = re.compile(r"(?:https?://|www\.)[^\s\"'<>()\[\]{}]*[^\s\"'<>()\[\]{}.,;:!?]", re.IGNORECASE)
 DOMAIN_RE = re.compile(r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b", re.IGNORECASE)
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*[A-Za-z0-9]")

@@ -16,12 +16,16 @@ provenance it used, as its reasons; they reach the ``audit`` table):
 3. **private network**: such a call to an un-named host while both untrusted text and
    private data are in the context (the data could be encoded, so not found
    verbatim) → ``private_network`` (default **ask**).
-4. **injected argument** (tools with ``WRITES`` or ``SENDS_OUT``, untrusted text in
-   the context): an argument holds an identifier (recipient, IBAN, URL, address,
-   password, id …) found in an untrusted page and not in the user's words or a
-   trusted result → ``untrusted_argument`` (default **ask**). With
-   ``taint: context`` any such call after an untrusted page is asked about (the
-   conservative mode: values the model transformed cannot slip through).
+4. **untrusted argument** (tools with ``WRITES`` or ``SENDS_OUT``): a *target* (where
+   data, money or access goes: recipient, IBAN, URL, invitee, hotel; which object is
+   changed: ``id``, ``*_id``; or a credential) holds an identifier found in an untrusted
+   page and vouched for nowhere (not in the user's words, a trusted result, a record a
+   tool declared, or a delegated lookup; see :mod:`llmos.policy.provenance`); or a
+   target the model wrote itself (found nowhere in the context); or any argument holds
+   a link to a host the user never named, copied from untrusted text or written by the
+   model (phishing) → ``untrusted_argument`` (default **ask**). With ``taint: context``
+   any such call after an untrusted page is asked about (the conservative mode: values
+   the model transformed cannot slip through).
 5. Otherwise: read-only tools and calls with clean provenance are allowed.
 
 Config shape (a mapping; the task runner passes a task file's ``policy:`` through
@@ -44,10 +48,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import unquote
 
 from llmos_tools import Effect, Tool
 
-from llmos.policy.provenance import ArgumentOrigin, Context, context_from, origins
+from llmos.policy.provenance import (
+    URL_RE,
+    ArgumentOrigin,
+    Context,
+    context_from,
+    host_of,
+    normalize,
+    origins,
+    vouched,
+)
 
 if TYPE_CHECKING:
     from llmos.dialects.base import Turn
@@ -66,6 +80,7 @@ DESTINATIONS = frozenset(
 CREDENTIALS = frozenset({"password", "passphrase", "token", "secret", "api_key", "key", "pin"})
 # Arguments that say which existing object a call changes or deletes (also any ``*_id``).
 REFERENCES = frozenset({"id", "ids"})
+LINK_ARGUMENTS = frozenset({"url", "uri", "link", "href"})
 
 
 @dataclass(frozen=True)
@@ -171,7 +186,7 @@ class Policy:
         shown = "; ".join(dict.fromkeys(f"{path} holds {ident!r} ({how})" for path, ident, how in suspect[:6]))
         why = (
             f"untrusted argument: {tool.name} {kind}, untrusted pages in the context: {pages}; "
-            f"{shown}; not given by the user or a trusted result"
+            f"{shown}; vouched for by neither the user, a trusted result nor a record"
         )
         return [(self.actions["untrusted_argument"], why)]
 
@@ -185,12 +200,20 @@ def _is_target(origin: ArgumentOrigin) -> bool:
 
 def _unnamed_links(origin: ArgumentOrigin, context: Context) -> list[tuple[str, str]]:
     """Links to hosts the user never named, copied from untrusted text or made up by the model (phishing)."""
-    hosts = [h.replace("-", "") for h in origin.hosts if not context.host_is_user_named(h)]
-    if not hosts:
-        return []
-    found = [(i, "a link from an untrusted page") for i in origin.injected()]
-    found += [(i, "a link the model wrote") for i in origin.unvouched()]
-    return [(i, how) for i, how in found if "." in i and any(h in i for h in hosts)]
+    urls = URL_RE.findall(unquote(origin.value))
+    if origin.name in LINK_ARGUMENTS:
+        urls.append(origin.value.strip())
+    found = []
+    for url in dict.fromkeys(urls):
+        host, ident = host_of(url), normalize(url)
+        labels = origin.labels.get(ident)
+        if not host or context.host_is_user_named(host) or labels is None:
+            continue
+        if not labels:
+            found.append((ident, "a link the model wrote"))
+        elif not vouched(labels) and any(label.startswith("untrusted:") for label in labels):
+            found.append((ident, "a link from an untrusted page"))
+    return found
 
 
 def _allowed_because(tool: Tool, override: Action | None) -> str:
