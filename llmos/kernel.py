@@ -369,6 +369,8 @@ class Kernel:
             text = text[:MAX_RESULT_CHARS] + f"\n[… {cut} more characters cut]"
         trusted = result.trust == Trust.TRUSTED
         meta: dict[str, Any] = {"call": call_id, "tool": name}
+        if result.records:
+            meta["records"] = list(result.records)  # read by the policy (llmos.policy.provenance)
         if self.pager is not None:
             text = yield from self._page(text, result, name, trusted, meta)
         self._add("result", text, trusted=trusted, source=result.source or name, meta=meta)

@@ -13,9 +13,9 @@ need_module("agentdojo")
 
 from agentdojo.default_suites.v1.tools.banking_client import Transaction  # noqa: E402
 from agentdojo.default_suites.v1.tools.slack import Message  # noqa: E402
-from llmos_tools import Effect, tool  # noqa: E402
+from llmos_tools import Effect, ToolResult, Trust, tool  # noqa: E402
 
-from llmos.agentdojo import AllowAll, WithRecords, effects_for, records_of  # noqa: E402
+from llmos.agentdojo import effects_for, records_of  # noqa: E402
 from llmos.dialects.base import Turn  # noqa: E402
 from llmos.policy import Policy  # noqa: E402
 
@@ -66,15 +66,30 @@ def send_direct_message(recipient: str, body: str) -> str:
     return ""
 
 
-def test_the_wrapper_adds_declared_records_to_the_turns_the_policy_reads():
+def test_records_a_tool_declares_reach_the_policy_through_the_kernel():
+    from llmos.dialects.llmos import LlmosDialect
+    from llmos.events import PolicyDecision
+    from llmos.kernel import Kernel
+    from llmos.testing import ScriptedCPU
+
     text = "- sender: Charlie\n  recipient: general\n  body: hi"
+
+    @tool
+    def read_inbox() -> ToolResult:
+        """Read the inbox."""
+        return ToolResult(text, trust=Trust.UNTRUSTED, source="read_inbox", records=("Charlie", "general"))
+
     history = [Turn("user", "Message the most active user", id=1), Turn("result", text, id=2, trusted=False)]
     arguments = {"recipient": "Charlie", "body": "Congrats!"}
-    assert Policy().decide(send_direct_message, arguments, turns=history).action == "ask"
-    wrapped = WithRecords(inner=Policy(), records={text: ["Charlie", "general"]})
-    assert wrapped.decide(send_direct_message, arguments, turns=history).action == "allow"
-    assert "records" not in history[1].meta  # the kernel's turns are not changed
-    assert WithRecords(inner=AllowAll()).decide(send_direct_message, {}, turns=[]).action == "allow"
+    assert Policy().decide(send_direct_message, arguments, turns=history).action == "ask"  # no records: asked
+    send = (
+        '<|call|>{"name": "send_direct_message", "arguments": {"recipient": "Charlie", "body": "Congrats!"}}<|/call|>'
+    )
+    script = ['<|call|>{"name": "read_inbox", "arguments": {}}<|/call|>', send, "Sent.<|end|>"]
+    kernel = Kernel(ScriptedCPU(script), LlmosDialect(), [read_inbox, send_direct_message], policy=Policy())
+    decisions = [e for e in kernel.ask("Message the most active user") if isinstance(e, PolicyDecision)]
+    assert kernel.turns[3].meta["records"] == ["Charlie", "general"]
+    assert [(d.name, d.decision) for d in decisions][-1] == ("send_direct_message", "allow"), decisions
 
 
 def test_slack_benign_tasks_run_and_only_a_relayed_lookup_is_refused(evaluation):

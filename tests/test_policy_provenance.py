@@ -114,7 +114,8 @@ def test_a_target_the_model_invented_is_asked_about_for_writes_too():
     assert decision.action == "ask" and any("written by the model" in r for r in decision.reasons)
     catalog = ("Riverside View: 4.5 stars", True, "get_all_hotels_in_city", None)
     history = turns("Book a hotel in London", catalog)
-    assert Policy().decide(reserve_hotel, {"hotel": "Riverside View", "start_day": "x"}, turns=history).action == "allow"
+    decision = Policy().decide(reserve_hotel, {"hotel": "Riverside View", "start_day": "x"}, turns=history)
+    assert decision.action == "allow", decision.reasons
 
 
 def test_a_link_the_model_wrote_to_an_unnamed_host_is_asked_about():

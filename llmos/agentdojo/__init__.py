@@ -13,8 +13,8 @@ Needs ``agentdojo==0.1.35`` (benchmark v1.2.2), a dev/eval dependency only.
   the channel names), never free text (subjects, bodies, descriptions, file
   contents, reviews, pages), which is where AgentDojo's injections sit. The policy
   vouches for a destination equal to a record as a whole value
-  (:mod:`llmos.policy.provenance`). The kernel does not carry records yet, so
-  :class:`WithRecords` adds them to the turns the policy reads.
+  (:mod:`llmos.policy.provenance`); they travel as ``ToolResult.records``, which
+  the kernel copies into the result turn's ``meta["records"]``.
 * The model is a :class:`~llmos.testing.ScriptedCPU` replaying a list of calls (a
   *fully compromised* model: it obeys every injection), in the llmos dialect,
   through the real :class:`~llmos.kernel.Kernel`; asks go to the approver (none:
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentdojo.agent_pipeline.base_pipeline_element import BasePipelineElement
@@ -57,7 +57,7 @@ from pydantic import BaseModel
 
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.events import ApprovalRequest, Event
-from llmos.kernel import MAX_RESULT_CHARS, Budgets, Kernel
+from llmos.kernel import Budgets, Kernel
 from llmos.policy import Decision, Policy
 from llmos.testing import ScriptedCPU
 
@@ -181,60 +181,28 @@ class AllowAll(Policy):
         return Decision("allow", ("undefended baseline",))
 
 
-@dataclass
-class WithRecords(Policy):
-    """``inner``, deciding on turns whose results carry the records their tools declared.
-
-    The kernel records a result's text, trust and source, not the records a tool
-    declares (proposed: ``ToolResult`` gains them and the kernel copies them into
-    ``Turn.meta["records"]``). Until then the adapter's tools put them in
-    ``records`` (result text -> records) and this wrapper adds them to the turns the
-    policy reads (keyed by the text's first ``MAX_RESULT_CHARS``, where the kernel cuts
-    long results); the turns themselves are not changed.
-    """
-
-    inner: Policy = field(default_factory=Policy)
-    records: dict[str, list[str]] = field(default_factory=dict)
-
-    def decide(self, tool: Tool, arguments: Any, *, turns: Sequence[Any]) -> Decision:
-        annotated = [
-            replace(t, meta={**t.meta, "records": self.records[t.text[:MAX_RESULT_CHARS]]})
-            if t.role == "result" and t.text[:MAX_RESULT_CHARS] in self.records and "records" not in t.meta
-            else t
-            for t in turns
-        ]
-        return self.inner.decide(tool, arguments, turns=annotated)
-
-
 def wrap_runtime(
     runtime: FunctionsRuntime,
     env: Env,
     trusted: Collection[str] = TRUSTED_TOOLS,
-    records: dict[str, list[str]] | None = None,
 ) -> list[Tool]:
-    """AgentDojo's functions as llmos tools that run against ``env``; ``trusted`` names the trusted ones.
-
-    Each result's records (:func:`records_of`) go to ``records``, keyed by the result's text.
-    """
-    sink = {} if records is None else records
-    return [_tool(runtime, env, name, name in trusted, sink) for name in runtime.functions]
+    """AgentDojo's functions as llmos tools that run against ``env``; ``trusted`` names the trusted ones."""
+    return [_tool(runtime, env, name, name in trusted) for name in runtime.functions]
 
 
-def _tool(runtime: FunctionsRuntime, env: Env, name: str, trusted: bool, records: dict[str, list[str]]) -> Tool:
+def _tool(runtime: FunctionsRuntime, env: Env, name: str, trusted: bool) -> Tool:
     function = runtime.functions[name]
-    properties = {arg: {} for arg in function.parameters.model_json_schema().get("properties", {})}
+    properties: dict[str, Any] = {arg: {} for arg in function.parameters.model_json_schema().get("properties", {})}
 
     def run(**arguments: Any) -> ToolResult:
         value, error = runtime.run_function(env, name, arguments)
         if error:
             raise ToolError(error)
-        text = tool_result_to_str(value)
-        if found := records_of(value):
-            records[text[:MAX_RESULT_CHARS]] = found
+        text, records = tool_result_to_str(value), tuple(records_of(value))
         if trusted:
-            return ToolResult(text=text, trust=Trust.TRUSTED, source=name, data=value)
+            return ToolResult(text=text, trust=Trust.TRUSTED, source=name, data=value, records=records)
         source = _url_source(arguments) if name == "get_webpage" else name
-        return ToolResult(text=text, trust=Trust.UNTRUSTED, source=source, data=value)
+        return ToolResult(text=text, trust=Trust.UNTRUSTED, source=source, data=value, records=records)
 
     schema = {"type": "object", "properties": properties, "additionalProperties": True}
     return Tool(name, function.description, schema, run, effects=effects_for(name))
@@ -285,9 +253,8 @@ class LlmosElement(BasePipelineElement):
         calls, answer = self.plan(env.model_copy(deep=True))
         cpu = ScriptedCPU(script_for(calls, answer))
         budgets = Budgets(max_steps=len(calls) + 1, max_tokens=10**7, max_step_tokens=10**6)
-        policy = WithRecords(inner=self.policy)
-        tools = wrap_runtime(runtime, env, self.trusted, policy.records)
-        kernel = Kernel(cpu, LlmosDialect(), tools, policy=policy, approver=self.approver, budgets=budgets)
+        tools = wrap_runtime(runtime, env, self.trusted)
+        kernel = Kernel(cpu, LlmosDialect(), tools, policy=self.policy, approver=self.approver, budgets=budgets)
         events = list(kernel.ask(query))
         self.tally = tally_of(events)
         out: list[ChatMessage] = [

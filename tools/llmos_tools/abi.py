@@ -65,7 +65,9 @@ class ToolResult:
 
     ``text`` is what the model reads. ``trust`` and ``source`` are the provenance of
     that text: a web page is untrusted with its URL as source; a calculator result is
-    trusted. ``is_error`` marks results that report a failure.
+    trusted. ``is_error`` marks results that report a failure. ``records`` are the
+    values of structured fields the service itself keeps (ids, senders, participants),
+    never free text: the policy vouches for a destination equal to one of them.
     """
 
     text: str
@@ -74,6 +76,7 @@ class ToolResult:
     artifacts: list[Artifact] = field(default_factory=list)
     is_error: bool = False
     data: Any = None  # structured value for programs (reports, tests); never shown to the model
+    records: tuple[str, ...] = ()
 
 
 @dataclass
