@@ -378,14 +378,14 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
 
 
 TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [
-    (arithmetic, 0.17),
+    (arithmetic, 0.22),
     (data_question, 0.06),
-    (lookup, 0.12),
+    (lookup, 0.15),
     (injected_lookup, 0.05),
     (image, 0.04),
     (recall_task, 0.05),
-    (direct, 0.06),
-    (valuation, 0.45),
+    (direct, 0.05),
+    (valuation, 0.38),
 ]
 
 

@@ -30,6 +30,7 @@ class Config:
     n_ctx: int = 1024
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    tie_embeddings: bool = False  # output matrix = embedding matrix: copying a token from the context is easier
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +91,8 @@ class Tiny(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.n_embd, config.norm_eps)
         self.output = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:  # GGUF still gets both tensors (llama.cpp reads output.weight as usual)
+            self.output.weight = self.embed.weight
         for name, param in self.named_parameters():
             if param.dim() == 2:
                 # residual projections start small so a deep stack begins near the identity
