@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from helpers import need_module
 from llmos_tools import load_tools
+from test_imagegen import tiny_model  # noqa: F401  (a fixture: the tiny random pipeline)
 from test_valuation import GOOD_SCRIPT, call, reference
 
 from llmos import runner
@@ -60,18 +61,6 @@ def offline_and_unloaded(monkeypatch: pytest.MonkeyPatch) -> Any:
     imagegen.unload()
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for module in ("torch", "diffusers", "transformers"):
-        need_module(module)
-    import torch
-
-    torch.set_num_threads(1)  # the suite shares two cores
-    from llmos_apps.imagegen.tiny import write_tiny_pipeline
-
-    return write_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
-
-
 def run_illustrated(tmp_path: Path, script: list[str]) -> tuple[runner.RunResult, ScriptedCPU]:
     """The task file through the real runner, on a scripted model; returns the result and the model."""
     need_module("ipykernel")
@@ -104,7 +93,9 @@ def test_the_task_file_is_the_demo_plus_one_image_request():
 
 
 def test_a_configured_image_model_adds_an_illustration_to_the_run(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from PIL import Image
 
