@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
     build_cmd.add_argument("--steps", type=int, default=2000)
     build_cmd.add_argument("--batch-size", type=int, default=6)
+    build_cmd.add_argument("--batch-tokens", type=int, default=16384, help="fill a batch up to this many tokens")
     build_cmd.add_argument("--lr", type=float, default=3e-3)
     build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     build_cmd.add_argument("--threads", type=int, default=2)
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         size=args.size,
         steps=args.steps,
         batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
         lr=args.lr,
         max_seconds=args.max_minutes * 60,
         seed=args.seed,

@@ -31,7 +31,7 @@ from llmos.tiny.world import tool_specs as specs_for
 # name -> (model shape, vocabulary size, training conversations)
 SIZES: dict[str, tuple[dict[str, int], int, int]] = {
     "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 120),
-    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384, "tie_embeddings": True}, 3072, 8000),
+    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384, "tie_embeddings": True}, 3072, 12000),
     "large": ({"n_embd": 192, "n_layer": 6, "n_head": 6, "n_ff": 512}, 3072, 16000),
 }
 MAX_TASKS = 3  # tasks per training conversation (held-out conversations have one)
@@ -43,6 +43,7 @@ def build(
     size: str = "default",
     steps: int = 1000,
     batch_size: int = 16,
+    batch_tokens: int = 0,
     lr: float = 3e-3,
     max_seconds: float = 0.0,
     seed: int = 0,
@@ -72,6 +73,7 @@ def build(
     settings = TrainSettings(
         steps=steps,
         batch_size=batch_size,
+        batch_tokens=batch_tokens,
         lr=lr,
         max_seconds=max_seconds,
         seed=seed,

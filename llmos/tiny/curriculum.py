@@ -312,6 +312,23 @@ def recall_task(rng: random.Random, world: World) -> list[Turn]:
     ]
 
 
+def repeat(rng: random.Random, world: World) -> list[Turn]:
+    """Say back exactly what the user wrote: the copying every other task needs, drilled on its own."""
+    pieces = [
+        lambda: funding.invented_name(rng, rng.choice([2, 3])),
+        lambda: f"{rng.randint(1, 99999):,}",
+        lambda: str(rng.randint(1, 9999)),
+        lambda: funding.money(rng.choice([1e3, 1e6, 1e9]) * rng.choice([1, 1.5, 2.75, 4.5, 18, 155, 325])),
+        lambda: f"{rng.choice(funding.MONTHS)} {rng.randint(2005, 2026)}",
+        lambda: f"Series {rng.choice('ABCDEFGHIJ')}",
+        lambda: f"{rng.uniform(1, 40):.10g}",
+        lambda: f"https://{name(rng).lower()}.example.com/{name(rng).lower()}",
+    ]
+    text = rng.choice([" ", ", ", " | "]).join(rng.choice(pieces)() for _ in range(rng.randint(2, 12)))
+    ask = rng.choice(["Repeat exactly: ", "Copy this exactly: ", "Say back exactly what follows: "])
+    return [Turn("user", ask + text), answer(text)]
+
+
 def direct(rng: random.Random, world: World) -> list[Turn]:
     who = name(rng)
     pairs = [
@@ -384,8 +401,9 @@ TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [
     (injected_lookup, 0.05),
     (image, 0.04),
     (recall_task, 0.05),
-    (direct, 0.05),
-    (valuation, 0.38),
+    (direct, 0.04),
+    (repeat, 0.1),
+    (valuation, 0.34),
 ]
 
 

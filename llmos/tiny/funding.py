@@ -167,7 +167,20 @@ def funding_page(c: Company, related: list[Company]) -> str:
 
 SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "sel", "da", "nu", "bri", "osk", "fal", "ther", "quin", "zan", "mor",
              "ely", "pet", "gar", "hol", "wen", "ast", "iri", "lum", "cor", "vex", "tal", "sy", "on", "rix")  # fmt: skip
-SUFFIXES = ("", "", " AI", " Labs", " Systems", " Robotics", " Bio", " Cloud", " Data", " Health", " Energy", " Networks")
+SUFFIXES = (
+    "",
+    "",
+    " AI",
+    " Labs",
+    " Systems",
+    " Robotics",
+    " Bio",
+    " Cloud",
+    " Data",
+    " Health",
+    " Energy",
+    " Networks",
+)
 CITIES = ("San Francisco, California", "New York, New York", "London, United Kingdom", "Paris, France",
           "Berlin, Germany", "Austin, Texas", "Boston, Massachusetts", "Toronto, Canada", "Seattle, Washington",
           "Tel Aviv, Israel", "Singapore", "Stockholm, Sweden")  # fmt: skip

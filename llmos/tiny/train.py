@@ -33,6 +33,7 @@ from llmos.tiny.tokenizer import Tokenizer
 class TrainSettings:
     steps: int = 1000
     batch_size: int = 16
+    batch_tokens: int = 0  # see batches()
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup: int = 50
@@ -58,12 +59,24 @@ def encode_dataset(conversations: list[list[Turn]], tokenizer: Tokenizer, n_ctx:
     return [(t, m) for t, m in data if len(t) <= n_ctx]
 
 
-def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random):
-    """Endless batches of conversations of similar length, as (tokens, mask) tensors."""
+def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random, batch_tokens: int = 0):
+    """Endless batches of conversations of similar length, as (tokens, mask) tensors.
+
+    With ``batch_tokens``, a batch holds as many conversations as fit that many (padded)
+    tokens, at least ``batch_size``: a step costs about the same whatever the length, and
+    short tasks come many at a time.
+    """
     ordered = sorted(data, key=lambda item: len(item[0]))
     while True:
         start = rng.randrange(max(1, len(ordered) - batch_size + 1))
-        chosen = ordered[start : start + batch_size]
+        count = batch_size
+        while (
+            batch_tokens
+            and start + count < len(ordered)
+            and (count + 1) * len(ordered[start + count][0]) <= batch_tokens
+        ):
+            count += 1
+        chosen = ordered[start : start + count]
         width = max(len(t) for t, _ in chosen)
         tokens = torch.zeros(len(chosen), width, dtype=torch.long)
         mask = torch.zeros(len(chosen), width, dtype=torch.long)
@@ -109,7 +122,7 @@ def train(
         step, log[:] = state["step"], state["log"]
         say(f"resumed from step {step}")
     rng = random.Random(settings.seed * 1000 + step)  # a resumed run draws fresh batches
-    stream = batches(data, settings.batch_size, rng)
+    stream = batches(data, settings.batch_size, rng, settings.batch_tokens)
     started = time.time()
     while step < settings.steps:
         for group in optimizer.param_groups:
