@@ -151,3 +151,16 @@ def test_chat_template_renders_like_the_dialect() -> None:
     messages = [{"role": t.role, "content": t.text.removesuffix(END)} for t in turns]
     template = jinja2.Environment().from_string(CHAT_TEMPLATE)
     assert template.render(messages=messages, add_generation_prompt=True) == expected
+
+
+def test_token_budget_batches_take_short_conversations_many_at_a_time() -> None:
+    need_module("torch")
+    import random
+
+    from llmos.tiny.train import batches
+
+    data = [([1] * 10, [1] * 10)] * 50 + [([2] * 100, [1] * 100)] * 50
+    stream = batches(data, 2, random.Random(0), batch_tokens=200)
+    shapes = {tuple(tokens.shape) for tokens, _ in (next(stream) for _ in range(200))}
+    assert (20, 10) in shapes and (2, 100) in shapes  # 20 short ones fit 200 tokens; long ones stay at the minimum
+    assert all(rows * width <= 200 or rows == 2 for rows, width in shapes)
