@@ -246,12 +246,11 @@ class _Transfer:
                 self.resumed = self.resumed or status == 206
                 for chunk in response.iter_bytes():
                     out.write(chunk)
+                    out.flush()  # a kill -9 keeps every byte that arrived: the next pull resumes there
                     self.digest.update(chunk)
                     bar.update(len(chunk))
         except httpx.TransportError as exc:
             raise _Retry(str(exc) or type(exc).__name__) from None
-        finally:
-            out.flush()  # what arrived is on disk for the next attempt, or the next pull
         if self.size is not None and out.tell() < self.size:
             raise _Retry(f"the response ended at byte {out.tell()} of {self.size}")
 
