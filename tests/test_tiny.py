@@ -58,7 +58,7 @@ def miniature(tmp_path_factory: pytest.TempPathFactory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny")
-    report = build(out, size="test", steps=12, batch_size=8, lr=1e-2, max_len=1280, say=lambda _: None)
+    report = build(out, size="test", steps=15, copy_steps=3, batch_size=8, lr=1e-2, max_len=1280, say=lambda _: None)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     model = Tiny(Config(**state["config"]))
     model.load_state_dict(state["model"])
@@ -68,7 +68,8 @@ def miniature(tmp_path_factory: pytest.TempPathFactory):
 
 def test_miniature_build_trains_and_exports(miniature) -> None:
     report, _, _, out = miniature
-    assert report["final_loss"] < report["first_loss"] - 0.3
+    assert report["final_loss"] < report["first_loss"] - 0.3  # both on the curriculum, after the copy warm-up
+    assert report["copy_steps"] == 3
     assert (out / "loss.png").stat().st_size > 0
     assert Path(report["gguf"]).stat().st_size > 0
 
@@ -104,8 +105,8 @@ def test_build_resumes_from_its_checkpoint(miniature) -> None:
     from llmos.tiny.build import build
 
     _, _, _, out = miniature
-    report = build(out, size="test", steps=14, batch_size=8, lr=1e-2, say=lambda _: None)
-    assert report["steps"] == 14
+    report = build(out, size="test", steps=17, copy_steps=3, batch_size=8, lr=1e-2, say=lambda _: None)
+    assert report["steps"] == 17
 
 
 @pytest.mark.slow
@@ -164,3 +165,21 @@ def test_token_budget_batches_take_short_conversations_many_at_a_time() -> None:
     shapes = {tuple(tokens.shape) for tokens, _ in (next(stream) for _ in range(200))}
     assert (20, 10) in shapes and (2, 100) in shapes  # 20 short ones fit 200 tokens; long ones stay at the minimum
     assert all(rows * width <= 200 or rows == 2 for rows, width in shapes)
+
+
+def test_copy_warm_up_trains_only_on_repeats_of_ordinary_tokens() -> None:
+    need_module("torch")
+    import random
+
+    from llmos.tiny.train import copy_batches
+
+    stream = copy_batches(ordinary=400, rows=8, length=96, rng=random.Random(0))  # ids from 400 on: specials
+    for _ in range(5):
+        tokens, mask = next(stream)
+        assert tokens.shape == (8, 96) and tokens.max() < 400
+        for row, row_mask in zip(tokens.tolist(), mask.tolist(), strict=True):
+            separator, trained = row.index(1), [i for i, m in enumerate(row_mask) if m]
+            span = trained[:-1]
+            assert span == list(range(separator + 1, separator + 1 + len(span))) and 8 <= len(span) <= 31
+            assert [row[i] for i in span] == row[separator - len(span) : separator]  # the repeat of the span
+            assert row[trained[-1]] == 2 and all(256 <= row[i] or chr(row[i]).isdigit() for i in span)

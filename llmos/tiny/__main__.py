@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd = commands.add_parser("build", help="train and export llmos-tiny from scratch")
     build_cmd.add_argument("--out", required=True)
     build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
-    build_cmd.add_argument("--steps", type=int, default=2000)
+    build_cmd.add_argument("--steps", type=int, default=1100)
+    build_cmd.add_argument("--copy-steps", type=int, default=0, help="copy warm-up steps (part of --steps)")
+    build_cmd.add_argument("--copy-every", type=int, default=0, help="then every Nth step is a copy batch too")
     build_cmd.add_argument("--batch-size", type=int, default=6)
     build_cmd.add_argument("--batch-tokens", type=int, default=16384, help="fill a batch up to this many tokens")
     build_cmd.add_argument("--lr", type=float, default=3e-3)
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         size=args.size,
         steps=args.steps,
+        copy_steps=args.copy_steps,
+        copy_every=args.copy_every,
         batch_size=args.batch_size,
         batch_tokens=args.batch_tokens,
         lr=args.lr,

@@ -8,6 +8,17 @@ similar length (padding is masked out), saves ``checkpoint.pt`` every
 ``save_every`` steps and at the end, resumes from it when present, and draws
 ``loss.png``. Deterministic for a seed on one machine and thread count.
 
+The first ``copy_steps`` steps can be a copy warm-up (:func:`copy_batches`): rows in
+which a span reappears after a separator, loss only on the repeat; ``copy_every``
+mixes copy batches in afterwards. Why: a small model trained on tool-use transcripts
+alone learns the formats long before it copies a name or a figure out of its context
+(it guesses frequent digits instead). Measured (default size, 2 cores): on the drill
+alone the copying ("induction") heads form between steps 400 and 700 (drill loss 7.7
+-> 3.4 -> 1.6 at step 900), but 450 curriculum steps later the model still copies
+nothing and the drill loss is back at 7.1, even with every third step a drill batch.
+So the warm-up is off by default (the bundled model did not use it); it is kept as an
+option for a run with more compute.
+
 Not covered: distributed or GPU training, evaluation beyond held-out loss, gradient
 accumulation.
 """
@@ -37,6 +48,11 @@ class TrainSettings:
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup: int = 50
+    copy_steps: int = 0  # the first steps train on copy_batches() instead of the curriculum
+    copy_every: int = 0  # after the warm-up, every copy_every-th step is a copy batch too (0: none)
+    copy_rows: int = 48
+    copy_length: int = 130
+    ordinary_tokens: int = 0  # ids below this are text, not special tokens (0: every id is text)
     weight_decay: float = 0.05
     save_every: int = 100
     max_seconds: float = 0.0  # stop (and save) after this long; 0 means no limit
@@ -86,6 +102,37 @@ def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random, 
         yield tokens, mask
 
 
+def copy_batches(ordinary: int, rows: int, length: int, rng: random.Random):
+    """Endless (tokens, mask) batches of the copy warm-up.
+
+    Each row is some filler, a span of 8-40 tokens, a separator (byte 0x01), the same
+    span again and a terminator (byte 0x02), padded to ``length``; the loss covers the
+    repeat and the terminator. Tokens come from :func:`draw` (never special tokens).
+    With merged tokens only, this layout formed the copying heads in a stand-alone run
+    (accuracy 0.04 at step 300, 0.64 at 500, 0.96 at 700); a layout without the
+    separator and with tokens drawn by their frequency had not formed them by step 600.
+    """
+    while True:
+        tokens = torch.zeros(rows, length, dtype=torch.long)
+        mask = torch.zeros(rows, length, dtype=torch.long)
+        for row in range(rows):
+            span_length = rng.randint(8, min(40, (length - 3) // 3))
+            span = [draw(rng, ordinary) for _ in range(span_length)]
+            filler = [draw(rng, ordinary) for _ in range(rng.randint(0, length - 2 * span_length - 2))]
+            line = [*filler, *span, 1, *span, 2]
+            tokens[row, : len(line)] = torch.tensor(line)
+            mask[row, len(filler) + span_length + 1 : len(line)] = 1
+        yield tokens, mask
+
+
+DIGITS = tuple(range(ord("0"), ord("9") + 1))  # byte tokens: merges never touch digits
+
+
+def draw(rng: random.Random, ordinary: int) -> int:
+    """A drill token: a digit one time in four (figures are most of what gets copied), else a merged token."""
+    return rng.choice(DIGITS) if rng.random() < 0.25 else rng.randrange(256, ordinary)
+
+
 def learning_rate(step: int, s: TrainSettings) -> float:
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
@@ -123,11 +170,14 @@ def train(
         say(f"resumed from step {step}")
     rng = random.Random(settings.seed * 1000 + step)  # a resumed run draws fresh batches
     stream = batches(data, settings.batch_size, rng, settings.batch_tokens)
+    ordinary = settings.ordinary_tokens or config.vocab_size
+    drills = copy_batches(ordinary, settings.copy_rows, settings.copy_length, rng)
     started = time.time()
     while step < settings.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
-        tokens, mask = next(stream)
+        drill = step < settings.copy_steps or (settings.copy_every and step % settings.copy_every == 0)
+        tokens, mask = next(drills if drill else stream)
         loss = model.loss(tokens, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -135,6 +185,8 @@ def train(
         optimizer.step()
         step += 1
         entry = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started, 1)}
+        if drill:
+            entry["phase"] = "copy"
         last = step == settings.steps or (settings.max_seconds and time.time() - started > settings.max_seconds)
         if step % settings.save_every == 0 or last:
             entry["held_out"] = round(evaluate(model, held_out), 4)
@@ -167,7 +219,11 @@ def plot_losses(log: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([e["step"] for e in log], [e["loss"] for e in log], lw=0.8, label="train (assistant tokens)")
+    drill = [e for e in log if e.get("phase") == "copy"]
+    tasks = [e for e in log if e.get("phase") != "copy"]
+    if drill:
+        ax.plot([e["step"] for e in drill], [e["loss"] for e in drill], lw=0.8, label="copy warm-up (repeats)")
+    ax.plot([e["step"] for e in tasks], [e["loss"] for e in tasks], lw=0.8, label="train (assistant tokens)")
     held = [e for e in log if "held_out" in e]
     ax.plot([e["step"] for e in held], [e["held_out"] for e in held], "o-", label="held out")
     ax.set_xlabel("step")
