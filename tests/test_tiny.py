@@ -183,3 +183,18 @@ def test_copy_warm_up_trains_only_on_repeats_of_ordinary_tokens() -> None:
             assert span == list(range(separator + 1, separator + 1 + len(span))) and 8 <= len(span) <= 31
             assert [row[i] for i in span] == row[separator - len(span) : separator]  # the repeat of the span
             assert row[trained[-1]] == 2 and all(row[i] >= 256 or chr(row[i]).isdigit() for i in span)
+
+
+def test_copy_weighted_loss_marks_targets_the_context_supplies() -> None:
+    need_module("torch")
+    import torch
+
+    from llmos.tiny.model import Config, Tiny, copies_context
+
+    # read: 5 6 7 1 | written: 5 6 9 6 7 -- "5->6" and "6->7" can be copied from what was read
+    tokens = torch.tensor([[5, 6, 7, 1, 5, 6, 9, 6, 7]])
+    mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1]])
+    assert copies_context(tokens, mask).int().tolist() == [[0, 0, 0, 0, 1, 0, 0, 1]]
+    model = Tiny(Config(vocab_size=16, n_embd=16, n_layer=1, n_head=2, n_ff=32, n_ctx=16))
+    plain, weighted = model.loss(tokens, mask), model.loss(tokens, mask, copy_weight=5.0)
+    assert torch.isfinite(weighted) and not torch.isclose(plain, weighted)

@@ -113,18 +113,24 @@ class Tiny(nn.Module):
             x = block(x, self.cos[:t], self.sin[:t])
         return self.norm(x)
 
-    def loss(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def loss(self, tokens: torch.Tensor, mask: torch.Tensor, copy_weight: float = 1.0) -> torch.Tensor:
         """Mean next-token cross-entropy over positions whose *target* has ``mask`` set.
 
         Only those positions go through the output matrix: most of a tool-use
-        transcript is context (pages, results) that is read but not predicted.
+        transcript is context (pages, results) that is read but not predicted. With
+        ``copy_weight`` > 1, targets that copy the context (see :func:`copies_context`)
+        weigh that much more than the rest.
         """
         hidden = self.hidden(tokens[:, :-1])
         chosen = mask[:, 1:].bool()
         if not chosen.any():
             return hidden.sum() * 0.0
         logits = self.output(hidden[chosen])
-        return F.cross_entropy(logits, tokens[:, 1:][chosen])
+        losses = F.cross_entropy(logits, tokens[:, 1:][chosen], reduction="none")
+        if copy_weight == 1.0:
+            return losses.mean()
+        weights = 1.0 + (copy_weight - 1.0) * copies_context(tokens, mask)[chosen].float()
+        return (losses * weights).sum() / weights.sum()
 
     @torch.no_grad()
     def greedy(self, tokens: list[int], n: int, stop: set[int] = frozenset()) -> list[int]:
@@ -138,3 +144,18 @@ class Tiny(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def copies_context(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch, time - 1) booleans: position i's target continues a bigram of the context.
+
+    True where ``(tokens[i], tokens[i + 1])`` also stands earlier at ``(j, j + 1)`` with
+    ``j + 1`` outside ``mask`` (the user's words, a page, a result): the next token can
+    be copied from what the model read, which is the skill small models learn last.
+    """
+    _, t = tokens.shape
+    now, target = tokens[:, :-1], tokens[:, 1:]
+    read = ~mask[:, 1:].bool()  # bigrams whose second token the model read, not wrote
+    same = (now[:, :, None] == now[:, None, :]) & (target[:, :, None] == target[:, None, :])
+    earlier = torch.ones(t - 1, t - 1, dtype=torch.bool).tril(-1)
+    return (same & earlier & read[:, None, :]).any(-1)
