@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from helpers import need_module, stories_model
 
 # the suite never writes into the user's llmos home (session store, plugin cache, models)
 os.environ["LLMOS_HOME"] = tempfile.mkdtemp(prefix="llmos-test-home-")
+atexit.register(shutil.rmtree, os.environ["LLMOS_HOME"], ignore_errors=True)  # one per run, not one left per run
 
 
 @pytest.fixture(scope="session")
