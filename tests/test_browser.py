@@ -240,13 +240,15 @@ def test_redirects_are_followed_then_limited(site: LoopbackSite) -> None:
 
 def test_slow_server_times_out(site: LoopbackSite) -> None:
     def slow(handler: http.server.BaseHTTPRequestHandler) -> None:
-        time.sleep(2.5)
+        time.sleep(30)  # a server that never answers in time (its daemon thread outlives the test)
 
     site.routes["/slow"] = slow
     started = time.monotonic()
     with pytest.raises(ToolError, match="timed out"):
         open_url(site.url("/slow"), ctx(site.settings(timeout_s=1)))
-    assert time.monotonic() - started < 2.4
+    # the 1 s setting ended it, not the server nor the 15 s default; loose, since a loaded CI
+    # machine once took 5.4 s here (behaviour is tested here, speed in benchmarks/browser.py)
+    assert time.monotonic() - started < 10
 
 
 def test_domain_deny_and_allow_lists(site: LoopbackSite) -> None:
