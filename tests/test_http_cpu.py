@@ -351,13 +351,13 @@ def test_malformed_sse_is_an_error(stub: Stub, lines: list[str], message: str) -
 def test_a_silent_server_times_out(stub: Stub) -> None:
     def silent(handler: BaseHTTPRequestHandler) -> None:
         sse([chunk("Once")])(handler)
-        time.sleep(1.5)
+        time.sleep(20)
 
     stub.reply = silent
     started = time.monotonic()
     with pytest.raises(CPUError, match=r"did not answer within 0\.3 s"):
         read_all(stub_cpu(stub, timeout=0.3).generate(Sampling()))
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 10  # the timeout ended it, not the server (loose: CI is loaded)
 
 
 def test_generate_needs_a_context_and_a_grammar_needs_llama_extras(stub: Stub) -> None:
