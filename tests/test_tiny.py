@@ -45,6 +45,26 @@ def test_tokenizer_round_trips_and_parses_specials_only_when_asked() -> None:
     assert all(len(tokenizer.decode([t])) == 1 for t in tokenizer.encode("2026 1,234.5"))  # digits never merge
 
 
+def test_split_spaces_makes_a_name_the_same_tokens_wherever_it_stands() -> None:
+    from llmos.tiny.tokenizer import train
+
+    texts = [curriculum.text(t) for t in curriculum.conversations(100, seed=1)]
+    glued, split = train(texts, 600), train(texts, 600, split_spaces=True)
+
+    def words(tokenizer, text: str) -> list[str]:
+        return [tokenizer.decode([t]) for t in tokenizer.encode(text)]
+
+    assert words(glued, " Petmizan")[0].startswith(" ")  # GPT-2 style: the space is part of the word
+    name = words(split, "Petmizan Labs")
+    for before in (" ", '"', "/", "($"):
+        assert words(split, before + "Petmizan Labs")[-len(name) :] == name
+    assert words(glued, " Petmizan Labs")[-len(name) :] != name
+    for token in split.vocab[256 : split.n_normal]:  # a space joins only lower-case letters
+        rest = token.lstrip("Ġ")
+        assert rest == token or not rest or (rest.isalpha() and rest.islower())
+    assert split.decode(split.encode("Héllo  World\n\tx")) == "Héllo  World\n\tx"
+
+
 @pytest.fixture(scope="module")
 def miniature(tmp_path_factory: pytest.TempPathFactory):
     need_module("torch")
@@ -167,22 +187,22 @@ def test_token_budget_batches_take_short_conversations_many_at_a_time() -> None:
     assert all(rows * width <= 200 or rows == 2 for rows, width in shapes)
 
 
-def test_copy_warm_up_trains_only_on_repeats_of_ordinary_tokens() -> None:
+def test_copy_drill_trains_only_on_second_occurrences_of_ordinary_tokens() -> None:
     need_module("torch")
     import random
 
     from llmos.tiny.train import copy_batches
 
-    stream = copy_batches(ordinary=400, rows=8, length=96, rng=random.Random(0))  # ids from 400 on: specials
+    stream = copy_batches(ordinary=400, rows=6, length=300, rng=random.Random(0), spans=3)  # ids from 400 on: specials
     for _ in range(5):
         tokens, mask = next(stream)
-        assert tokens.shape == (8, 96) and tokens.max() < 400
+        assert tokens.shape == (6, 300) and tokens.max() < 400
+        assert all(t >= 256 or chr(t).isdigit() for t in tokens.flatten().tolist())  # merged tokens and digits
         for row, row_mask in zip(tokens.tolist(), mask.tolist(), strict=True):
-            separator, trained = row.index(1), [i for i, m in enumerate(row_mask) if m]
-            span = trained[:-1]
-            assert span == list(range(separator + 1, separator + 1 + len(span))) and 8 <= len(span) <= 31
-            assert [row[i] for i in span] == row[separator - len(span) : separator]  # the repeat of the span
-            assert row[trained[-1]] == 2 and all(row[i] >= 256 or chr(row[i]).isdigit() for i in span)
+            trained = [i for i, m in enumerate(row_mask) if m]
+            assert 3 * 3 <= len(trained) <= 3 * 23 and min(trained) > 150  # the repeats are in the second half
+            for i in trained:  # the earlier occurrence of the token before supplies the target (an induction step)
+                assert any(row[j] == row[i - 1] and row[j + 1] == row[i] for j in range(150))
 
 
 def test_copy_weighted_loss_marks_targets_the_context_supplies() -> None:

@@ -45,6 +45,7 @@ def build(
     copy_steps: int = 0,
     copy_every: int = 0,
     copy_weight: float = 1.0,
+    split_spaces: bool = False,
     batch_size: int = 16,
     batch_tokens: int = 0,
     lr: float = 3e-3,
@@ -64,7 +65,9 @@ def build(
     if tokenizer_path.exists():  # resuming: the checkpoint's embedding rows belong to this vocabulary
         tokenizer = Tokenizer.load(tokenizer_path)
     else:
-        tokenizer = train_tokenizer([curriculum.text(t) for t in conversations[:1500]], vocab_size)
+        tokenizer = train_tokenizer(
+            [curriculum.text(t) for t in conversations[:1500]], vocab_size, split_spaces=split_spaces
+        )
         tokenizer.save(tokenizer_path)
     say(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)")
     # the valuation demo (prompt, search results, the funding page, a python cell) is ~2,600 tokens
@@ -85,6 +88,7 @@ def build(
         max_seconds=max_seconds,
         seed=seed,
         save_every=max(1, min(100, steps // 5)),
+        eval_every=max(1, min(100, steps // 5), steps // 10),  # a held-out pass costs ~15 training steps
         warmup=max(1, min(50, steps // 10)),
     )
     model = train(config, data, held, settings, out, say=say)
@@ -98,6 +102,8 @@ def build(
         "copy_steps": copy_steps,
         "copy_every": copy_every,
         "copy_weight": copy_weight,
+        "split_spaces": split_spaces,
+        "batch_tokens": batch_tokens,
         "first_loss": next((e["loss"] for e in settings.log if e.get("phase") != "copy"), None),
         "final_loss": settings.log[-1]["loss"] if settings.log else None,
         "held_out_loss": next((e["held_out"] for e in reversed(settings.log) if "held_out" in e), None),

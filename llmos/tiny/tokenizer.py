@@ -158,16 +158,32 @@ class Tokenizer:
         return cls([tuple(m) for m in data["merges"]], tuple(data["specials"]))
 
 
-def _mergeable(a: str, b: str) -> bool:
+SPACE_CHARS = frozenset(byte_chars()[b] for b in b" \t\n\r\x0b\x0c")
+
+
+def _digit_free(a: str, b: str) -> bool:
     return not any(c.isdigit() for c in a + b)
 
 
-def train(texts: list[str], vocab_size: int, specials: tuple[str, ...] = SPECIAL_TOKENS) -> Tokenizer:
+def _word_only(a: str, b: str) -> bool:
+    """Digits never merge, and whitespace joins nothing but lower-case letters."""
+    merged = a + b
+    rest = [c for c in merged if c not in SPACE_CHARS]
+    return _digit_free(a, b) and (len(rest) == len(merged) or all("a" <= c <= "z" for c in rest))
+
+
+def train(
+    texts: list[str], vocab_size: int, specials: tuple[str, ...] = SPECIAL_TOKENS, *, split_spaces: bool = False
+) -> Tokenizer:
     """Learn ``vocab_size - 256 - len(specials)`` merges from ``texts`` (specials excluded).
 
     Only ASCII chunks are learned from (the curriculum is English), so other scripts
-    fall back to bytes; digits never merge.
+    fall back to bytes; digits never merge. With ``split_spaces`` no token mixes
+    whitespace with other bytes, so a word is the same tokens after a space, a quote
+    or a slash: copying a name from the user's words into a call is then a plain
+    token-for-token copy (GPT-2's pre-tokenizer glues the space to the word).
     """
+    mergeable = _word_only if split_spaces else _digit_free
     split = re.compile("|".join(re.escape(s) for s in specials))
     counts: Counter[str] = Counter()
     for text in texts:
@@ -179,7 +195,7 @@ def train(texts: list[str], vocab_size: int, specials: tuple[str, ...] = SPECIAL
     where: dict[tuple[str, str], set[int]] = {}
     for w, symbols in enumerate(words):
         for pair in pairwise(symbols):
-            if _mergeable(*pair):
+            if mergeable(*pair):
                 pairs[pair] += freqs[w]
                 where.setdefault(pair, set()).add(w)
     merges: list[tuple[str, str]] = []
@@ -189,16 +205,18 @@ def train(texts: list[str], vocab_size: int, specials: tuple[str, ...] = SPECIAL
             break
         merges.append(best)
         for w in where.pop(best, set()):
-            _replace(words, w, best, freqs[w], pairs, where)
+            _replace(words, w, best, freqs[w], pairs, where, mergeable)
         pairs.pop(best, None)
     return Tokenizer(merges, specials)
 
 
-def _replace(words: list[list[str]], w: int, pair: tuple[str, str], freq: int, pairs: Counter, where: dict) -> None:
+def _replace(
+    words: list[list[str]], w: int, pair: tuple[str, str], freq: int, pairs: Counter, where: dict, mergeable
+) -> None:
     """Apply one merge inside word ``w``, keeping the pair counts up to date."""
     old = words[w]
     for p in pairwise(old):
-        if _mergeable(*p):
+        if mergeable(*p):
             pairs[p] -= freq
     new, i = [], 0
     while i < len(old):
@@ -210,7 +228,7 @@ def _replace(words: list[list[str]], w: int, pair: tuple[str, str], freq: int, p
             i += 1
     words[w] = new
     for p in pairwise(new):
-        if _mergeable(*p):
+        if mergeable(*p):
             pairs[p] += freq
             where.setdefault(p, set()).add(w)
     for p in [p for p in pairwise(old) if pairs.get(p, 1) <= 0]:
