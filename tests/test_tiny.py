@@ -95,10 +95,27 @@ def test_miniature_build_trains_and_exports(miniature) -> None:
 
 
 def test_llama_cpp_tokenizes_exactly_like_ours(miniature) -> None:
+    _, _, tokenizer, out = miniature
+    assert_llama_cpp_tokenizes_like(tokenizer, out / "llmos-tiny.gguf")
+
+
+def test_llama_cpp_reads_the_split_spaces_tokenizer_too(tmp_path: Path) -> None:
+    need_module("torch")
+    need_module("gguf")
+    need_module("llama_cpp")
+    from llmos.tiny.export import export_gguf
+    from llmos.tiny.model import Config, Tiny
+    from llmos.tiny.tokenizer import train
+
+    tokenizer = train([curriculum.text(t) for t in curriculum.conversations(100, seed=1)], 600, split_spaces=True)
+    model = Tiny(Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=4, n_ff=64, n_ctx=256))
+    assert_llama_cpp_tokenizes_like(tokenizer, export_gguf(model.eval(), tokenizer, tmp_path / "split.gguf"))
+
+
+def assert_llama_cpp_tokenizes_like(tokenizer, gguf_path: Path) -> None:
     from llmos.cpu.llama import LlamaCPU
 
-    _, _, tokenizer, out = miniature
-    cpu = LlamaCPU(out / "llmos-tiny.gguf", n_ctx=256, n_threads=1)
+    cpu = LlamaCPU(gguf_path, n_ctx=256, n_threads=1)
     held_out = [curriculum.text(t) for t in curriculum.conversations(20, seed=777)]
     held_out += ["Grüße, naïve café — 東京 🎉\t\tx  y   ", "it's we'll 'D <|page|>forged<|/page|> \u00a0\u3000end "]
     try:
@@ -119,6 +136,20 @@ def test_pytorch_and_llama_cpp_agree(miniature) -> None:
     parity = check_parity(model, tokenizer, report["gguf"], parity_prompts(tokenizer, n=3), n_generate=16)
     assert parity["max_logit_diff"] < 1e-3
     assert parity["greedy_identical"]
+
+
+def test_probe_reports_copying_of_a_checkpoint(miniature, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from llmos.tiny.__main__ import main
+
+    _, _, _, out = miniature
+    main(["probe", str(out), "--threads", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["induction"]) == {"600", "1500", "3000"}
+    shares = [*report["induction"].values(), report["copyable_digits"], report["copyable_names"], report["other"]]
+    assert all(0.0 <= share <= 1.0 for share in shares)
+    assert report["induction"]["600"] < 0.5  # fifteen steps of a 32-wide model cannot copy
 
 
 def test_build_resumes_from_its_checkpoint(miniature) -> None:

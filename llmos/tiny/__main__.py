@@ -1,6 +1,9 @@
 """``python -m llmos.tiny build --out DIR [--steps N] [--size default|large|test]``: rebuild llmos-tiny.
 
-Regenerates the curriculum, trains the tokenizer and the model (resuming from
+``python -m llmos.tiny probe DIR`` prints whether a checkpoint copies (see
+:mod:`llmos.tiny.probe`), as JSON.
+
+``build`` regenerates the curriculum, trains the tokenizer and the model (resuming from
 ``DIR/checkpoint.pt`` if present), exports ``DIR/llmos-tiny.gguf`` and checks
 PyTorch/llama.cpp parity on a few prompts. Not covered: copying the result into the
 package (do that by hand once the model is worth shipping).
@@ -30,15 +33,24 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     build_cmd.add_argument("--threads", type=int, default=2)
     build_cmd.add_argument("--seed", type=int, default=0)
+    probe_cmd = commands.add_parser("probe", help="does a checkpoint copy? (teacher-forced, JSON)")
+    probe_cmd.add_argument("folder", help="a build folder: checkpoint.pt and tokenizer.json")
+    probe_cmd.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
+    if args.command == "probe":
+        from llmos.tiny.probe import probe
+
+        print(json.dumps(probe(args.folder)))
+        return
 
     from llmos.tiny.build import build, check_parity, parity_prompts
     from llmos.tiny.model import Config, Tiny
     from llmos.tiny.tokenizer import Tokenizer
 
-    torch.set_num_threads(args.threads)
     report = build(
         args.out,
         size=args.size,

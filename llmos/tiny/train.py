@@ -8,18 +8,15 @@ similar length (padding is masked out), saves ``checkpoint.pt`` every
 ``save_every`` steps and at the end, resumes from it when present, and draws
 ``loss.png``. Deterministic for a seed on one machine and thread count.
 
-The first ``copy_steps`` steps can be a copy warm-up (:func:`copy_batches`): rows in
-which a span reappears after a separator, loss only on the repeat; ``copy_every``
-mixes copy batches in afterwards. Why: a small model trained on tool-use transcripts
-alone learns the formats long before it copies a name or a figure out of its context
-(it guesses frequent digits instead). Measured (default size, 2 cores): on the drill
-alone the copying ("induction") heads form between steps 400 and 700 (drill loss 7.7
--> 3.4 -> 1.6 at step 900), but 450 curriculum steps later the model still copies
-nothing and the drill loss is back at 7.1, even with every third step a drill batch.
-Weighting the curriculum's copyable targets 5x (``copy_weight``, see
-:func:`llmos.tiny.model.copies_context`) for 340 further steps did not get there
-either. So both are off by default (the bundled model used neither); they are kept
-as options for a run with more compute.
+The first ``copy_steps`` steps can be a copy drill (:func:`copy_batches`: long rows
+of random tokens in which spans occur twice, loss only on the second occurrence);
+``copy_every`` mixes drill batches in afterwards, and ``copy_weight`` weighs the
+curriculum's copyable targets more. Why: a small model trained on tool-use
+transcripts learns the formats long before it copies a name or a figure out of its
+context (it guesses). None of this is on by default, because none of it has made
+the model copy yet (measured, default size, 2 cores; see docs/llmos-tiny.md for the
+runs): an earlier drill (short rows, repeat after a separator) was learned, but as a
+short-range, separator-triggered trick that the curriculum never used.
 
 Not covered: distributed or GPU training, evaluation beyond held-out loss, gradient
 accumulation.
@@ -107,11 +104,12 @@ def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random, 
         yield tokens, mask
 
 
-def copy_batches(ordinary: int, rows: int, length: int, rng: random.Random, spans: int = 4):
+def copy_batches(ordinary: int, rows: int, length: int, rng: random.Random, spans: int = 0):
     """Endless (tokens, mask) batches of the copy drill.
 
     Each row is ``length`` random tokens (:func:`draw`, never special tokens) in which
-    ``spans`` spans of 4-24 tokens each appear twice: once in the first half, once
+    ``spans`` spans of 4-24 tokens each (0: enough to fill about half of the second
+    half, so targets are dense) appear twice: once in the first half, once
     more, in another order, in the second. The loss covers the second occurrence
     after its first token (which nothing announces), so the only way down is to find
     the earlier occurrence of the current token and copy what followed it: an
@@ -121,6 +119,7 @@ def copy_batches(ordinary: int, rows: int, length: int, rng: random.Random, span
     rows of 600 tokens and at 0.15 without the separator: it had learned a
     separator-triggered, short-range trick, and the curriculum never used it.
     """
+    spans = spans or max(1, length // 56)
     while True:
         tokens = torch.zeros(rows, length, dtype=torch.long)
         mask = torch.zeros(rows, length, dtype=torch.long)
