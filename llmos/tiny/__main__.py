@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--copy-every", type=int, default=0, help="then every Nth step is a copy batch too")
     build_cmd.add_argument("--copy-weight", type=float, default=1.0, help="weight of targets that copy the context")
     build_cmd.add_argument("--split-spaces", action="store_true", help="tokenizer: a space joins only lower-case words")
+    build_cmd.add_argument(
+        "--plant-induction", action="store_true", help="start from a written-in induction circuit (circuits.py)"
+    )
     build_cmd.add_argument("--max-len", type=int, default=3600, help="longest training conversation, in tokens")
     build_cmd.add_argument("--batch-size", type=int, default=6)
     build_cmd.add_argument("--batch-tokens", type=int, default=16384, help="fill a batch up to this many tokens")
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         copy_every=args.copy_every,
         copy_weight=args.copy_weight,
         split_spaces=args.split_spaces,
+        plant=args.plant_induction,
         max_len=args.max_len,
         batch_size=args.batch_size,
         batch_tokens=args.batch_tokens,

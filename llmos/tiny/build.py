@@ -21,6 +21,7 @@ import torch
 
 from llmos.dialects.llmos import END
 from llmos.tiny import curriculum
+from llmos.tiny.circuits import ROPE_THETA
 from llmos.tiny.export import export_gguf
 from llmos.tiny.model import Config, Tiny
 from llmos.tiny.tokenizer import Tokenizer
@@ -46,6 +47,7 @@ def build(
     copy_every: int = 0,
     copy_weight: float = 1.0,
     split_spaces: bool = False,
+    plant: bool = False,
     batch_size: int = 16,
     batch_tokens: int = 0,
     lr: float = 3e-3,
@@ -76,11 +78,14 @@ def build(
     n_tokens = sum(len(t) for t, _ in data)
     say(f"data: {len(data)} conversations, {n_tokens} tokens ({time.time() - started:.0f}s)")
     config = Config(vocab_size=len(tokenizer), n_ctx=n_ctx, **shape)
+    if plant:  # the planted match rides on rotary pairs that must barely turn over a context
+        config.rope_theta = ROPE_THETA
     settings = TrainSettings(
         steps=steps,
         copy_steps=copy_steps,
         copy_every=copy_every,
         copy_weight=copy_weight,
+        plant_induction=plant,
         ordinary_tokens=tokenizer.n_normal,
         batch_size=batch_size,
         batch_tokens=batch_tokens,
@@ -103,6 +108,7 @@ def build(
         "copy_every": copy_every,
         "copy_weight": copy_weight,
         "split_spaces": split_spaces,
+        "plant_induction": plant,
         "batch_tokens": batch_tokens,
         "first_loss": next((e["loss"] for e in settings.log if e.get("phase") != "copy"), None),
         "final_loss": settings.log[-1]["loss"] if settings.log else None,

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from llmos.dialects.base import Turn
+from llmos.tiny.circuits import plant_induction
 from llmos.tiny.curriculum import segments
 from llmos.tiny.model import Config, Tiny
 from llmos.tiny.tokenizer import Tokenizer
@@ -54,6 +55,7 @@ class TrainSettings:
     copy_rows: int = 4
     copy_length: int = 2048
     ordinary_tokens: int = 0  # ids below this are text, not special tokens (0: every id is text)
+    plant_induction: bool = False  # start from circuits.plant_induction (config.rope_theta must suit it)
     weight_decay: float = 0.05
     save_every: int = 100
     eval_every: int = 0  # held-out loss every this many steps and at the end (0: at every save)
@@ -181,6 +183,8 @@ def train(
 ) -> Tiny:
     out.mkdir(parents=True, exist_ok=True)
     model = Tiny(config, seed=settings.seed)
+    if settings.plant_induction:
+        plant_induction(model, seed=settings.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay
     )
