@@ -21,17 +21,26 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd = commands.add_parser("build", help="train and export llmos-tiny from scratch")
     build_cmd.add_argument("--out", required=True)
     build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
-    build_cmd.add_argument("--steps", type=int, default=1100)
+    # the defaults are the bundled model's recipe
+    build_cmd.add_argument("--steps", type=int, default=1600)
     build_cmd.add_argument("--copy-steps", type=int, default=0, help="copy warm-up steps (part of --steps)")
-    build_cmd.add_argument("--copy-every", type=int, default=0, help="then every Nth step is a copy batch too")
+    build_cmd.add_argument("--copy-every", type=int, default=3, help="then every Nth step is a copy batch too")
     build_cmd.add_argument("--copy-weight", type=float, default=1.0, help="weight of targets that copy the context")
-    build_cmd.add_argument("--split-spaces", action="store_true", help="tokenizer: a space joins only lower-case words")
     build_cmd.add_argument(
-        "--plant-induction", action="store_true", help="start from a written-in induction circuit (circuits.py)"
+        "--split-spaces",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="tokenizer: a space joins only lower-case words",
+    )
+    build_cmd.add_argument(
+        "--plant-induction",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start from a written-in induction circuit (llmos/tiny/circuits.py; default size only)",
     )
     build_cmd.add_argument("--max-len", type=int, default=3600, help="longest training conversation, in tokens")
     build_cmd.add_argument("--batch-size", type=int, default=6)
-    build_cmd.add_argument("--batch-tokens", type=int, default=16384, help="fill a batch up to this many tokens")
+    build_cmd.add_argument("--batch-tokens", type=int, default=8192, help="fill a batch up to this many tokens")
     build_cmd.add_argument("--lr", type=float, default=3e-3)
     build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     build_cmd.add_argument("--threads", type=int, default=2)

@@ -13,10 +13,11 @@ of random tokens in which spans occur twice, loss only on the second occurrence)
 ``copy_every`` mixes drill batches in afterwards, and ``copy_weight`` weighs the
 curriculum's copyable targets more. Why: a small model trained on tool-use
 transcripts learns the formats long before it copies a name or a figure out of its
-context (it guesses). None of this is on by default, because none of it has made
-the model copy yet (measured, default size, 2 cores; see docs/llmos-tiny.md for the
-runs): an earlier drill (short rows, repeat after a separator) was learned, but as a
-short-range, separator-triggered trick that the curriculum never used.
+context (it guesses). The drill alone never made the model copy (measured, default
+size, 2 cores; docs/llmos-tiny.md): induction does not form from a random start in the
+CPU budget. With ``plant_induction`` the model starts from a written-in induction
+circuit (:mod:`llmos.tiny.circuits`) and the drill keeps it in use while the
+curriculum trains; that is the bundled recipe (``python -m llmos.tiny build``).
 
 Not covered: distributed or GPU training, evaluation beyond held-out loss, gradient
 accumulation.
