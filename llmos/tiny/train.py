@@ -251,7 +251,7 @@ def plot_losses(log: list[dict], path: Path) -> None:
     drill = [e for e in log if e.get("phase") == "copy"]
     tasks = [e for e in log if e.get("phase") != "copy"]
     if drill:
-        ax.plot([e["step"] for e in drill], [e["loss"] for e in drill], lw=0.8, label="copy warm-up (repeats)")
+        ax.plot([e["step"] for e in drill], [e["loss"] for e in drill], lw=0.8, label="copy drill (recurring spans)")
     ax.plot([e["step"] for e in tasks], [e["loss"] for e in tasks], lw=0.8, label="train (assistant tokens)")
     held = [e for e in log if "held_out" in e]
     ax.plot([e["step"] for e in held], [e["held_out"] for e in held], "o-", label="held out")
