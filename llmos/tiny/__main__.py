@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--out", required=True)
     build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
     # the defaults are the bundled model's recipe
-    build_cmd.add_argument("--steps", type=int, default=1600)
+    build_cmd.add_argument("--steps", type=int, default=2800)
     build_cmd.add_argument("--copy-steps", type=int, default=0, help="copy warm-up steps (part of --steps)")
     build_cmd.add_argument("--copy-every", type=int, default=3, help="then every Nth step is a copy batch too")
     build_cmd.add_argument("--copy-weight", type=float, default=1.0, help="weight of targets that copy the context")
