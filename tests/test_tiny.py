@@ -179,9 +179,10 @@ def test_bundled_model_calls_the_calculator() -> None:
         assert text.startswith(CALL) or CALL in text
         body = text.split(CALL, 1)[1].split(CALL_END, 1)[0]
         call = LlmosDialect().parse(body)
-        # the shipped model writes a well-formed calculator call; copying the exact operands is not
-        # reliable yet (see benchmarks/tiny_eval.py), so this checks the call, not the numbers
-        assert call.name == "calculator" and isinstance(call.arguments.get("expression"), str)
+        # the shipped model copies the operands out of the question (the planted induction
+        # circuit; benchmarks/tiny_eval.py measures how often: args_right 0.85 on held-out tasks)
+        assert call.name == "calculator"
+        assert call.arguments["expression"].replace(" ", "") == "417*23"
     finally:
         cpu.close()
 
