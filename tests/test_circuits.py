@@ -60,3 +60,12 @@ def test_llama_cpp_runs_the_planted_circuit_like_pytorch(tmp_path: Path) -> None
     assert parity["max_logit_diff"] < 1e-2
     assert parity["greedy_identical"]
     assert model.greedy(prompt, 10) == span[2:12]  # so llama.cpp, too, copies the span 700 tokens on
+
+
+def test_build_refuses_to_plant_into_other_sizes_at_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from llmos.tiny.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--out", str(tmp_path), "--size", "test"])
+    assert "--no-plant-induction" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was built

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     probe_cmd.add_argument("folder", help="a build folder: checkpoint.pt and tokenizer.json")
     probe_cmd.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.command == "build" and args.plant_induction and args.size != "default":
+        # fail before the curriculum and the tokenizer are built, not 90 seconds later
+        parser.error(f"--plant-induction is written for --size default; add --no-plant-induction for {args.size}")
 
     import torch
 
