@@ -78,7 +78,10 @@ def miniature(tmp_path_factory: pytest.TempPathFactory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny")
-    report = build(out, size="test", steps=15, copy_steps=3, batch_size=8, lr=1e-2, max_len=1280, say=lambda _: None)
+    # bf16 as in the bundled recipe; the resume test below goes on in float32
+    report = build(
+        out, size="test", steps=15, copy_steps=3, batch_size=8, lr=1e-2, max_len=1280, bf16=True, say=lambda _: None
+    )
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     model = Tiny(Config(**state["config"]))
     model.load_state_dict(state["model"])
@@ -89,7 +92,7 @@ def miniature(tmp_path_factory: pytest.TempPathFactory):
 def test_miniature_build_trains_and_exports(miniature) -> None:
     report, _, _, out = miniature
     assert report["final_loss"] < report["first_loss"] - 0.3  # both on the curriculum, after the copy warm-up
-    assert report["copy_steps"] == 3
+    assert report["copy_steps"] == 3 and report["bf16"]
     assert (out / "loss.png").stat().st_size > 0
     assert Path(report["gguf"]).stat().st_size > 0
 
@@ -150,6 +153,8 @@ def test_probe_reports_copying_of_a_checkpoint(miniature, capsys: pytest.Capture
     shares = [*report["induction"].values(), report["copyable_digits"], report["copyable_names"], report["other"]]
     assert all(0.0 <= share <= 1.0 for share in shares)
     assert report["induction"]["600"] < 0.5  # fifteen steps of a 32-wide model cannot copy
+    assert set(report["table"]) == {"expression", "row_start", "date", "round", "amount", "valuation"}
+    assert all(0.0 <= share <= 1.0 for share in report["table"].values())
 
 
 def test_build_resumes_from_its_checkpoint(miniature) -> None:

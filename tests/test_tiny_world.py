@@ -40,6 +40,23 @@ def test_the_demo_archive_is_the_curriculum_template() -> None:
     for key in pages.COMPANIES:
         shipped = (EXAMPLES / "web" / "pages" / f"{key}-funding.html").read_text(encoding="utf-8")
         assert pages.page(key, None) == shipped
+    index = (EXAMPLES / "web" / "pages" / "companies.html").read_text(encoding="utf-8")
+    assert funding.home_page(list(pages.COMPANY_FACTS.values())) == index
+
+
+def test_invented_sites_have_the_demo_sites_index_and_free_form_names() -> None:
+    # the demo's search also lists the site's index page, and real names ("Hugging Face") are
+    # not made of the curriculum's syllables: the model must have seen both
+    rng, names, with_index = random.Random(11), [], 0
+    with World() as world:
+        for _ in range(12):
+            world.reset()
+            turns = curriculum.valuation(rng, world)
+            names.append(turns[1].text.split('"query": "')[1].split(" funding rounds")[0])
+            with_index += f"{funding.SITE}/companies/\n" in turns[2].text
+    assert 0 < with_index < 12
+    syllables = re.compile(f"(?:{'|'.join(funding.SYLLABLES)})+", re.I)
+    assert any(not syllables.fullmatch(name.split()[0]) for name in names)
 
 
 def test_the_demo_task_files_state_the_trained_prompt() -> None:

@@ -9,7 +9,7 @@ Facts: as publicly reported, snapshot of 2025-06-30; "not disclosed" where no va
 import json
 from pathlib import Path
 
-from llmos.tiny.funding import FOOT, HEAD, SITE, SNAP, Company, funding_page
+from llmos.tiny.funding import SITE, SNAP, Company, funding_page, home_page
 
 HERE = Path(__file__).resolve().parent
 COMPANIES = {
@@ -74,30 +74,12 @@ def page(key, c):
     return funding_page(COMPANY_FACTS[key], [o for k, o in COMPANY_FACTS.items() if k != key])
 
 
-def home_page(home_links):
-    return (
-        HEAD.format(
-            title="Private Markets Review: companies",
-            desc="Funding histories of private technology companies.",
-            name="Companies",
-        )
-        + f"""<main>
-<h1>Companies</h1>
-<p>Funding histories of private technology companies, as reported. Snapshot of {SNAP}.</p>
-<ul>{"".join(home_links)}</ul>
-</main>
-"""
-        + FOOT.format(related="")
-    )
-
-
 def main() -> None:
     index = {
         "format": "llmos-web-archive/1",
         "description": "Offline pages for the llmos valuation demo: funding rounds of Scale AI, Databricks and Hugging Face on a demo site (web.llmos.example) written by the llmos project. Facts as publicly reported, snapshot of 2025-06-30.",
         "pages": {},
     }
-    home_links = []
     for key, c in COMPANIES.items():
         f = f"pages/{key}-funding.html"
         (HERE / f).write_text(page(key, c), encoding="utf-8")
@@ -112,8 +94,7 @@ def main() -> None:
             "title": f"{c['name']} funding rounds and valuation history",
             "keywords": c["keywords"],
         }
-        home_links.append(f'<li><a href="/companies/{key}/funding">{c["name"]}</a>: funding rounds and valuations</li>')
-    home = home_page(home_links)
+    home = home_page(list(COMPANY_FACTS.values()))
     (HERE / "pages" / "companies.html").write_text(home, encoding="utf-8")
     for u in (f"{SITE}/companies/", f"{SITE}/"):
         index["pages"][u] = {

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--out", required=True)
     build_cmd.add_argument("--size", default="default", choices=["default", "large", "test"])
     # the defaults are the bundled model's recipe
-    build_cmd.add_argument("--steps", type=int, default=2800)
+    build_cmd.add_argument("--steps", type=int, default=4000)
     build_cmd.add_argument("--copy-steps", type=int, default=0, help="copy warm-up steps (part of --steps)")
     build_cmd.add_argument("--copy-every", type=int, default=3, help="then every Nth step is a copy batch too")
     build_cmd.add_argument("--copy-weight", type=float, default=1.0, help="weight of targets that copy the context")
@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="start from a written-in induction circuit (llmos/tiny/circuits.py; default size only)",
+    )
+    build_cmd.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train with bfloat16 autocast (1.4x faster on CPU; the export is float32 either way)",
     )
     build_cmd.add_argument("--max-len", type=int, default=3600, help="longest training conversation, in tokens")
     build_cmd.add_argument("--batch-size", type=int, default=6)
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         copy_weight=args.copy_weight,
         split_spaces=args.split_spaces,
         plant=args.plant_induction,
+        bf16=args.bf16,
         max_len=args.max_len,
         batch_size=args.batch_size,
         batch_tokens=args.batch_tokens,

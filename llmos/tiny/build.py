@@ -32,7 +32,7 @@ from llmos.tiny.world import tool_specs as specs_for
 # name -> (model shape, vocabulary size, training conversations)
 SIZES: dict[str, tuple[dict[str, int], int, int]] = {
     "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 120),
-    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384, "tie_embeddings": True}, 3072, 12000),
+    "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384, "tie_embeddings": True}, 3072, 16000),
     "large": ({"n_embd": 192, "n_layer": 6, "n_head": 6, "n_ff": 512}, 3072, 16000),
 }
 MAX_TASKS = 3  # tasks per training conversation (held-out conversations have one)
@@ -48,6 +48,7 @@ def build(
     copy_weight: float = 1.0,
     split_spaces: bool = False,
     plant: bool = False,
+    bf16: bool = False,
     batch_size: int = 16,
     batch_tokens: int = 0,
     lr: float = 3e-3,
@@ -86,6 +87,7 @@ def build(
         copy_every=copy_every,
         copy_weight=copy_weight,
         plant_induction=plant,
+        bf16=bf16,
         ordinary_tokens=tokenizer.n_normal,
         batch_size=batch_size,
         batch_tokens=batch_tokens,
@@ -109,6 +111,7 @@ def build(
         "copy_weight": copy_weight,
         "split_spaces": split_spaces,
         "plant_induction": plant,
+        "bf16": bf16,
         "batch_tokens": batch_tokens,
         "first_loss": next((e["loss"] for e in settings.log if e.get("phase") != "copy"), None),
         "final_loss": settings.log[-1]["loss"] if settings.log else None,

@@ -14,6 +14,11 @@ returns a dict:
   (the inner pieces of names). These are what the benchmark's ``args_right`` and
   ``answer_right`` need; guessing gives about 0.35 and 0.25.
 - ``other``: accuracy on every other trained target (the formats).
+- ``table``: on held-out valuation transcripts, accuracy on the targets the demo's
+  checks depend on: the ratio ``expression`` of the calculator call, and in the python
+  cell's ``rows``, the first token of each row (``row_start``: which row comes next) and
+  the tokens of each field (``date``, ``round``, ``amount``, ``valuation``). A company
+  has about five such targets per round, so ``valuation_success`` needs these near 1.
 
 Why it exists: ``benchmarks/tiny_eval.py`` says whether the model does its tasks; this
 says why not, in a minute, for a checkpoint in the middle of a run.
@@ -83,6 +88,54 @@ def curriculum_copying(model: Tiny, tokenizer: Tokenizer, n: int = 30, max_len: 
     return {kind: round(hits / max(total, 1), 3) for kind, (hits, total) in counts.items()}
 
 
+FIELDS = ("date", "round", "amount", "valuation")
+ROWS_START, ROWS_END, ROW, SEPARATOR = "rows = [\\n", "\\n]", '(\\"', '\\", \\"'  # as JSON escapes the cell
+
+
+@torch.no_grad()
+def table_copying(model: Tiny, tokenizer: Tokenizer, n: int = 12) -> dict[str, float]:
+    from llmos.dialects.base import Turn
+    from llmos.dialects.llmos import DEFAULT_SYSTEM
+    from llmos.tiny.world import World, tool_specs
+
+    rng = random.Random(HELD_OUT_SEED)
+    counts: Counter[str] = Counter()
+    with World() as world:
+        for _ in range(n):
+            world.reset()
+            system = Turn("system", DEFAULT_SYSTEM, meta={"tools": tool_specs(curriculum.DEMO_TOOLS)})
+            ids, mask = encode_conversation([system, *curriculum.valuation(rng, world)], tokenizer)
+            if len(ids) > model.config.n_ctx:
+                continue
+            predicted = model(torch.tensor([ids]))[0, :-1].argmax(-1).tolist()
+            pieces = [tokenizer.decode([t]) for t in ids]
+            text = "".join(pieces)
+            offset = 0
+            for i, piece in enumerate(pieces):
+                kind = _table_kind(text[:offset], piece) if i and mask[i] else None
+                offset += len(piece)
+                if kind:
+                    counts[kind + "_n"] += 1
+                    counts[kind] += predicted[i - 1] == ids[i]
+    kinds = ("expression", "row_start", *FIELDS)
+    return {kind: round(counts[kind] / max(1, counts[kind + "_n"]), 3) for kind in kinds}
+
+
+def _table_kind(before: str, piece: str) -> str | None:
+    """What the target ``piece``, after the text ``before``, is in a valuation transcript, if it matters."""
+    expression = before.rfind('"expression": "')
+    if expression >= 0 and '"}}' not in before[expression:]:
+        return "expression"
+    rows = before.rfind(ROWS_START)
+    if rows < 0 or ROWS_END in before[rows:]:
+        return None
+    line = before[before.rfind(ROW) :]
+    if line == ROW:
+        return "row_start"
+    field = line.count(SEPARATOR)  # separators and punctuation are the cell's format, not copies
+    return FIELDS[field] if field < len(FIELDS) and any(c.isalnum() for c in piece) else None
+
+
 def _kind(tokenizer: Tokenizer, token: int, common: set[int]) -> str | None:
     text = tokenizer.decode([token]).strip()
     if text.isdigit():
@@ -106,4 +159,5 @@ def probe(folder: str | Path, n: int = 30) -> dict:
         "step": step,
         "induction": {str(length): induction(model, tokenizer.n_normal, length) for length in LENGTHS},
         **curriculum_copying(model, tokenizer, n),
+        "table": table_copying(model, tokenizer),
     }

@@ -57,6 +57,7 @@ class TrainSettings:
     copy_length: int = 2048
     ordinary_tokens: int = 0  # ids below this are text, not special tokens (0: every id is text)
     plant_induction: bool = False  # start from circuits.plant_induction (config.rope_theta must suit it)
+    bf16: bool = False  # autocast matmuls and attention to bfloat16 (weights and optimizer stay float32)
     weight_decay: float = 0.05
     save_every: int = 100
     eval_every: int = 0  # held-out loss every this many steps and at the end (0: at every save)
@@ -206,7 +207,9 @@ def train(
             group["lr"] = learning_rate(step, settings)
         drill = step < settings.copy_steps or (settings.copy_every and step % settings.copy_every == 0)
         tokens, mask = next(drills if drill else stream)
-        loss = model.loss(tokens, mask, 1.0 if drill else settings.copy_weight)
+        # bf16 autocast: 1.4x faster steps on the 2-core CPU, the same probe figures (docs/llmos-tiny.md)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+            loss = model.loss(tokens, mask, 1.0 if drill else settings.copy_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
