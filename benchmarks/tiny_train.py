@@ -48,7 +48,7 @@ def measure(steps: int) -> dict:
             if step:
                 times[kind].append(time.perf_counter() - started)
             else:
-                first_loss[kind] = float(loss)
+                first_loss[kind] = loss.item()
     fp32, bf16 = (statistics.median(times[k]) for k in ("float32", "bfloat16"))
     return {
         "float32_step_s": round(fp32, 3),

@@ -362,9 +362,6 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
     companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 3)))]
     for c in companies:
         world.add(c.url, funding.funding_page(c, [o for o in companies if o is not c]), c.title, c.keywords)
-    if rng.random() < 0.5:  # as on the demo site, the company index also matches "funding rounds"
-        world.add(f"{funding.SITE}/companies/", funding.home_page(companies), "Private Markets Review: companies",
-                  "companies list")  # fmt: skip
     short = rng.random() < 0.15
     prompt = (rng.choice(SHORT_PROMPTS) if short else funding.TASK_PROMPT).format(name=company.name)
     query = f"{company.name} funding rounds"
