@@ -185,7 +185,7 @@ def test_bundled_model_calls_the_calculator() -> None:
         body = text.split(CALL, 1)[1].split(CALL_END, 1)[0]
         call = LlmosDialect().parse(body)
         # the shipped model copies the operands out of the question (the planted induction
-        # circuit; benchmarks/tiny_eval.py measures how often: args_right 0.85 on held-out tasks)
+        # circuit; benchmarks/tiny_eval.py measures how often: args_right 0.90 on held-out tasks)
         assert call.name == "calculator"
         assert call.arguments["expression"].replace(" ", "") == "417*23"
     finally:
