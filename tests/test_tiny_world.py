@@ -44,6 +44,16 @@ def test_the_demo_archive_is_the_curriculum_template() -> None:
     assert funding.home_page(list(pages.COMPANY_FACTS.values())) == index
 
 
+def test_the_demo_task_files_state_the_trained_prompt() -> None:
+    from llmos.task import load_task
+
+    for path, name in [("valuation.yaml", "Scale AI"), ("valuation-databricks.yaml", "Databricks"),
+                       ("valuation-hugging-face.yaml", "Hugging Face")]:  # fmt: skip
+        task = load_task(EXAMPLES / path)
+        assert task.prompt == funding.TASK_PROMPT.format(name=name)
+        assert task.tool_names() == curriculum.DEMO_TOOLS
+
+
 def test_invented_companies_look_like_the_real_ones() -> None:
     rng = random.Random(5)
     for _ in range(200):
