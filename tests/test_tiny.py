@@ -157,6 +157,22 @@ def test_probe_reports_copying_of_a_checkpoint(miniature, capsys: pytest.Capture
     assert all(0.0 <= share <= 1.0 for share in report["table"].values())
 
 
+def test_table_probe_classifies_the_targets_of_a_valuation_cell() -> None:
+    from llmos.tiny.probe import _table_kind
+
+    call = '{"name": "python", "arguments": {"code": "ratio = 9.4\\nrows = [\\n    (\\"'
+    row = 'Feb 2012\\", \\"Series A\\", \\"$3M\\", \\"'
+    assert _table_kind('{"expression": "mean(', "4") == "expression"
+    assert _table_kind('{"expression": "mean(4e6/1e6)"}}', " ") is None
+    assert _table_kind(call, "Feb") == "row_start"
+    assert _table_kind(call + "Feb 20", "1") == "date"
+    assert _table_kind(call + 'Feb 2012\\", \\"', "Series") == "round"
+    assert _table_kind(call + 'Feb 2012\\", \\"Series A\\", \\"$', "3") == "amount"
+    assert _table_kind(call + row, "not") == "valuation"
+    assert _table_kind(call + row, '\\"') is None  # punctuation is the format, not a copy
+    assert _table_kind(call + row + 'not disclosed\\"),\\n]\\nimport csv', "datetime") is None
+
+
 def test_build_resumes_from_its_checkpoint(miniature) -> None:
     from llmos.tiny.build import build
 
