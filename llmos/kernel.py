@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
@@ -66,6 +67,7 @@ from llmos.events import (
 from llmos.pager import Pager
 from llmos.policy import Decision, Policy, call_digest
 
+MAX_DOCUMENTS = 64  # kept for ToolContext.documents, oldest dropped first
 MAX_RESULT_CHARS = 16_000  # longer results are cut here (the memory manager pages them properly)
 
 
@@ -134,6 +136,8 @@ class Kernel:
         if hasattr(cpu, "not_end") and hasattr(cpu, "token_id"):  # a call marker must not end generation
             cpu.not_end.update(t for m in dialect.call_markers if (t := cpu.token_id(m)) is not None)
         self._calls = sum(1 for t in self.turns if t.role == "result")
+        # what the model has read, whole, for tools that hand it to code (ToolContext.documents)
+        self.documents: dict[str, str] = {t.source: t.text for t in self.turns if t.role == "result" and t.source}
         self._progress: list[Progress] = []
 
     # ------------------------------------------------------------------ turns
@@ -350,6 +354,7 @@ class Kernel:
             workdir=self.workdir,
             emit=lambda kind, data: self._progress.append(Progress(tool.name, {"kind": kind, **data})),
             settings=self.settings,
+            documents=MappingProxyType(self.documents),
         )
         try:
             return tool.run(arguments, context)
@@ -363,6 +368,7 @@ class Kernel:
         yield from events
 
     def _result(self, call_id: str, name: str, result: ToolResult, seconds: float) -> Iterator[Event]:
+        self._remember(result, name)
         text = result.text
         if len(text) > MAX_RESULT_CHARS:
             cut = len(text) - MAX_RESULT_CHARS
@@ -378,6 +384,27 @@ class Kernel:
             yield ArtifactEvent(str(artifact.path), artifact.mime, artifact.description)
         artifacts = [str(a.path) for a in result.artifacts]
         yield ResultEvent(call_id, name, text, result.is_error, str(result.trust), result.source, seconds, artifacts)
+
+    def _remember(self, result: ToolResult, name: str) -> None:
+        """Keep the whole text of what the model read. A fresh ``open`` hands all of it
+        (``data["text"]``); a later part of a known source (next page, a match, a page-in
+        from the store) keeps the whole text already kept, as the newest."""
+        if result.is_error or not result.text.strip():
+            return
+        data = result.data if isinstance(result.data, dict) else {}
+        source = result.source or name
+        known = self.documents.pop(source, None)  # re-read: it becomes the newest
+        if isinstance(data.get("text"), str):
+            whole = data["text"]
+        elif known is not None:
+            whole = known
+        elif data.get("pages"):
+            return  # a page of a stored document whose whole text this session never saw
+        else:
+            whole = result.text
+        self.documents[source] = whole
+        while len(self.documents) > MAX_DOCUMENTS:
+            del self.documents[next(iter(self.documents))]
 
     def _page(
         self, text: str, result: ToolResult, name: str, trusted: bool, meta: dict[str, Any]

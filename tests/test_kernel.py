@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from llmos_tools import Effect, ToolError, ToolResult, Trust, load_tools, tool
+from llmos_tools import Effect, ToolContext, ToolError, ToolResult, Trust, load_tools, tool
 
 from llmos.cpu.base import Sampling
 from llmos.cpu.llama import LlamaCPU
@@ -231,3 +231,29 @@ def test_an_unanswered_approval_times_out_to_deny():
     released.set()
     decision = [e for e in events if e.kind == "policy"][-1]
     assert decision.decision == "ask" and decision.approved is False
+
+
+@tool
+def fetch(url: str) -> ToolResult:
+    """A page's first part; its whole text goes to programs, as the browser's open does."""
+    if url.endswith("/next"):
+        return ToolResult(text="part 2", trust=Trust.UNTRUSTED, source=url.removesuffix("/next"))
+    return ToolResult(text="part 1", trust=Trust.UNTRUSTED, source=url, data={"text": f"whole {url}"})
+
+
+@tool
+def sources(context: ToolContext) -> str:
+    """What the tool is lent of what the model read."""
+    return json.dumps(list(context.documents.items()))
+
+
+def test_tools_are_lent_the_whole_text_of_what_the_model_read():
+    outputs = [call("fetch", url="https://a.example"), call("fetch", url="https://b.example")]
+    outputs += [call("fetch", url="https://a.example/next"), call("explode", text="x"), call("sources"), f"ok{END}"]
+    kernel = scripted(outputs, [fetch, sources, explode])
+    results = [e.text for e in kernel.ask("go") if e.kind == "result"]
+    # a later part of a page keeps the whole text and makes it the newest; errors are not kept
+    assert json.loads(results[-1]) == [
+        ["https://b.example", "whole https://b.example"],
+        ["https://a.example", "whole https://a.example"],
+    ]

@@ -77,3 +77,14 @@ def test_bad_arguments_get_a_clear_error(tool: Tool, tmp_path: Path) -> None:
         tool.run({"code": 42}, context(tmp_path))
     with pytest.raises(ToolError, match="missing required"):
         tool.run({}, context(tmp_path))
+
+
+def test_code_reads_the_tables_of_the_pages_the_model_read(tool: Tool, tmp_path: Path) -> None:
+    page = "# Rounds\n\n| Date | Round | Amount |\n|---|---|---|\n| Jul 2005 | [Seed](https://x.example/seed) | $8M |\n"
+    pages = {"search:archive": "1. Rounds", "https://x.example/rounds": page, "python": "out"}
+    ctx = ToolContext(session_id="docs", workdir=tmp_path, documents=pages)
+    result = tool.run({"code": "t = page_tables()[0]\nprint(t.iloc[0].tolist(), list(t.columns))"}, ctx)
+    assert result.text == "['Jul 2005', 'Seed', '$8M'] ['Date', 'Round', 'Amount']"
+    assert result.artifacts == []  # the hidden documents file is not the cell's output
+    missing = tool.run({"code": "read_page('https://nowhere.example')"}, ctx)
+    assert missing.is_error and "https://x.example/rounds" in missing.text

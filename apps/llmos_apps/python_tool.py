@@ -6,9 +6,12 @@ Contract
   from a :class:`llmos_sandbox.SandboxPool`), so variables survive between calls;
   every sandbox is closed at interpreter exit.
 * numpy, pandas and matplotlib are preloaded as ``np``, ``pd``, ``plt`` with the Agg
-  backend. After each cell the kernel saves every open figure as a PNG in its
-  working folder; every file the cell created or changed there (figures included)
-  is copied into ``ToolContext.workdir`` and attached as an :class:`Artifact`.
+  backend. So are ``read_page(url)`` and ``page_tables(url)``
+  (:mod:`llmos_sandbox.documents`): before each cell the tool writes
+  ``ToolContext.documents``, the pages the model has read, where they find them.
+  After each cell the kernel saves every open figure as a PNG in its working folder;
+  every file the cell created or changed there (figures included) is copied
+  into ``ToolContext.workdir`` and attached as an :class:`Artifact`.
   Images the cell displays (``image/png`` outputs) are saved the same way.
 * The text the model reads is compact: stdout, the repr of the last value, the
   error's last lines, what the sandbox did (timeout, restart) and the artifacts'
@@ -33,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from llmos_sandbox import Isolation, RunResult, Sandbox, SandboxConfig, SandboxPool, probe
+from llmos_sandbox import Isolation, RunResult, Sandbox, SandboxConfig, SandboxPool, documents, probe
 from llmos_tools import Artifact, Effect, Tool, ToolContext, ToolResult, Trust, hookimpl, make_tool
 
 STARTUP_CODE = """
@@ -46,6 +49,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import os as _llmos_os
 _llmos_workdir = _llmos_os.getcwd()
+import functools as _llmos_functools
+from llmos_sandbox import documents as _llmos_documents
+read_page = _llmos_functools.partial(_llmos_documents.read_page, folder=_llmos_workdir)
+page_tables = _llmos_functools.partial(_llmos_documents.page_tables, folder=_llmos_workdir)
 
 
 # effects come from probing the host's isolation, so they are not fixed by the code: never cache them
@@ -120,6 +127,8 @@ def shutdown() -> None:
 
 def python(code: str, context: ToolContext) -> ToolResult:
     """Run Python code in a persistent Jupyter kernel; variables survive between calls.
+    Pages you have read are there too: page_tables(url) returns a page's tables as pandas
+    DataFrames and read_page(url) its text (without a url: the last web page you read).
 
     numpy (np), pandas (pd) and matplotlib.pyplot (plt) are loaded. Figures and files the
     code writes in its working folder are returned as attachments. The kernel has no network.
@@ -128,6 +137,7 @@ def python(code: str, context: ToolContext) -> ToolResult:
         code: Python source; the value of the last line is shown, as in a notebook.
     """
     sandbox = sandbox_for(context.session_id, context.settings)
+    documents.write(sandbox.workdir, context.documents)  # read_page / page_tables read them
     before = _snapshot(sandbox.workdir)
     result = sandbox.run(code)
     artifacts = _collect_files(sandbox.workdir, before, Path(context.workdir))

@@ -283,9 +283,7 @@ def ratio_expression(c: Company) -> str:
 
 
 CELL = """ratio = {ratio}
-rows = [
-{rows}
-]
+rows = page_tables()[0].iloc[:, :4].values.tolist()
 import csv, datetime
 def usd(s): return float(s.strip("$")[:-1]) * {{"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}}[s[-1]]
 table = []
@@ -314,12 +312,9 @@ print(f"growth x{{10 ** b:.2f}} per year; imputed: {{', '.join(r[1] for r in tab
 
 
 def python_cell(c: Company, ratio: str) -> str:
-    """The one python call: the page's rows copied as they read, and the calculator's ratio."""
-    rows = "\n".join(
-        f"    ({date!r}, {name!r}, {amount!r}, {val or 'not disclosed'!r}),".replace("'", '"')
-        for date, name, amount, val, _ in c.rows
-    )
-    return CELL.format(ratio=ratio, rows=rows, title=f'"{c.name} valuations"')
+    """The one python call: the calculator's ratio, and the rows read by code from the page
+    the model opened (``page_tables()``: the sandbox holds every page the model has read)."""
+    return CELL.format(ratio=ratio, title=f'"{c.name} valuations"')
 
 
 def cell_output(c: Company, ratio: str) -> str:

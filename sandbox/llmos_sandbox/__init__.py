@@ -9,6 +9,7 @@ Front door::
         result.value, result.stdout, result.error, result.timed_out, box.isolation.level
 """
 
+from llmos_sandbox import documents
 from llmos_sandbox.isolation import Isolation, IsolationError, probe
 from llmos_sandbox.kernel import Limits, Sandbox, SandboxConfig, SandboxError
 from llmos_sandbox.outputs import KernelError, Output, RunResult
@@ -25,5 +26,6 @@ __all__ = [
     "SandboxConfig",
     "SandboxError",
     "SandboxPool",
+    "documents",
     "probe",
 ]

@@ -87,6 +87,9 @@ class ToolContext:
     workdir: Path = field(default_factory=Path.cwd)  # where artifacts go
     emit: Callable[[str, Mapping[str, Any]], None] = lambda kind, data: None  # progress events
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # what the model has read this session (source -> whole text, oldest first): the
+    # python app hands it to code as read_page/page_tables; untrusted, like the context
+    documents: Mapping[str, str] = field(default_factory=dict)
 
 
 ToolFunction = Callable[..., "ToolResult | str"]
