@@ -153,24 +153,26 @@ def test_probe_reports_copying_of_a_checkpoint(miniature, capsys: pytest.Capture
     shares = [*report["induction"].values(), report["copyable_digits"], report["copyable_names"], report["other"]]
     assert all(0.0 <= share <= 1.0 for share in shares)
     assert report["induction"]["600"] < 0.5  # fifteen steps of a 32-wide model cannot copy
-    assert set(report["table"]) == {"expression", "row_start", "date", "round", "amount", "valuation"}
+    assert set(report["table"]) == {"expression", "pair_start", "cell", "summary"}
     assert all(0.0 <= share <= 1.0 for share in report["table"].values())
 
 
-def test_table_probe_classifies_the_targets_of_a_valuation_cell() -> None:
+def test_table_probe_classifies_the_targets_of_a_valuation_transcript() -> None:
     from llmos.tiny.probe import _table_kind
 
-    call = '{"name": "python", "arguments": {"code": "ratio = 9.4\\nrows = [\\n    (\\"'
-    row = 'Feb 2012\\", \\"Series A\\", \\"$3M\\", \\"'
-    assert _table_kind('{"expression": "mean(', "4") == "expression"
-    assert _table_kind('{"expression": "mean(4e6/1e6)"}}', " ") is None
-    assert _table_kind(call, "Feb") == "row_start"
-    assert _table_kind(call + "Feb 20", "1") == "date"
-    assert _table_kind(call + 'Feb 2012\\", \\"', "Series") == "round"
-    assert _table_kind(call + 'Feb 2012\\", \\"Series A\\", \\"$', "3") == "amount"
-    assert _table_kind(call + row, "not") == "valuation"
-    assert _table_kind(call + row, '\\"') is None  # punctuation is the format, not a copy
-    assert _table_kind(call + row + 'not disclosed\\"),\\n]\\nimport csv', "datetime") is None
+    expression = '{"expression": "mean('
+    assert _table_kind(expression, "4") == "pair_start"
+    assert _table_kind(expression + "4", "e") == "expression"
+    assert _table_kind(expression + "4e6/", "1") == "expression"
+    assert _table_kind(expression + "4e6/1e6", ", ") is None  # punctuation is the format, not a copy
+    assert _table_kind(expression + "4e6/1e6, ", "8") == "pair_start"
+    assert _table_kind(expression + '4e6/1e6)"}}', " ") is None
+    cell = '<|call|>{"name": "python", "arguments": {"code": "ratio = 9.4\\nrows = '
+    assert _table_kind(cell, "page") == "cell"
+    assert _table_kind(cell + '"}}<|/call|>', "<|page|>") is None
+    done = "growth x1.5\nfiles: valuations.csv, valuations.png<|/page|>The valuation of "
+    assert _table_kind(done, "Ka") == "summary"
+    assert _table_kind(done + "Kalo grew.<|end|>", "<|user|>") is None
 
 
 def test_build_resumes_from_its_checkpoint(miniature) -> None:

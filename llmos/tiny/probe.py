@@ -15,10 +15,12 @@ returns a dict:
   ``answer_right`` need; guessing gives about 0.35 and 0.25.
 - ``other``: accuracy on every other trained target (the formats).
 - ``table``: on held-out valuation transcripts, accuracy on the targets the demo's
-  checks depend on: the ratio ``expression`` of the calculator call, and in the python
-  cell's ``rows``, the first token of each row (``row_start``: which row comes next) and
-  the tokens of each field (``date``, ``round``, ``amount``, ``valuation``). A company
-  has about five such targets per round, so ``valuation_success`` needs these near 1.
+  checks depend on: in the calculator's ratio expression, the first token of each
+  ``valuation/amount`` pair (``pair_start``: which round with both figures comes next)
+  and the figures' other letters and digits (``expression``); every token of the python
+  cell (``cell``: it reads the table with ``page_tables()``, so it is mostly format); and
+  the closing summary (``summary``). A company fails on one wrong target, so
+  ``valuation_success`` needs these near 1.
 
 Why it exists: ``benchmarks/tiny_eval.py`` says whether the model does its tasks; this
 says why not, in a minute, for a checkpoint in the middle of a run.
@@ -88,8 +90,8 @@ def curriculum_copying(model: Tiny, tokenizer: Tokenizer, n: int = 30, max_len: 
     return {kind: round(hits / max(total, 1), 3) for kind, (hits, total) in counts.items()}
 
 
-FIELDS = ("date", "round", "amount", "valuation")
-ROWS_START, ROWS_END, ROW, SEPARATOR = "rows = [\\n", "\\n]", '(\\"', '\\", \\"'  # as JSON escapes the cell
+KINDS = ("expression", "pair_start", "cell", "summary")
+CODE, PYTHON_DONE = '"code": "', "files: valuations.csv, valuations.png<|/page|>"
 
 
 @torch.no_grad()
@@ -117,23 +119,23 @@ def table_copying(model: Tiny, tokenizer: Tokenizer, n: int = 12) -> dict[str, f
                 if kind:
                     counts[kind + "_n"] += 1
                     counts[kind] += predicted[i - 1] == ids[i]
-    kinds = ("expression", "row_start", *FIELDS)
-    return {kind: round(counts[kind] / max(1, counts[kind + "_n"]), 3) for kind in kinds}
+    return {kind: round(counts[kind] / max(1, counts[kind + "_n"]), 3) for kind in KINDS}
 
 
 def _table_kind(before: str, piece: str) -> str | None:
     """What the target ``piece``, after the text ``before``, is in a valuation transcript, if it matters."""
     expression = before.rfind('"expression": "')
     if expression >= 0 and '"}}' not in before[expression:]:
-        return "expression"
-    rows = before.rfind(ROWS_START)
-    if rows < 0 or ROWS_END in before[rows:]:
-        return None
-    line = before[before.rfind(ROW) :]
-    if line == ROW:
-        return "row_start"
-    field = line.count(SEPARATOR)  # separators and punctuation are the cell's format, not copies
-    return FIELDS[field] if field < len(FIELDS) and any(c.isalnum() for c in piece) else None
+        if before.endswith(("mean(", ", ")):
+            return "pair_start"  # which round with both figures comes next
+        return "expression" if any(c.isalnum() for c in piece) else None
+    code = before.rfind(CODE)
+    if code >= 0 and "<|/call|>" not in before[code:]:
+        return "cell"
+    done = before.rfind(PYTHON_DONE)
+    if done >= 0 and "<|" not in before[done + len(PYTHON_DONE) :]:
+        return "summary"
+    return None
 
 
 def _kind(tokenizer: Tokenizer, token: int, common: set[int]) -> str | None:
