@@ -13,6 +13,7 @@ companies are new (phrasings come from the same templates).
 * ``valuation_success``: the demo's task on invented companies; success is the demo's own check
   (``examples/valuation/reference.py`` ``validate_run``: the CSV's rounds and amounts, imputed
   valuations within 1% of the ratio method, a real plot, the report embeds it);
+  ``valuation_broke_at`` counts the step where each failing company went wrong first;
 * ``demo``: the same on the three real companies of ``examples/web`` (never trained on).
 
 Usage: ``python benchmarks/tiny_eval.py [MODEL.gguf] [--n 40] [--companies 20] [--json]``.
@@ -29,6 +30,7 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from llmos.dialects.base import CallSyntaxError
@@ -39,6 +41,7 @@ from llmos.tiny.world import World, all_tool_names
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"call_valid": 0.99, "right_tool": 0.95, "args_right": 0.90, "answer_right": 0.90, "valuation_success": 0.80}
 SEED = 424_242  # training uses seeds 0 and 1,000,003
+STEPS = ("search", "open", "calculator", "python")  # the demo's method, call by call
 
 
 def _reference():
@@ -99,7 +102,7 @@ def score_chat_task(kind: str, rng: random.Random, world: World, model: str, out
     return {
         "kind": kind,
         "calls": len(calls),
-        "calls_valid": sum(c is not None for c in calls),
+        "calls_valid": sum(c != "malformed" for c in calls),
         "right_tool": bool(calls and calls[0] and calls[0][0] == ("calculator" if kind == "calculator" else "search")),
         "args_right": args_right,
         "answer_right": answer_right,
@@ -131,16 +134,31 @@ def score_valuation(company, world_root: Path, model: str, out: Path, reference,
     started = time.time()
     result, transcript = run(task, model, out)
     problems = reference.validate_run(out, company, archive=world_root)
-    calls = calls_in(transcript)
+    calls = [c[0] if c else "malformed" for c in calls_in(transcript)]
     return {
         "company": company,
         "success": not problems and result.status == "answer",
+        "broke_at": broke_at(calls, problems, result.status),
         "status": result.status,
         "problems": problems[:5],
-        "calls": [c[0] if c else "malformed" for c in calls],
-        "calls_valid": sum(c is not None for c in calls),
+        "calls": calls,
+        "calls_valid": sum(c != "malformed" for c in calls),
         "seconds": round(time.time() - started, 1),
     }
+
+
+def broke_at(calls: list[str], problems: list[str], status: str) -> str | None:
+    """The first step of the demo's method that went wrong (None: the run passed)."""
+    for i, step in enumerate(STEPS):
+        if i >= len(calls) or calls[i] != step:
+            return f"{step} call"  # missing, malformed or another tool
+    if any(p.endswith("is missing") for p in problems):
+        return "python run"  # the cell failed before it wrote its files
+    if any("imputed" in p for p in problems):
+        return "ratio"  # reported rows right, imputed ones off: the calculator's expression
+    if problems:
+        return "artifacts"
+    return None if status == "answer" else "summary"
 
 
 def evaluate(model: str, n: int, companies: int, demo: bool = True) -> dict:
@@ -187,6 +205,8 @@ def summarize(chats: list[dict], valuations: list[dict], demos: list[dict]) -> d
         "targets": {k: f">= {v:.2f}" for k, v in TARGETS.items()},  # as benchmarks/run_all.py reads them
     }
     report["met"] = {k: report[k] >= v for k, v in TARGETS.items()}
+    broke = Counter(r["broke_at"] for r in valuations if r["broke_at"])
+    report["valuation_broke_at"] = dict(broke.most_common())
     report["valuations"] = valuations
     report["demo"] = demos
     report["failures"] = [r for r in chats if not (r["args_right"] and r["answer_right"])][:8]

@@ -11,6 +11,7 @@ from llmos.dialects.llmos import CALL, END, SPECIAL_TOKENS, LlmosDialect
 from llmos.tiny import curriculum
 
 BUNDLED = Path(curriculum.__file__).with_name("llmos-tiny.gguf")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_curriculum_renders_exactly_like_the_dialect() -> None:
@@ -273,3 +274,22 @@ def test_copy_weighted_loss_marks_targets_the_context_supplies() -> None:
     model = Tiny(Config(vocab_size=16, n_embd=16, n_layer=1, n_head=2, n_ff=32, n_ctx=16))
     plain, weighted = model.loss(tokens, mask), model.loss(tokens, mask, copy_weight=5.0)
     assert torch.isfinite(weighted) and not torch.isclose(plain, weighted)
+
+
+def test_tiny_eval_says_where_a_valuation_run_broke() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_eval", ROOT / "benchmarks" / "tiny_eval.py")
+    assert spec and spec.loader
+    tiny_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_eval)
+    method = ["search", "open", "calculator", "python"]
+    assert tiny_eval.broke_at(method, [], "answer") is None
+    assert tiny_eval.broke_at(["search", "malformed"], ["valuations.csv is missing"], "budget") == "open call"
+    assert tiny_eval.broke_at(["search", "search", "open"], [], "answer") == "open call"
+    missing = ["valuations.csv is missing", "valuations.png is missing"]
+    assert tiny_eval.broke_at(method, missing, "answer") == "python run"
+    imputed = "valuations.csv row 1 (Seed): valuation_usd 1, expected 2 (within 1.0%, imputed)"
+    assert tiny_eval.broke_at(method, [imputed], "answer") == "ratio"
+    assert tiny_eval.broke_at(method, ["valuations.csv has 3 rows, expected 5"], "answer") == "artifacts"
+    assert tiny_eval.broke_at(method, [], "budget") == "summary"
