@@ -54,6 +54,21 @@ def test_the_demo_task_files_state_the_trained_prompt() -> None:
         assert task.tool_names() == curriculum.DEMO_TOOLS
 
 
+def test_invented_sites_have_the_demo_sites_index_and_free_form_names() -> None:
+    # the demo's search also lists the site's index page, and real names ("Hugging Face") are
+    # not made of the curriculum's syllables: the model must have seen both
+    rng, names, with_index = random.Random(11), [], 0
+    with World() as world:
+        for _ in range(12):
+            world.reset()
+            turns = curriculum.valuation(rng, world)
+            names.append(turns[1].text.split('"query": "')[1].split(" funding rounds")[0])
+            with_index += f"{funding.SITE}/companies/\n" in turns[2].text
+    assert 0 < with_index < 12
+    syllables = re.compile(f"(?:{'|'.join(funding.SYLLABLES)})+", re.I)
+    assert any(not syllables.fullmatch(name.split()[0]) for name in names)
+
+
 def test_invented_companies_look_like_the_real_ones() -> None:
     rng = random.Random(5)
     for _ in range(200):

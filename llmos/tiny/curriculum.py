@@ -356,12 +356,48 @@ SHORT_PROMPTS = (
 )
 
 
-def valuation(rng: random.Random, world: World) -> list[Turn]:
-    """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary."""
+RATIO_PROMPTS = (
+    "What is the average ratio of post-money valuation to amount raised over {name}'s funding rounds? Look it up.",
+    "Find {name}'s funding rounds on the web and compute the mean valuation/amount ratio where both are reported.",
+    "Over the rounds where both figures are known, what is {name}'s mean valuation divided by amount raised?",
+)
+
+
+def _funding_site(rng: random.Random, world: World) -> funding.Company:
+    """A company's funding page on the demo site, beside a few others (and sometimes the site index)."""
     company = funding.random_company(rng)
     companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 3)))]
     for c in companies:
         world.add(c.url, funding.funding_page(c, [o for o in companies if o is not c]), c.title, c.keywords)
+    if rng.random() < 0.5:  # as on the demo site, the company index also matches "funding rounds"
+        world.add(f"{funding.SITE}/companies/", funding.home_page(companies), "Private Markets Review: companies",
+                  "companies list")  # fmt: skip
+    return company
+
+
+def ratio_question(rng: random.Random, world: World) -> list[Turn]:
+    """The demo's hardest copy on its own: the calculator's mean ratio over a funding table's rows."""
+    company = _funding_site(rng, world)
+    query = f"{company.name} funding rounds"
+    listing, opened = world.call("search", query=query), world.call("open", url=company.url)
+    expression = funding.ratio_expression(company)
+    ratio = world.call("calculator", expression=expression)
+    known, summary = sum(1 for row in company.rows if row[3]), "the mean valuation/amount ratio is"
+    return [
+        Turn("user", rng.choice(RATIO_PROMPTS).format(name=company.name)),
+        call("search", "I'll search for the funding rounds.", query=query),
+        tool_turn(listing, rng),
+        call("open", "", url=company.url),
+        tool_turn(opened, rng),
+        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
+        tool_turn(ratio, rng),
+        answer(f"Over the {known} rounds of {company.name} with both figures reported, {summary} {ratio.text}."),
+    ]
+
+
+def valuation(rng: random.Random, world: World) -> list[Turn]:
+    """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary."""
+    company = _funding_site(rng, world)
     short = rng.random() < 0.15
     prompt = (rng.choice(SHORT_PROMPTS) if short else funding.TASK_PROMPT).format(name=company.name)
     query = f"{company.name} funding rounds"
@@ -395,15 +431,16 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
 
 
 TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [
-    (arithmetic, 0.22),
+    (arithmetic, 0.18),
     (data_question, 0.06),
     (lookup, 0.15),
     (injected_lookup, 0.05),
     (image, 0.04),
     (recall_task, 0.05),
     (direct, 0.04),
-    (repeat, 0.1),
-    (valuation, 0.34),
+    (repeat, 0.08),
+    (ratio_question, 0.14),
+    (valuation, 0.30),
 ]
 
 

@@ -9,12 +9,13 @@ Contract
 * :func:`funding_page` renders the demo site's HTML page for a company. The shipped
   archive (``examples/web/build_pages.py``) and llmos-tiny's curriculum both use it, so
   the model trains on the same page the demo opens (through the real browser extraction).
-* :func:`home_page` renders the site's company index (the demo archive's ``/companies/``).
-* :func:`random_company` invents a company (names from syllables, so none is real).
+* :func:`home_page` renders the site's company index, which a search for funding rounds
+  also finds (the demo archive has it, so the curriculum's invented sites have it too).
+* :func:`random_company` invents a company (names from syllables or free letters, so none is real).
 * The method the model is taught: :func:`ratio_expression` is the calculator call for the
   mean valuation/amount ratio of the rounds where both are known, :func:`python_cell`
-  writes ``valuations.csv`` and ``valuations.png`` from the rows copied off the page and
-  that ratio, and :func:`cell_output` is what that cell prints (computed here with numpy;
+  writes ``valuations.csv`` and ``valuations.png`` from that ratio and the page's table,
+  which the code reads itself (``page_tables()``, :mod:`llmos_sandbox.documents`), and :func:`cell_output` is what that cell prints (computed here with numpy;
   a test runs the real cell in the sandbox and compares).
 
 Not covered: pages in other layouts, currencies other than US dollars.
@@ -219,6 +220,27 @@ def invented_name(rng: random.Random, parts: int = 2) -> str:
     return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
 
 
+# Free-form names ("Hugging Face", "Databricks"): the tokenizer has few merges for them, so the
+# model must copy a name of many small pieces, as it must for real companies.
+ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+          "br", "ch", "cl", "dr", "fl", "gr", "kr", "pl", "sh", "sc", "sp", "st", "th", "tr", "qu")  # fmt: skip
+VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ea", "ou", "y")
+CODAS = ("", "", "", "n", "r", "s", "t", "l", "ck", "ng", "x", "m", "gg", "ld", "nd", "ft")
+
+
+def free_word(rng: random.Random) -> str:
+    return "".join(
+        rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice([1, 2, 2, 2, 3]))
+    )
+
+
+def company_name(rng: random.Random) -> str:
+    if rng.random() < 0.6:
+        return invented_name(rng, rng.choice([2, 2, 3])) + rng.choice(SUFFIXES)
+    words = [free_word(rng).capitalize() for _ in range(rng.choice([1, 1, 2]))]
+    return " ".join(words) + rng.choice(SUFFIXES)
+
+
 def money(value: float) -> str:
     """``$4.5M``, ``$18M``, ``$1B``, ``$2.75B``: the page's style (3 significant digits at most)."""
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -229,7 +251,7 @@ def money(value: float) -> str:
 
 
 def random_company(rng: random.Random) -> Company:
-    name = invented_name(rng, rng.choice([2, 2, 3])) + rng.choice(SUFFIXES)
+    name = company_name(rng)
     founded = rng.randint(2004, 2019)
     founders = [f"{invented_name(rng)} {invented_name(rng, 3)}" for _ in range(rng.choice([1, 2]))]
     what = rng.choice(PRODUCTS).format(x=rng.choice(FIELDS))
