@@ -328,7 +328,8 @@ plt.figure(figsize=(8, 5))
 plt.semilogy(t[~imp], v[~imp], "o", label="reported")
 plt.semilogy(t[imp], v[imp], "s", mfc="none", label="imputed")
 plt.semilogy(f, 10 ** (a + b * f), "--", label="exponential trend")
-plt.title({title}); plt.xlabel("year"); plt.ylabel("valuation (USD)"); plt.legend()
+name = read_page().split(" funding rounds")[0].split("# ")[-1]
+plt.title(f"{{name}} valuations"); plt.xlabel("year"); plt.ylabel("valuation (USD)"); plt.legend()
 plt.savefig("valuations.png", dpi=100); plt.close()
 print(f"growth x{{10 ** b:.2f}} per year; imputed: {{', '.join(r[1] for r in table if r[4])}}; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
 
@@ -336,7 +337,7 @@ print(f"growth x{{10 ** b:.2f}} per year; imputed: {{', '.join(r[1] for r in tab
 def python_cell(c: Company, ratio: str) -> str:
     """The one python call: the calculator's ratio, and the rows read by code from the page
     the model opened (``page_tables()``: the sandbox holds every page the model has read)."""
-    return CELL.format(ratio=ratio, title=f'"{c.name} valuations"')
+    return CELL.format(ratio=ratio)
 
 
 def cell_output(c: Company, ratio: str) -> str:
