@@ -230,6 +230,8 @@ def test_validate_run_finds_a_wrong_amount_and_a_wrong_imputation(scripted_run, 
     assert "Series B" in problems[0] and "imputed" in problems[0] and "Series D" in problems[1]
     csv_path.write_text("\n".join(text.splitlines()[:-1]) + "\n")  # a round missing
     assert "has 6 rows, expected 7" in reference.validate_run(folder, "scale-ai")[0]
+    csv_path.write_text(text.replace(",false\n", ",false,extra\n", 1))  # a model's ragged row
+    assert "rows [3] have more fields than the header" in reference.validate_run(folder, "scale-ai")[0]
 
 
 def test_validate_run_finds_a_blank_plot_and_a_report_without_it(scripted_run, tmp_path):

@@ -186,12 +186,16 @@ def check_csv(path: Path, expected: list[Expected]) -> list[str]:
     if not path.is_file():
         return [f"{path.name} is missing"]
     try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+        rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return [f"{path.name} is not readable CSV: {exc}"]
-    header = [name.strip().lower() for name in (rows[0].keys() if rows else [])]
+    header = [name.strip().lower() for name in (reader.fieldnames or [])]
     if header[: len(COLUMNS)] != COLUMNS:
         return [f"{path.name} columns are {header}, expected {COLUMNS}"]
+    ragged = [number for number, row in enumerate(rows, 1) if None in row]  # DictReader's key for extra fields
+    if ragged:
+        return [f"{path.name} rows {ragged} have more fields than the header"]
     rows = [{k.strip().lower(): (v or "") for k, v in row.items() if k} for row in rows]
     if len(rows) != len(expected):
         return [f"{path.name} has {len(rows)} rows, expected {len(expected)} ({', '.join(e.name for e in expected)})"]
