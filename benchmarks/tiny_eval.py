@@ -13,7 +13,9 @@ companies are new (phrasings come from the same templates).
 * ``valuation_success``: the demo's task on invented companies; success is the demo's own check
   (``examples/valuation/reference.py`` ``validate_run``: the CSV's rounds and amounts, imputed
   valuations within 1% of the ratio method, a real plot, the report embeds it);
-  ``valuation_broke_at`` counts the step where each failing company went wrong first;
+  ``valuation_broke_at`` counts the step where each failing company went wrong first (the
+  ``ratio`` step is judged from the first calculator call itself: its value within 1% of the
+  reference's mean ratio, so a broken python cell no longer hides a wrong ratio);
 * ``demo``: the same on the three real companies of ``examples/web`` (never trained on).
 
 Usage: ``python benchmarks/tiny_eval.py [MODEL.gguf] [--n 40] [--companies 20] [--json]``.
@@ -134,11 +136,14 @@ def score_valuation(company, world_root: Path, model: str, out: Path, reference,
     started = time.time()
     result, transcript = run(task, model, out)
     problems = reference.validate_run(out, company, archive=world_root)
-    calls = [c[0] if c else "malformed" for c in calls_in(transcript)]
+    parsed = calls_in(transcript)
+    calls = [c[0] if c else "malformed" for c in parsed]
+    ratio_args = next((c[1] for c in parsed if c and c[0] == "calculator"), None)
+    ratio_right = None if ratio_args is None else _is_ratio(ratio_args, reference, company, world_root)
     return {
         "company": company,
         "success": not problems and result.status == "answer",
-        "broke_at": broke_at(calls, problems, result.status),
+        "broke_at": broke_at(calls, problems, result.status, ratio_right),
         "status": result.status,
         "problems": problems[:5],
         "calls": calls,
@@ -147,11 +152,27 @@ def score_valuation(company, world_root: Path, model: str, out: Path, reference,
     }
 
 
-def broke_at(calls: list[str], problems: list[str], status: str) -> str | None:
-    """The first step of the demo's method that went wrong (None: the run passed)."""
+def _is_ratio(arguments: dict, reference, company: str, world_root: Path) -> bool:
+    """Whether a calculator call's value is the reference's mean valuation/amount ratio (within 1%)."""
+    from llmos_apps.calculator import evaluate
+
+    want = float(evaluate(reference.ratio_expression(reference.page_rounds(company, world_root))))
+    try:
+        got = float((_value(arguments) or "").replace(",", ""))
+    except ValueError:
+        return False
+    return abs(got - want) <= 0.01 * abs(want)
+
+
+def broke_at(calls: list[str], problems: list[str], status: str, ratio_right: bool | None = None) -> str | None:
+    """The first step of the demo's method that went wrong (None: the run passed).
+
+    ``ratio_right`` is whether the calculator call computed the mean ratio (None: not judged)."""
     for i, step in enumerate(STEPS):
         if i >= len(calls) or calls[i] != step:
             return f"{step} call"  # missing, malformed or another tool
+        if step == "calculator" and ratio_right is False:
+            return "ratio"
     if any(p.endswith("is missing") for p in problems):
         return "python run"  # the cell failed before it wrote its files
     if any("imputed" in p for p in problems):

@@ -293,3 +293,23 @@ def test_tiny_eval_says_where_a_valuation_run_broke() -> None:
     assert tiny_eval.broke_at(method, [imputed], "answer") == "ratio"
     assert tiny_eval.broke_at(method, ["valuations.csv has 3 rows, expected 5"], "answer") == "artifacts"
     assert tiny_eval.broke_at(method, [], "budget") == "summary"
+    # a wrong ratio is the first break even when the cell after it fails too
+    assert tiny_eval.broke_at(method, missing, "answer", ratio_right=False) == "ratio"
+    assert tiny_eval.broke_at(method, missing, "answer", ratio_right=True) == "python run"
+
+
+def test_tiny_eval_judges_the_ratio_from_the_calculator_call() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_eval", ROOT / "benchmarks" / "tiny_eval.py")
+    assert spec and spec.loader
+    tiny_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_eval)
+    reference = tiny_eval._reference()
+    rounds = reference.page_rounds("scale-ai")  # the shipped archive's page, through the browser's extraction
+    known = [r for r in rounds if r.valuation_usd is not None]
+    right = "mean(" + ", ".join(f"{r.valuation_usd}/{r.amount_usd}" for r in known) + ")"
+    repeated = right[:-1] + f", {known[-1].valuation_usd}/{known[-1].amount_usd})"  # the tiny model's usual slip
+    assert tiny_eval._is_ratio({"expression": right}, reference, "scale-ai", reference.ARCHIVE)
+    assert not tiny_eval._is_ratio({"expression": repeated}, reference, "scale-ai", reference.ARCHIVE)
+    assert not tiny_eval._is_ratio({"expression": "mean(1/"}, reference, "scale-ai", reference.ARCHIVE)
