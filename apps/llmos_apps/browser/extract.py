@@ -7,9 +7,12 @@ Contract
   boxes and *hidden* elements (``hidden``, ``aria-hidden``, ``display:none``: text a
   reader cannot see is a classic place to hide instructions for a model).
 * Tables become Markdown tables: the caption as a ``Table:`` line above, the first row
-  (or ``<thead>``) as the header, ``colspan`` honoured, links inside cells kept as
-  ``[text](absolute url)``. Links in prose are kept the same way and also listed, with
-  their absolute URLs, in :attr:`Extracted.links`.
+  (or ``<thead>``) as the header, ``colspan`` honoured. Links inside cells show their
+  text only: a funding table's round and investor links were a third of its tokens and
+  pushed each row's figures apart. Links in prose are kept as ``[text](absolute url)``.
+  Every link, in cells or prose, is listed with its absolute URL in
+  :attr:`Extracted.links` (the browser lists the ones the text does not show after the
+  page, so they can still be opened).
 * :func:`pdf_to_text` uses pypdf; :func:`paginate` splits text at block boundaries into
   pages of at most ``page_chars`` characters (a single longer block is cut at lines).
 
@@ -140,6 +143,7 @@ class _Writer:
         self.out: list[str] = []
         self.links: list[tuple[str, str]] = []
         self.seen: set[str] = set()
+        self.in_cell = False  # inside a table cell: links show their text only
 
     def link(self, node: LexborNode, text: str) -> str:
         href = (node.attributes.get("href") or "").strip()
@@ -149,7 +153,7 @@ class _Writer:
         if url not in self.seen:
             self.seen.add(url)
             self.links.append((text, url))
-        return f"[{text}]({url})"
+        return text if self.in_cell else f"[{text}]({url})"
 
     def inline(self, node: LexborNode, depth: int) -> str:
         """Text of an inline run, Markdown-marked, whitespace collapsed."""
@@ -243,7 +247,11 @@ class _Writer:
             for cell in _children(row):
                 if cell.tag not in ("td", "th"):
                     continue
-                text = collapse(self.inline(cell, depth + 1)).strip().replace("|", "\\|")
+                outer, self.in_cell = self.in_cell, True
+                try:
+                    text = collapse(self.inline(cell, depth + 1)).strip().replace("|", "\\|")
+                finally:
+                    self.in_cell = outer
                 span = _int(cell.attributes.get("colspan"), 1)
                 cells.extend([text] + [""] * (span - 1))
             if cells:
