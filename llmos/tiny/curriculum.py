@@ -375,6 +375,20 @@ def _funding_site(rng: random.Random, world: World) -> funding.Company:
     return company
 
 
+def _ratio_turns(
+    rng: random.Random, company: funding.Company, query: str, listing: Any, opened: Any, expression: str, ratio: Any
+) -> list[Turn]:
+    """Search, open the funding page, the mean ratio by calculator: how the demo and the ratio questions start."""
+    return [
+        call("search", "I'll search for the funding rounds.", query=query),
+        tool_turn(listing, rng),
+        call("open", "", url=company.url),
+        tool_turn(opened, rng),
+        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
+        tool_turn(ratio, rng),
+    ]
+
+
 def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     """The demo's hardest copy on its own: the calculator's mean ratio over a funding table's rows."""
     company = _funding_site(rng, world)
@@ -385,12 +399,7 @@ def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     known, summary = sum(1 for row in company.rows if row[3]), "the mean valuation/amount ratio is"
     return [
         Turn("user", rng.choice(RATIO_PROMPTS).format(name=company.name)),
-        call("search", "I'll search for the funding rounds.", query=query),
-        tool_turn(listing, rng),
-        call("open", "", url=company.url),
-        tool_turn(opened, rng),
-        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
-        tool_turn(ratio, rng),
+        *_ratio_turns(rng, company, query, listing, opened, expression, ratio),
         answer(f"Over the {known} rounds of {company.name} with both figures reported, {summary} {ratio.text}."),
     ]
 
@@ -418,12 +427,7 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
     python_result = page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400))
     return [
         Turn("user", prompt),
-        call("search", "I'll search for the funding rounds.", query=query),
-        tool_turn(listing, rng),
-        call("open", "", url=company.url),
-        tool_turn(opened, rng),
-        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
-        tool_turn(ratio, rng),
+        *_ratio_turns(rng, company, query, listing, opened, expression, ratio),
         call("python", "Now the table, the imputed valuations and the plot.", code=code),
         python_result,
         answer(summary),
@@ -451,7 +455,9 @@ def conversation(rng: random.Random, max_tasks: int = 1, world: World | None = N
     more trained tokens, and teach the model that a new user turn is a new task. The
     valuation demo is always alone, with the demo's four tools.
     """
-    names, task_turns, tools = [], [], None
+    names: list[str] = []
+    task_turns: list[Turn] = []
+    tools = None
     if world is None:
         with World() as own:
             return conversation(rng, max_tasks, own)
