@@ -57,7 +57,7 @@ def _reference():
 
 def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
     """Every call the model wrote, parsed (``None`` where it does not parse)."""
-    found = []
+    found: list[tuple[str, dict] | None] = []
     for turn in transcript["turns"]:
         if turn["role"] != "assistant":
             continue
