@@ -83,7 +83,7 @@ def miniature(tmp_path_factory: pytest.TempPathFactory):
     report = build(
         out, size="test", steps=15, copy_steps=3, batch_size=8, lr=1e-2, max_len=1280, bf16=True, say=lambda _: None
     )
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")
     model = Tiny(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.eval()
@@ -176,12 +176,29 @@ def test_table_probe_classifies_the_targets_of_a_valuation_transcript() -> None:
     assert _table_kind(done + "Kalo grew.<|end|>", "<|user|>") is None
 
 
-def test_build_resumes_from_its_checkpoint(miniature) -> None:
+def test_build_resumes_from_its_checkpoint_and_kept_data(miniature, monkeypatch) -> None:
     from llmos.tiny.build import build
 
     _, _, _, out = miniature
-    report = build(out, size="test", steps=17, copy_steps=3, batch_size=8, lr=1e-2, say=lambda _: None)
+
+    def no_curriculum(*args, **kwargs):  # a GPU box may lack the apps the curriculum runs through
+        raise AssertionError("the kept data.pt should have been used")
+
+    monkeypatch.setattr(curriculum, "conversations", no_curriculum)
+    report = build(out, size="test", steps=17, copy_steps=3, batch_size=8, lr=1e-2, max_len=1280, say=lambda _: None)
     assert report["steps"] == 17
+
+
+def test_kept_datasets_round_trip_and_answer_only_their_settings(tmp_path: Path) -> None:
+    need_module("torch")
+    from llmos.tiny.train import load_dataset, save_dataset
+
+    data = [([5, 3071, 9], [0, 1, 1]), ([7], [1])]
+    save_dataset(tmp_path / "data.pt", {"seed": 0}, {"train": data})
+    loaded = load_dataset(tmp_path / "data.pt", {"seed": 0})["train"]
+    assert [(t.tolist(), m.tolist()) for t, m in loaded] == data
+    assert load_dataset(tmp_path / "data.pt", {"seed": 1}) is None
+    assert load_dataset(tmp_path / "missing.pt", {"seed": 0}) is None
 
 
 @pytest.mark.slow

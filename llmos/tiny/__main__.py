@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--lr", type=float, default=3e-3)
     build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     build_cmd.add_argument("--threads", type=int, default=2)
+    build_cmd.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda")
+    build_cmd.add_argument("--conversations", type=int, default=0, help="training conversations (0: the size's)")
     build_cmd.add_argument("--seed", type=int, default=0)
     probe_cmd = commands.add_parser("probe", help="does a checkpoint copy? (teacher-forced, JSON)")
     probe_cmd.add_argument("folder", help="a build folder: checkpoint.pt and tokenizer.json")
@@ -88,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         max_seconds=args.max_minutes * 60,
         seed=args.seed,
+        conversations=args.conversations,
+        device=args.device,
     )
-    state = torch.load(f"{args.out}/checkpoint.pt", weights_only=False)
+    state = torch.load(f"{args.out}/checkpoint.pt", weights_only=False, map_location="cpu")
     model = Tiny(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.eval()

@@ -2,7 +2,9 @@
 
 Contract: :func:`build` writes into ``out``: ``tokenizer.json``, ``checkpoint.pt``,
 ``loss.png``, ``llmos-tiny.gguf`` and ``build.json`` (settings and figures). Running
-it again resumes training from the checkpoint. :func:`check_parity` runs the same
+it again resumes training from the checkpoint, with the encoded data kept in
+``data.pt`` (so a machine with torch alone, a GPU box, can resume a folder prepared
+elsewhere). :func:`check_parity` runs the same
 prompts through PyTorch and llama.cpp and reports the largest next-token logit
 difference and whether greedy continuations agree.
 
@@ -26,7 +28,14 @@ from llmos.tiny.export import export_gguf
 from llmos.tiny.model import Config, Tiny
 from llmos.tiny.tokenizer import Tokenizer
 from llmos.tiny.tokenizer import train as train_tokenizer
-from llmos.tiny.train import TrainSettings, encode_conversation, encode_dataset, train
+from llmos.tiny.train import (
+    TrainSettings,
+    encode_conversation,
+    encode_dataset,
+    load_dataset,
+    save_dataset,
+    train,
+)
 from llmos.tiny.world import tool_specs as specs_for
 
 # name -> (model shape, vocabulary size, training conversations)
@@ -56,26 +65,23 @@ def build(
     seed: int = 0,
     n_ctx: int = 4096,
     max_len: int = 3600,
+    conversations: int = 0,
+    device: str = "cpu",
     say=print,
 ) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shape, vocab_size, n_conversations = SIZES[size]
+    n_conversations = conversations or n_conversations
     started = time.time()
-    conversations = curriculum.conversations(n_conversations, seed=seed, max_tasks=MAX_TASKS)
-    held_out = curriculum.conversations(max(32, n_conversations // 50), seed=seed + 1_000_003)
-    tokenizer_path = out / "tokenizer.json"
-    if tokenizer_path.exists():  # resuming: the checkpoint's embedding rows belong to this vocabulary
-        tokenizer = Tokenizer.load(tokenizer_path)
+    key = {"size": size, "seed": seed, "conversations": n_conversations, "max_tasks": MAX_TASKS, "max_len": max_len}
+    tokenizer_path, data_path = out / "tokenizer.json", out / "data.pt"
+    cached = load_dataset(data_path, key) if tokenizer_path.exists() else None
+    if cached:  # resuming: the same data, and the checkpoint's embedding rows belong to this vocabulary
+        tokenizer, data, held = Tokenizer.load(tokenizer_path), cached["train"], cached["held_out"]
     else:
-        tokenizer = train_tokenizer(
-            [curriculum.text(t) for t in conversations[:1500]], vocab_size, split_spaces=split_spaces
-        )
-        tokenizer.save(tokenizer_path)
-    say(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)")
-    # the valuation demo (prompt, search results, the funding page, a python cell) is ~2,600 tokens
-    data = encode_dataset(conversations, tokenizer, max_len)
-    held = encode_dataset(held_out, tokenizer, max_len)
+        tokenizer, data, held = _prepare(tokenizer_path, key, vocab_size, split_spaces, say, started)
+        save_dataset(data_path, key, {"train": data, "held_out": held})
     n_tokens = sum(len(t) for t, _ in data)
     say(f"data: {len(data)} conversations, {n_tokens} tokens ({time.time() - started:.0f}s)")
     config = Config(vocab_size=len(tokenizer), n_ctx=n_ctx, **shape)
@@ -88,6 +94,7 @@ def build(
         copy_weight=copy_weight,
         plant_induction=plant,
         bf16=bf16,
+        device=device,
         ordinary_tokens=tokenizer.n_normal,
         batch_size=batch_size,
         batch_tokens=batch_tokens,
@@ -116,6 +123,8 @@ def build(
         "first_loss": next((e["loss"] for e in settings.log if e.get("phase") != "copy"), None),
         "final_loss": settings.log[-1]["loss"] if settings.log else None,
         "held_out_loss": next((e["held_out"] for e in reversed(settings.log) if "held_out" in e), None),
+        "conversations": n_conversations,
+        "device": device,
         "train_tokens": n_tokens,
         "seconds": round(time.time() - started, 1),
         "gguf": str(gguf_path),
@@ -124,6 +133,22 @@ def build(
     (out / "build.json").write_text(json.dumps(report, indent=2))
     say(json.dumps(report))
     return report
+
+
+def _prepare(tokenizer_path: Path, key: dict, vocab_size: int, split_spaces: bool, say, started: float):
+    """Generate the curriculum, train (or load) the tokenizer, encode training and held-out data."""
+    conversations = curriculum.conversations(key["conversations"], seed=key["seed"], max_tasks=MAX_TASKS)
+    held_out = curriculum.conversations(max(32, key["conversations"] // 50), seed=key["seed"] + 1_000_003)
+    if tokenizer_path.exists():  # resuming: the checkpoint's embedding rows belong to this vocabulary
+        tokenizer = Tokenizer.load(tokenizer_path)
+    else:
+        texts = [curriculum.text(t) for t in conversations[:1500]]
+        tokenizer = train_tokenizer(texts, vocab_size, split_spaces=split_spaces)
+        tokenizer.save(tokenizer_path)
+    say(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)")
+    # the valuation demo (prompt, search results, the funding page, a python cell) is ~2,600 tokens
+    data = encode_dataset(conversations, tokenizer, key["max_len"])
+    return tokenizer, data, encode_dataset(held_out, tokenizer, key["max_len"])
 
 
 def prompt_tokens(turns: list, tokenizer: Tokenizer) -> list[int]:

@@ -157,5 +157,5 @@ def copies_context(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     now, target = tokens[:, :-1], tokens[:, 1:]
     read = ~mask[:, 1:].bool()  # bigrams whose second token the model read, not wrote
     same = (now[:, :, None] == now[:, None, :]) & (target[:, :, None] == target[:, None, :])
-    earlier = torch.ones(t - 1, t - 1, dtype=torch.bool).tril(-1)
+    earlier = torch.ones(t - 1, t - 1, dtype=torch.bool, device=tokens.device).tril(-1)
     return (same & earlier & read[:, None, :]).any(-1)

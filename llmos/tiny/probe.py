@@ -47,7 +47,7 @@ HELD_OUT_SEED = 1_000_003  # the build's held-out conversations
 
 
 def load(folder: str | Path) -> tuple[Tiny, Tokenizer, int]:
-    state = torch.load(Path(folder) / "checkpoint.pt", weights_only=False)
+    state = torch.load(Path(folder) / "checkpoint.pt", weights_only=False, map_location="cpu")
     model = Tiny(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.eval()

@@ -19,8 +19,11 @@ CPU budget. With ``plant_induction`` the model starts from a written-in inductio
 circuit (:mod:`llmos.tiny.circuits`) and the drill keeps it in use while the
 curriculum trains; that is the bundled recipe (``python -m llmos.tiny build``).
 
-Not covered: distributed or GPU training, evaluation beyond held-out loss, gradient
-accumulation.
+With ``device="cuda"`` the same loop runs on a GPU (bf16 autocast there too); a run is
+then deterministic only up to the GPU's kernels, and its checkpoints load on a CPU.
+
+Not covered: distributed or multi-GPU training, evaluation beyond held-out loss,
+gradient accumulation.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class TrainSettings:
     ordinary_tokens: int = 0  # ids below this are text, not special tokens (0: every id is text)
     plant_induction: bool = False  # start from circuits.plant_induction (config.rope_theta must suit it)
     bf16: bool = False  # autocast matmuls and attention to bfloat16 (weights and optimizer stay float32)
+    device: str = "cpu"  # "cuda" trains on a GPU; checkpoints load anywhere
     weight_decay: float = 0.05
     save_every: int = 100
     eval_every: int = 0  # held-out loss every this many steps and at the end (0: at every save)
@@ -79,6 +83,38 @@ def encode_conversation(turns: list[Turn], tokenizer: Tokenizer) -> tuple[list[i
 def encode_dataset(conversations: list[list[Turn]], tokenizer: Tokenizer, n_ctx: int) -> list[tuple[list, list]]:
     data = [encode_conversation(turns, tokenizer) for turns in conversations]
     return [(t, m) for t, m in data if len(t) <= n_ctx]
+
+
+def save_dataset(path: Path, key: dict, parts: dict[str, list[tuple[list, list]]]) -> None:
+    """Keep encoded datasets (flat int16 tokens, bool masks) so a resumed build skips the curriculum.
+
+    Why: encoding is a minute here, and a GPU machine that has torch but not the
+    apps the curriculum runs through can still train from the folder.
+    """
+    flat = {}
+    for name, data in parts.items():
+        flat[name] = {
+            "lengths": torch.tensor([len(t) for t, _ in data], dtype=torch.int32),
+            "tokens": torch.tensor([x for t, _ in data for x in t], dtype=torch.int16),
+            "mask": torch.tensor([x for _, m in data for x in m], dtype=torch.bool),
+        }
+    torch.save({"key": key, "parts": flat}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_dataset(path: Path, key: dict) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None:
+    """The datasets :func:`save_dataset` kept under this ``key``, or None (no file, other settings)."""
+    if not path.exists():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if saved["key"] != key:
+        return None
+    parts = {}
+    for name, flat in saved["parts"].items():
+        lengths = flat["lengths"].tolist()
+        tokens, mask = flat["tokens"].long().split(lengths), flat["mask"].long().split(lengths)
+        parts[name] = list(zip(tokens, mask, strict=True))
+    return parts
 
 
 def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random, batch_tokens: int = 0):
@@ -103,8 +139,8 @@ def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random, 
         tokens = torch.zeros(len(chosen), width, dtype=torch.long)
         mask = torch.zeros(len(chosen), width, dtype=torch.long)
         for row, (t, m) in enumerate(chosen):
-            tokens[row, : len(t)] = torch.tensor(t)
-            mask[row, : len(m)] = torch.tensor(m)
+            tokens[row, : len(t)] = torch.as_tensor(t)
+            mask[row, : len(m)] = torch.as_tensor(m)
         yield tokens, mask
 
 
@@ -170,8 +206,12 @@ def learning_rate(step: int, s: TrainSettings) -> float:
 def evaluate(model: Tiny, data: list[tuple[list, list]], batch_size: int = 16) -> float:
     rng = random.Random(0)
     stream = batches(data, batch_size, rng)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        losses = [float(model.loss(*next(stream))) for _ in range(max(1, min(8, len(data) // batch_size)))]
+        losses = [
+            float(model.loss(*(part.to(device) for part in next(stream))))
+            for _ in range(max(1, min(8, len(data) // batch_size)))
+        ]
     return sum(losses) / len(losses)
 
 
@@ -187,12 +227,13 @@ def train(
     model = Tiny(config, seed=settings.seed)
     if settings.plant_induction:
         plant_induction(model, seed=settings.seed)
+    model.to(settings.device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay
     )
     step, log, checkpoint = 0, settings.log, out / "checkpoint.pt"
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=settings.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, log[:] = state["step"], state["log"]
@@ -206,9 +247,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
         drill = step < settings.copy_steps or (settings.copy_every and step % settings.copy_every == 0)
-        tokens, mask = next(drills if drill else stream)
+        tokens, mask = (part.to(settings.device) for part in next(drills if drill else stream))
         # bf16 autocast: 1.4x faster steps on the 2-core CPU, the same probe figures (docs/llmos-tiny.md)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+        with torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16, enabled=settings.bf16):
             loss = model.loss(tokens, mask, 1.0 if drill else settings.copy_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -229,7 +270,7 @@ def train(
         if last:
             break
     plot_losses(log, out / "loss.png")
-    return model
+    return model.cpu()  # export and parity run on the CPU
 
 
 def save_checkpoint(model: Tiny, optimizer, step: int, log: list[dict], path: Path) -> None:
