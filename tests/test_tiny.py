@@ -94,6 +94,7 @@ def test_miniature_build_trains_and_exports(miniature) -> None:
     report, _, _, out = miniature
     assert report["final_loss"] < report["first_loss"] - 0.3  # both on the curriculum, after the copy warm-up
     assert report["copy_steps"] == 3 and report["bf16"]
+    assert report["trained_on"] == ["cpu"] and 0 < report["train_seconds"] <= report["seconds"]
     assert (out / "loss.png").stat().st_size > 0
     assert Path(report["gguf"]).stat().st_size > 0
 
@@ -187,6 +188,13 @@ def test_build_resumes_from_its_checkpoint_and_kept_data(miniature, monkeypatch)
     monkeypatch.setattr(curriculum, "conversations", no_curriculum)
     report = build(out, size="test", steps=17, copy_steps=3, batch_size=8, lr=1e-2, max_len=1280, say=lambda _: None)
     assert report["steps"] == 17
+
+
+def test_training_time_adds_up_resumed_sessions() -> None:
+    from llmos.tiny.train import training_time
+
+    log = [{"seconds": 1.0}, {"seconds": 2.5}, {"seconds": 0.5, "device": "cuda"}, {"seconds": 4.0, "device": "cuda"}]
+    assert training_time(log) == (6.5, ["cpu", "cuda"])
 
 
 def test_kept_datasets_round_trip_and_answer_only_their_settings(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from llmos.tiny.train import (
     load_dataset,
     save_dataset,
     train,
+    training_time,
 )
 from llmos.tiny.world import tool_specs as specs_for
 
@@ -106,6 +107,7 @@ def build(
         warmup=max(1, min(50, steps // 10)),
     )
     model = train(config, data, held, settings, out, say=say)
+    train_seconds, devices = training_time(settings.log)
     model.eval()
     gguf_path = export_gguf(model, tokenizer, out / "llmos-tiny.gguf")
     report = {
@@ -124,9 +126,10 @@ def build(
         "final_loss": settings.log[-1]["loss"] if settings.log else None,
         "held_out_loss": next((e["held_out"] for e in reversed(settings.log) if "held_out" in e), None),
         "conversations": n_conversations,
-        "device": device,
         "train_tokens": n_tokens,
         "seconds": round(time.time() - started, 1),
+        "train_seconds": train_seconds,
+        "trained_on": devices,
         "gguf": str(gguf_path),
         "gguf_bytes": gguf_path.stat().st_size,
     }

@@ -257,6 +257,7 @@ def train(
         optimizer.step()
         step += 1
         entry = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started, 1)}
+        entry["device"] = settings.device
         if drill:
             entry["phase"] = "copy"
         last = step == settings.steps or (settings.max_seconds and time.time() - started > settings.max_seconds)
@@ -271,6 +272,16 @@ def train(
             break
     plot_losses(log, out / "loss.png")
     return model.cpu()  # export and parity run on the CPU
+
+
+def training_time(log: list[dict]) -> tuple[float, list[str]]:
+    """Seconds spent training over every resumed session of a log, and the devices that trained it."""
+    total, last = 0.0, 0.0
+    for entry in log:
+        if entry["seconds"] < last:  # a resumed session starts its clock again
+            total += last
+        last = entry["seconds"]
+    return round(total + last, 1), sorted({entry.get("device", "cpu") for entry in log})
 
 
 def save_checkpoint(model: Tiny, optimizer, step: int, log: list[dict], path: Path) -> None:
