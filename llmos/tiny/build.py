@@ -40,7 +40,7 @@ from llmos.tiny.train import (
 from llmos.tiny.world import tool_specs as specs_for
 
 # name -> (model shape, vocabulary size, training conversations)
-SIZES: dict[str, tuple[dict[str, int], int, int]] = {
+SIZES: dict[str, tuple[dict[str, Any], int, int]] = {
     "test": ({"n_embd": 32, "n_layer": 2, "n_head": 4, "n_ff": 64}, 512, 120),
     "default": ({"n_embd": 128, "n_layer": 4, "n_head": 4, "n_ff": 384, "tie_embeddings": True}, 3072, 16000),
     "large": ({"n_embd": 192, "n_layer": 6, "n_head": 6, "n_ff": 512}, 3072, 16000),

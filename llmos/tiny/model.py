@@ -83,6 +83,9 @@ class Block(nn.Module):
 
 
 class Tiny(nn.Module):
+    cos: torch.Tensor  # rotary tables, registered as buffers
+    sin: torch.Tensor
+
     def __init__(self, config: Config, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)
@@ -133,7 +136,7 @@ class Tiny(nn.Module):
         return (losses * weights).sum() / weights.sum()
 
     @torch.no_grad()
-    def greedy(self, tokens: list[int], n: int, stop: set[int] = frozenset()) -> list[int]:
+    def greedy(self, tokens: list[int], n: int, stop: set[int] | frozenset[int] = frozenset()) -> list[int]:
         out = list(tokens)
         for _ in range(n):
             next_token = int(self(torch.tensor([out[-self.config.n_ctx :]]))[0, -1].argmax())

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,6 +44,9 @@ from llmos.tiny.circuits import plant_induction
 from llmos.tiny.curriculum import segments
 from llmos.tiny.model import Config, Tiny
 from llmos.tiny.tokenizer import Tokenizer
+
+# (tokens, loss mask) per conversation: lists of ints when encoded, 1-D tensors from data.pt
+Examples = list[tuple[Any, Any]]
 
 
 @dataclass
@@ -80,12 +84,12 @@ def encode_conversation(turns: list[Turn], tokenizer: Tokenizer) -> tuple[list[i
     return tokens, mask
 
 
-def encode_dataset(conversations: list[list[Turn]], tokenizer: Tokenizer, n_ctx: int) -> list[tuple[list, list]]:
+def encode_dataset(conversations: list[list[Turn]], tokenizer: Tokenizer, n_ctx: int) -> Examples:
     data = [encode_conversation(turns, tokenizer) for turns in conversations]
     return [(t, m) for t, m in data if len(t) <= n_ctx]
 
 
-def save_dataset(path: Path, key: dict, parts: dict[str, list[tuple[list, list]]]) -> None:
+def save_dataset(path: Path, key: dict, parts: dict[str, Examples]) -> None:
     """Keep encoded datasets (flat int16 tokens, bool masks) so a resumed build skips the curriculum.
 
     Why: encoding is a minute here, and a GPU machine that has torch but not the
@@ -102,7 +106,7 @@ def save_dataset(path: Path, key: dict, parts: dict[str, list[tuple[list, list]]
     path.with_suffix(".tmp").replace(path)
 
 
-def load_dataset(path: Path, key: dict) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None:
+def load_dataset(path: Path, key: dict) -> dict[str, Examples] | None:
     """The datasets :func:`save_dataset` kept under this ``key``, or None (no file, other settings)."""
     if not path.exists():
         return None
@@ -117,7 +121,7 @@ def load_dataset(path: Path, key: dict) -> dict[str, list[tuple[torch.Tensor, to
     return parts
 
 
-def batches(data: list[tuple[list, list]], batch_size: int, rng: random.Random, batch_tokens: int = 0):
+def batches(data: Examples, batch_size: int, rng: random.Random, batch_tokens: int = 0):
     """Endless batches of conversations of similar length, as (tokens, mask) tensors.
 
     With ``batch_tokens``, a batch holds as many conversations as fit that many (padded)
@@ -203,7 +207,7 @@ def learning_rate(step: int, s: TrainSettings) -> float:
     return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def evaluate(model: Tiny, data: list[tuple[list, list]], batch_size: int = 16) -> float:
+def evaluate(model: Tiny, data: Examples, batch_size: int = 16) -> float:
     rng = random.Random(0)
     stream = batches(data, batch_size, rng)
     device = next(model.parameters()).device
@@ -217,8 +221,8 @@ def evaluate(model: Tiny, data: list[tuple[list, list]], batch_size: int = 16) -
 
 def train(
     config: Config,
-    data: list[tuple[list, list]],
-    held_out: list[tuple[list, list]],
+    data: Examples,
+    held_out: Examples,
     settings: TrainSettings,
     out: Path,
     say=print,
@@ -256,7 +260,11 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        entry = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started, 1)}
+        entry: dict[str, Any] = {
+            "step": step,
+            "loss": round(loss.item(), 4),
+            "seconds": round(time.time() - started, 1),
+        }
         entry["device"] = settings.device
         if drill:
             entry["phase"] = "copy"
