@@ -190,6 +190,21 @@ def test_build_resumes_from_its_checkpoint_and_kept_data(miniature, monkeypatch)
     assert report["steps"] == 17
 
 
+def test_build_prepares_a_folder_and_trains_it_without_export(tmp_path: Path, monkeypatch) -> None:
+    """How a GPU box with torch alone trains: data prepared here, training there, export back here."""
+    need_module("torch")
+    from llmos.tiny.build import build
+
+    options = {"size": "test", "steps": 2, "batch_size": 4, "max_len": 1280, "say": lambda _: None}
+    prepared = build(tmp_path, stop_after="data", **options)
+    assert prepared["train_tokens"] > 0 and (tmp_path / "data.pt").exists()
+    assert not (tmp_path / "checkpoint.pt").exists()
+    monkeypatch.setattr(curriculum, "conversations", None)  # the box cannot run the curriculum
+    trained = build(tmp_path, stop_after="training", **options)
+    assert trained["trained_on"] == ["cpu"] and (tmp_path / "checkpoint.pt").exists()
+    assert not (tmp_path / "llmos-tiny.gguf").exists()
+
+
 def test_training_time_adds_up_resumed_sessions() -> None:
     from llmos.tiny.train import training_time
 

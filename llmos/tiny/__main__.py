@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     build_cmd.add_argument("--threads", type=int, default=2)
     build_cmd.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda")
+    build_cmd.add_argument(
+        "--stop-after",
+        choices=["data", "training"],
+        help="stop after the curriculum is encoded (data.pt), or after training (no export, no parity)",
+    )
     build_cmd.add_argument("--conversations", type=int, default=0, help="training conversations (0: the size's)")
     build_cmd.add_argument("--seed", type=int, default=0)
     probe_cmd = commands.add_parser("probe", help="does a checkpoint copy? (teacher-forced, JSON)")
@@ -92,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         conversations=args.conversations,
         device=args.device,
+        stop_after=args.stop_after or "",
     )
+    if args.stop_after:
+        print(json.dumps(report))
+        return
     state = torch.load(f"{args.out}/checkpoint.pt", weights_only=False, map_location="cpu")
     model = Tiny(Config(**state["config"]))
     model.load_state_dict(state["model"])

@@ -4,7 +4,8 @@ Contract: :func:`build` writes into ``out``: ``tokenizer.json``, ``checkpoint.pt
 ``loss.png``, ``llmos-tiny.gguf`` and ``build.json`` (settings and figures). Running
 it again resumes training from the checkpoint, with the encoded data kept in
 ``data.pt`` (so a machine with torch alone, a GPU box, can resume a folder prepared
-elsewhere). :func:`check_parity` runs the same
+elsewhere: ``stop_after="data"`` prepares such a folder, ``stop_after="training"``
+skips export and parity there). :func:`check_parity` runs the same
 prompts through PyTorch and llama.cpp and reports the largest next-token logit
 difference and whether greedy continuations agree.
 
@@ -68,6 +69,7 @@ def build(
     max_len: int = 3600,
     conversations: int = 0,
     device: str = "cpu",
+    stop_after: str = "",
     say=print,
 ) -> dict[str, Any]:
     out = Path(out)
@@ -85,6 +87,8 @@ def build(
         save_dataset(data_path, key, {"train": data, "held_out": held})
     n_tokens = sum(len(t) for t, _ in data)
     say(f"data: {len(data)} conversations, {n_tokens} tokens ({time.time() - started:.0f}s)")
+    if stop_after == "data":  # a folder to train elsewhere (a GPU box with torch alone)
+        return {"data": str(data_path), "conversations": n_conversations, "train_tokens": n_tokens}
     config = Config(vocab_size=len(tokenizer), n_ctx=n_ctx, **shape)
     if plant:  # the planted match rides on rotary pairs that must barely turn over a context
         config.rope_theta = ROPE_THETA
@@ -108,6 +112,8 @@ def build(
     )
     model = train(config, data, held, settings, out, say=say)
     train_seconds, devices = training_time(settings.log)
+    if stop_after == "training":  # export and parity where gguf and llama.cpp are installed
+        return {"checkpoint": str(out / "checkpoint.pt"), "train_seconds": train_seconds, "trained_on": devices}
     model.eval()
     gguf_path = export_gguf(model, tokenizer, out / "llmos-tiny.gguf")
     report = {
