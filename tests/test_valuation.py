@@ -250,15 +250,27 @@ def test_validate_run_finds_a_blank_plot_and_a_report_without_it(scripted_run, t
 @pytest.mark.xfail(BUNDLED.is_file(), reason="llmos-tiny quality", strict=False)
 def test_bundled_model_runs_the_demo(tmp_path):
     """The demo as the README runs it, on llmos-tiny; XPASS means the model is good enough."""
+    run_demo_on_the_bundled_model(tmp_path, "scale-ai")
+
+
+def test_bundled_model_passes_the_hugging_face_demo(tmp_path):
+    """The same task for Hugging Face (two valued rounds), which the bundled model gets right.
+
+    A rebuilt model that fails it is a regression to look at before bundling.
+    """
+    run_demo_on_the_bundled_model(tmp_path, "hugging-face")
+
+
+def run_demo_on_the_bundled_model(tmp_path, company: str) -> None:
     need_module("llama_cpp")
     if not BUNDLED.is_file():
         message = f"the bundled model {BUNDLED} is not built yet"
         if os.environ.get("LLMOS_REQUIRE_TINY") == "1":
             pytest.fail(message)
         pytest.xfail(message)
-    task = load_task(TASK_FILES["scale-ai"])
+    task = load_task(TASK_FILES[company])
     task = task.model_copy(update={"budgets": TaskBudgets(steps=10, tokens=4000, seconds=300, step_tokens=2048)})
     options = runner.RunOptions(out=tmp_path / "run", store=tmp_path / "sessions.db")
     result = runner.run_task(task, options)
-    assert reference.validate_run(result.folder, "scale-ai") == []
+    assert reference.validate_run(result.folder, company) == []
     assert result.exit_code == 0, result.checks
