@@ -190,6 +190,31 @@ def test_build_resumes_from_its_checkpoint_and_kept_data(miniature, monkeypatch)
     assert report["steps"] == 17
 
 
+def test_build_fine_tunes_from_another_builds_weights(miniature, tmp_path: Path) -> None:
+    """--init-from: the parent's tokenizer, shape and weights (lr 0 keeps them), a fresh schedule."""
+    import torch
+
+    from llmos.tiny.build import build
+
+    _, _, _, parent = miniature
+    before = torch.load(parent / "checkpoint.pt", weights_only=False, map_location="cpu")
+    options = {"size": "test", "steps": 2, "batch_size": 4, "max_len": 1280, "seed": 3, "say": lambda _: None}
+    report = build(tmp_path / "tuned", init_from=parent, lr=0.0, **options)
+    assert report["init_from"] == {"checkpoint": str(parent / "checkpoint.pt"), "steps": before["step"]}
+    assert report["steps"] == 2  # its own schedule, not the parent's step count
+    assert (tmp_path / "tuned" / "tokenizer.json").read_text() == (parent / "tokenizer.json").read_text()
+    after = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False, map_location="cpu")
+    assert after["config"] == before["config"]
+    assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
+
+    with pytest.raises(FileNotFoundError, match=r"checkpoint\.pt and tokenizer\.json"):
+        build(tmp_path / "nowhere", init_from=tmp_path / "missing", **options)
+    other = tmp_path / "other"
+    build(other, stop_after="data", **{**options, "split_spaces": True})  # another tokenizer
+    with pytest.raises(ValueError, match="another tokenizer"):
+        build(other, init_from=parent, **options)
+
+
 def test_build_prepares_a_folder_and_trains_it_without_export(tmp_path: Path, monkeypatch) -> None:
     """How a GPU box with torch alone trains: data prepared here, training there, export back here."""
     need_module("torch")

@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     build_cmd.add_argument("--conversations", type=int, default=0, help="training conversations (0: the size's)")
     build_cmd.add_argument("--seed", type=int, default=0)
+    build_cmd.add_argument(
+        "--init-from",
+        default="",
+        help="fine-tune: start from another build folder's weights (its tokenizer and shape; fresh schedule)",
+    )
     probe_cmd = commands.add_parser("probe", help="does a checkpoint copy? (teacher-forced, JSON)")
     probe_cmd.add_argument("folder", help="a build folder: checkpoint.pt and tokenizer.json")
     probe_cmd.add_argument("--threads", type=int, default=2)
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         conversations=args.conversations,
         device=args.device,
         stop_after=args.stop_after or "",
+        init_from=args.init_from,
     )
     if args.stop_after:
         print(json.dumps(report))

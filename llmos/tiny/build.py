@@ -5,7 +5,9 @@ Contract: :func:`build` writes into ``out``: ``tokenizer.json``, ``checkpoint.pt
 it again resumes training from the checkpoint, with the encoded data kept in
 ``data.pt`` (so a machine with torch alone, a GPU box, can resume a folder prepared
 elsewhere: ``stop_after="data"`` prepares such a folder, ``stop_after="training"``
-skips export and parity there). :func:`check_parity` runs the same
+skips export and parity there). ``init_from`` fine-tunes: training starts from another
+build's weights (its ``checkpoint.pt``), with its tokenizer and shape, a fresh optimizer
+and schedule, and the curriculum as it is now. :func:`check_parity` runs the same
 prompts through PyTorch and llama.cpp and reports the largest next-token logit
 difference and whether greedy continuations agree.
 
@@ -16,6 +18,7 @@ for a 2-core CPU), publishing the model.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -70,10 +73,12 @@ def build(
     conversations: int = 0,
     device: str = "cpu",
     stop_after: str = "",
+    init_from: str | Path = "",
     say=print,
 ) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    parent = _parent_checkpoint(init_from, out) if init_from else None
     shape, vocab_size, n_conversations = SIZES[size]
     n_conversations = conversations or n_conversations
     started = time.time()
@@ -90,7 +95,9 @@ def build(
     if stop_after == "data":  # a folder to train elsewhere (a GPU box with torch alone)
         return {"data": str(data_path), "conversations": n_conversations, "train_tokens": n_tokens}
     config = Config(vocab_size=len(tokenizer), n_ctx=n_ctx, **shape)
-    if plant:  # the planted match rides on rotary pairs that must barely turn over a context
+    if parent:  # the parent's shape, context and rotary base: its weights are the start
+        config, plant = Config(**parent["config"]), False
+    elif plant:  # the planted match rides on rotary pairs that must barely turn over a context
         config.rope_theta = ROPE_THETA
     settings = TrainSettings(
         steps=steps,
@@ -109,6 +116,7 @@ def build(
         save_every=max(1, min(100, steps // 5)),
         eval_every=max(1, min(100, steps // 5), steps // 10),  # a held-out pass costs ~15 training steps
         warmup=max(1, min(50, steps // 10)),
+        init_weights=parent["model"] if parent else None,
     )
     model = train(config, data, held, settings, out, say=say)
     train_seconds, devices = training_time(settings.log)
@@ -126,6 +134,7 @@ def build(
         "copy_weight": copy_weight,
         "split_spaces": split_spaces,
         "plant_induction": plant,
+        "init_from": {"checkpoint": str(parent["path"]), "steps": parent["step"]} if parent else None,
         "bf16": bf16,
         "batch_tokens": batch_tokens,
         "first_loss": next((e["loss"] for e in settings.log if e.get("phase") != "copy"), None),
@@ -142,6 +151,22 @@ def build(
     (out / "build.json").write_text(json.dumps(report, indent=2))
     say(json.dumps(report))
     return report
+
+
+def _parent_checkpoint(init_from: str | Path, out: Path) -> dict[str, Any]:
+    """The checkpoint a fine-tune starts from (a build folder or its ``checkpoint.pt``); its
+    tokenizer is copied into ``out``, since the weights' embedding rows belong to it."""
+    path = Path(init_from)
+    path = path / "checkpoint.pt" if path.is_dir() else path
+    tokenizer = path.parent / "tokenizer.json"
+    if not path.is_file() or not tokenizer.is_file():
+        raise FileNotFoundError(f"--init-from needs a build's checkpoint.pt and tokenizer.json: {path}")
+    if not (out / "tokenizer.json").exists():
+        shutil.copyfile(tokenizer, out / "tokenizer.json")
+    elif Tokenizer.load(out / "tokenizer.json").vocab != Tokenizer.load(tokenizer).vocab:
+        raise ValueError(f"{out} has another tokenizer than {tokenizer}: fine-tune into a new folder")
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    return {"path": path, "model": state["model"], "config": state["config"], "step": state["step"]}
 
 
 def _prepare(tokenizer_path: Path, key: dict, vocab_size: int, split_spaces: bool, say, started: float):

@@ -64,6 +64,7 @@ class TrainSettings:
     copy_length: int = 2048
     ordinary_tokens: int = 0  # ids below this are text, not special tokens (0: every id is text)
     plant_induction: bool = False  # start from circuits.plant_induction (config.rope_theta must suit it)
+    init_weights: dict | None = None  # a state dict to start from (a fine-tune); a resumed run ignores it
     bf16: bool = False  # autocast matmuls and attention to bfloat16 (weights and optimizer stay float32)
     device: str = "cpu"  # "cuda" trains on a GPU; checkpoints load anywhere
     weight_decay: float = 0.05
@@ -229,7 +230,9 @@ def train(
 ) -> Tiny:
     out.mkdir(parents=True, exist_ok=True)
     model = Tiny(config, seed=settings.seed)
-    if settings.plant_induction:
+    if settings.init_weights is not None:
+        model.load_state_dict(settings.init_weights)
+    elif settings.plant_induction:
         plant_induction(model, seed=settings.seed)
     model.to(settings.device)
     optimizer = torch.optim.AdamW(
