@@ -14,6 +14,7 @@ import importlib.util
 import random
 import re
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,32 @@ def test_invented_companies_look_like_the_real_ones() -> None:
             assert valuation is None or re.fullmatch(r"\$\d+(\.\d+)?[KMBT]", valuation)
     assert funding.literal("$4.5M") == "4.5e6" and funding.literal("$14.3B") == "14.3e9"
     assert funding.money(4_500_000) == "$4.5M" and funding.money(2.75e9) == "$2.75B"
+
+
+def test_invented_tables_vary_as_the_real_pages_do() -> None:
+    """What tripped the model on Scale AI and Databricks must be common in training: the same figure
+    in two cells, a lead investor leading again, ratios far from 10, a round smaller than the last,
+    and a last stake whose amount nears the valuation."""
+    rng = random.Random(7)
+    companies = [funding.random_company(rng) for _ in range(400)]
+
+    def share(test) -> float:
+        return sum(1 for c in companies if test(c)) / len(companies)
+
+    def figures(c):
+        return [cell for row in c.rows for cell in (row[2], row[3]) if cell]
+
+    def ratios(c):
+        return [funding._value(v) / funding._value(a) for _, _, a, v, _ in c.rows if v]
+
+    assert share(lambda c: len(set(figures(c))) < len(figures(c))) > 0.08
+    assert share(lambda c: len({lead for row in c.rows for lead in row[4].split(", ")}) < len(c.rows)) > 0.5
+    assert share(lambda c: min(ratios(c)) < 4) > 0.1 and share(lambda c: max(ratios(c)) > 25) > 0.1
+    amounts = [[funding._value(row[2]) for row in c.rows] for c in companies]
+    assert sum(any(b < a for a, b in pairwise(row)) for row in amounts) / len(companies) > 0.2
+    stake = lambda c: not c.rows[-1][1].startswith("Series") and c.rows[-1][3] and ratios(c)[-1] < 5  # noqa: E731
+    assert share(stake) > 0.01
+    assert min(len(funding.random_company(rng, min_rounds=5).rows) for _ in range(50)) >= 5
 
 
 def _normalized(text: str) -> str:

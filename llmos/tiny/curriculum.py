@@ -363,9 +363,9 @@ RATIO_PROMPTS = (
 )
 
 
-def _funding_site(rng: random.Random, world: World) -> funding.Company:
+def _funding_site(rng: random.Random, world: World, min_rounds: int = 3) -> funding.Company:
     """A company's funding page on the demo site, beside a few others (and sometimes the site index)."""
-    company = funding.random_company(rng)
+    company = funding.random_company(rng, min_rounds)
     companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 3)))]
     for c in companies:
         world.add(c.url, funding.funding_page(c, [o for o in companies if o is not c]), c.title, c.keywords)
@@ -390,8 +390,9 @@ def _ratio_turns(
 
 
 def ratio_question(rng: random.Random, world: World) -> list[Turn]:
-    """The demo's hardest copy on its own: the calculator's mean ratio over a funding table's rows."""
-    company = _funding_site(rng, world)
+    """The demo's hardest copy on its own: the calculator's mean ratio over a funding table's rows,
+    drawn from the longer tables (five rounds or more), where the demo's copies go wrong."""
+    company = _funding_site(rng, world, min_rounds=5)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     expression = funding.ratio_expression(company)

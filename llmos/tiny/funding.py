@@ -250,16 +250,35 @@ def money(value: float) -> str:
     return f"${value:.0f}"
 
 
-def random_company(rng: random.Random) -> Company:
+def reported(value: float, rng: random.Random) -> str:
+    """A figure as the press reports it: often a round number (``$1B``, ``$100M``), so the same
+    figure can stand in two cells of a table (an amount here, a valuation there), as on real pages."""
+    digits = rng.choices([1, 2, 3], weights=[1, 2, 2])[0]
+    return money(float(f"{value:.{digits}g}"))
+
+
+def _growth(rng: random.Random, amount: float) -> float:
+    """The next round's size over this one's: mostly larger, sometimes smaller, sometimes a leap."""
+    if amount >= 2e9:
+        return rng.uniform(0.5, 1.5)
+    draw = rng.random()
+    return rng.uniform(0.3, 0.9) if draw < 0.1 else rng.uniform(4, 10) if draw < 0.2 else rng.uniform(1.3, 3.5)
+
+
+def random_company(rng: random.Random, min_rounds: int = 3) -> Company:
+    """An invented company whose table varies the way real ones do: valuation/amount ratios from 3 to
+    30 and drifting, rounds that shrink or leap, a last strategic stake bigger than most rounds, round
+    figures repeated across cells, and lead investors who lead again (the real pages have each)."""
     name = company_name(rng)
     founded = rng.randint(2004, 2019)
     founders = [f"{invented_name(rng)} {invented_name(rng, 3)}" for _ in range(rng.choice([1, 2]))]
     what = rng.choice(PRODUCTS).format(x=rng.choice(FIELDS))
     intro = f"{name}, founded in {founded} by {' and '.join(founders)}, {what}."
-    n_rounds = rng.randint(3, 10)
+    n_rounds = rng.randint(min_rounds, 10)
     n_missing = rng.randint(1, min(4, n_rounds - 2))
     year, month = founded + rng.randint(0, 2), rng.randint(1, 12)
-    amount, ratio = rng.choice([0.5, 1, 2, 3, 4, 5, 8, 10, 12, 15, 20]) * 1e6, rng.uniform(4, 12)
+    amount, ratio = rng.choice([0.5, 1, 2, 3, 4, 5, 8, 10, 12, 15, 20]) * 1e6, 3 * 10 ** rng.uniform(0, 1)
+    investors = [invented_name(rng) + rng.choice(INVESTOR_KINDS) for _ in range(rng.randint(2, 8))]
     rows: list[tuple[str, str, str, str | None, str]] = []
     seed_first = rng.random() < 0.4
     for i in range(n_rounds):
@@ -267,14 +286,16 @@ def random_company(rng: random.Random) -> Company:
         label = "Seed" if i == 0 and seed_first else f"Series {'ABCDEFGHIJKL'[series]}"
         if i == n_rounds - 1 and i > 1 and rng.random() < 0.15:
             label = rng.choice(SPECIAL_ROUNDS).format(p=rng.randint(5, 49), l="ABCDEFGHIJKL"[max(0, series - 1)])
-        shown_amount = money(amount)
-        valuation = money(_value(shown_amount) * ratio) if i >= n_missing else None
-        leads = ", ".join(invented_name(rng) + rng.choice(INVESTOR_KINDS) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+            if rng.random() < 0.5:  # a large stake: the amount nears the valuation (Scale AI's 2025 deal)
+                amount, ratio = max(amount, amount * ratio * rng.uniform(0.3, 1.5)), rng.uniform(1.5, 5)
+        shown_amount = reported(amount, rng)
+        valuation = reported(_value(shown_amount) * ratio, rng) if i >= n_missing else None
+        leads = ", ".join(rng.sample(investors, min(len(investors), rng.choice([1, 1, 1, 2, 3]))))
         rows.append((f"{MONTHS[month - 1]} {year}", label, shown_amount, valuation, leads))
         month += rng.randint(4, 24)
         year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
-        amount *= rng.uniform(1.3, 3.5) if amount < 2e9 else rng.uniform(0.5, 1.5)
-        ratio *= rng.uniform(0.8, 1.4)
+        amount *= _growth(rng, amount)
+        ratio *= rng.uniform(0.7, 1.6)
     lead = rows[-1][4].split(", ")[0]
     after = rng.choice(
         [
