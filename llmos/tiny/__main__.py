@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     build_cmd.add_argument("--steps", type=int, default=4000)
     build_cmd.add_argument("--copy-steps", type=int, default=0, help="copy warm-up steps (part of --steps)")
     build_cmd.add_argument("--copy-every", type=int, default=3, help="then every Nth step is a copy batch too")
+    build_cmd.add_argument("--copy-length", type=int, default=2048, help="tokens in a copy-drill row")
     build_cmd.add_argument("--copy-weight", type=float, default=1.0, help="weight of targets that copy the context")
     build_cmd.add_argument(
         "--split-spaces",
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         copy_steps=args.copy_steps,
         copy_every=args.copy_every,
+        copy_length=args.copy_length,
         copy_weight=args.copy_weight,
         split_spaces=args.split_spaces,
         plant=args.plant_induction,
