@@ -391,8 +391,8 @@ def _ratio_turns(
 
 def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     """The demo's hardest copy on its own: the calculator's mean ratio over a funding table's rows,
-    drawn from the longer tables (five rounds or more), where the demo's copies go wrong."""
-    company = _funding_site(rng, world, min_rounds=5)
+    drawn from the longer tables (seven rounds or more), where the demo's copies go wrong."""
+    company = _funding_site(rng, world, min_rounds=7)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     expression = funding.ratio_expression(company)
@@ -436,15 +436,15 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
 
 
 TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [
-    (arithmetic, 0.18),
+    (arithmetic, 0.14),
     (data_question, 0.06),
     (lookup, 0.15),
     (injected_lookup, 0.05),
     (image, 0.04),
     (recall_task, 0.05),
     (direct, 0.04),
-    (repeat, 0.08),
-    (ratio_question, 0.14),
+    (repeat, 0.04),
+    (ratio_question, 0.22),
     (valuation, 0.30),
 ]
 
