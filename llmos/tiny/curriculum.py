@@ -436,15 +436,15 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
 
 
 TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [
-    (arithmetic, 0.14),
+    (arithmetic, 0.12),
     (data_question, 0.06),
-    (lookup, 0.15),
+    (lookup, 0.13),
     (injected_lookup, 0.05),
     (image, 0.04),
     (recall_task, 0.05),
     (direct, 0.04),
     (repeat, 0.04),
-    (ratio_question, 0.22),
+    (ratio_question, 0.30),
     (valuation, 0.30),
 ]
 
