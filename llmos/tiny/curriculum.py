@@ -366,7 +366,7 @@ RATIO_PROMPTS = (
 def _funding_site(rng: random.Random, world: World, min_rounds: int = 3) -> funding.Company:
     """A company's funding page on the demo site, beside a few others (and sometimes the site index)."""
     company = funding.random_company(rng, min_rounds)
-    companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 3)))]
+    companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 4)))]
     for c in companies:
         world.add(c.url, funding.funding_page(c, [o for o in companies if o is not c]), c.title, c.keywords)
     if rng.random() < 0.5:  # as on the demo site, the company index also matches "funding rounds"

@@ -216,6 +216,45 @@ INVESTOR_KINDS = (" Ventures", " Capital", " Partners", " Growth", " Fund", " In
 SPECIAL_ROUNDS = ("Strategic investment ({p}% stake)", "Growth round", "Secondary sale", "Series {l} extension")
 
 
+# Real pages say more than one line about a company, and the demo writes its python cell after the
+# page: invented pages as long as real ones put that cell where it lands on the demo (a build on
+# one-line intros wrote it past the positions it had learned and broke there).
+MORE = ("Its customers include {a}, {b} and {c}.", "The company started as a {x} project at a university lab.",
+        "It employs about {n} people across offices in {city} and {city2}.", "Its {w} platform is used by {a} and {b}.",
+        "In {year} it acquired {w} to expand into {x}.", "It says its revenue more than doubled in {year}.",
+        "{w}, its first product, was released in {year} and is still its largest line.",
+        "It also runs {w}, an open-source library for {x}.",
+        "Its founders previously worked on {x} at a large technology company in {city}.",
+        "Analysts count it among the fastest-growing companies in {x}, though it does not publish its revenue.",
+        "It opened a research office in {city2} in {year} and says a third of its staff work on {x}.")  # fmt: skip
+CUSTOMERS = ("hospitals", "banks", "carmakers", "AI labs", "retailers", "airlines", "utilities", "insurers",
+             "the US government", "universities", "telecom operators", "freight companies", "game studios")  # fmt: skip
+
+
+def about(rng: random.Random, name: str, founded: int) -> str:
+    """Zero to six more sentences about a company (pages and search snippets vary in length)."""
+    fill = {"a": "", "b": "", "c": "", "x": rng.choice(FIELDS), "n": rng.choice([40, 120, 300, 800, 2500]),
+            "city": rng.choice(CITIES), "city2": rng.choice(CITIES), "w": free_word(rng).capitalize(),
+            "year": rng.randint(founded + 1, 2025)}  # fmt: skip
+    fill["a"], fill["b"], fill["c"] = rng.sample(CUSTOMERS, 3)
+    return " ".join(line.format(**fill) for line in rng.sample(MORE, rng.choice([0, 1, 2, 3, 4, 5, 6])))
+
+
+def investor_name(rng: random.Random) -> str:
+    """A lead investor's name in the styles real tables have: "Accel", "Andreessen Horowitz", "NEA",
+    "T. Rowe Price", "Counterpoint Global (Morgan Stanley)"."""
+    style = rng.random()
+    if style < 0.45:
+        return invented_name(rng) + rng.choice(INVESTOR_KINDS)
+    if style < 0.65:
+        return " ".join(free_word(rng).capitalize() for _ in range(rng.choice([1, 2])))
+    if style < 0.75:
+        return "".join(rng.choice("ABCDEFGHIKLMNPRSTVW") for _ in range(rng.choice([2, 3, 4])))
+    if style < 0.85:
+        return f"{rng.choice('ABCDEFGHJKLMNPRST')}. {free_word(rng).capitalize()} {invented_name(rng)}"
+    return f"{invented_name(rng)}{rng.choice(INVESTOR_KINDS)} ({free_word(rng).capitalize()} {invented_name(rng)})"
+
+
 def invented_name(rng: random.Random, parts: int = 2) -> str:
     return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
 
@@ -262,7 +301,7 @@ def _growth(rng: random.Random, amount: float) -> float:
     if amount >= 2e9:
         return rng.uniform(0.5, 1.5)
     draw = rng.random()
-    return rng.uniform(0.3, 0.9) if draw < 0.1 else rng.uniform(4, 10) if draw < 0.2 else rng.uniform(1.3, 3.5)
+    return rng.uniform(0.2, 0.9) if draw < 0.1 else rng.uniform(4, 20) if draw < 0.2 else rng.uniform(1.3, 3.5)
 
 
 def random_company(rng: random.Random, min_rounds: int = 3) -> Company:
@@ -273,12 +312,12 @@ def random_company(rng: random.Random, min_rounds: int = 3) -> Company:
     founded = rng.randint(2004, 2019)
     founders = [f"{invented_name(rng)} {invented_name(rng, 3)}" for _ in range(rng.choice([1, 2]))]
     what = rng.choice(PRODUCTS).format(x=rng.choice(FIELDS))
-    intro = f"{name}, founded in {founded} by {' and '.join(founders)}, {what}."
+    intro = f"{name}, founded in {founded} by {' and '.join(founders)}, {what}. {about(rng, name, founded)}".strip()
     n_rounds = rng.randint(min_rounds, 10)
     n_missing = rng.randint(1, min(4, n_rounds - 2))
     year, month = founded + rng.randint(0, 2), rng.randint(1, 12)
     amount, ratio = rng.choice([0.5, 1, 2, 3, 4, 5, 8, 10, 12, 15, 20]) * 1e6, 3 * 10 ** rng.uniform(0, 1)
-    investors = [invented_name(rng) + rng.choice(INVESTOR_KINDS) for _ in range(rng.randint(2, 8))]
+    investors = [investor_name(rng) for _ in range(rng.randint(2, 8))]
     rows: list[tuple[str, str, str, str | None, str]] = []
     seed_first = rng.random() < 0.4
     for i in range(n_rounds):
@@ -297,13 +336,18 @@ def random_company(rng: random.Random, min_rounds: int = 3) -> Company:
         amount *= _growth(rng, amount)
         ratio *= rng.uniform(0.7, 1.6)
     lead = rows[-1][4].split(", ")[0]
-    after = rng.choice(
-        [
-            f"The {rows[-1][1]} round was led by {lead}; {name} said it would use the money to hire and expand abroad.",
-            f"{name} has not announced a round since {rows[-1][0]}.",
-            f"Some early investors sold shares in the {rows[-1][1]} round.",
-        ]
+    after = " ".join(
+        rng.sample(
+            [
+                f"The {rows[-1][1]} round was led by {lead}; {name} said it would use the money to hire and expand abroad.",
+                f"{name} has not announced a round since {rows[-1][0]}.",
+                f"Some early investors sold shares in the {rows[-1][1]} round.",
+                f"Reports at the time put the {rows[-1][1]} valuation higher; the figure above is the one {name} confirmed.",
+            ],
+            rng.choice([1, 1, 2, 3]),
+        )
     )
+    after = f"{after} {about(rng, name, founded)}".strip()
     keywords = f"{name} funding rounds valuation {what.split(' for ')[-1]}"
     return Company(slug(name), name, str(founded), rng.choice(CITIES), intro, rows, after, keywords)
 
