@@ -111,6 +111,27 @@ def test_invented_tables_vary_as_the_real_pages_do() -> None:
     assert min(len(funding.random_company(rng, min_rounds=5).rows) for _ in range(50)) >= 5
 
 
+def test_invented_sites_are_as_long_as_the_demo_archive() -> None:
+    """The demo writes its python cell after the search listing and the page: where real pages run
+    longer than every invented one, the cell is written at positions the model never trained on
+    (llmos-tiny broke exactly there on Scale AI and Databricks while passing invented companies)."""
+    pages = _module("build_pages", EXAMPLES / "web" / "build_pages.py")
+    rng, invented, real = random.Random(3), [], {}
+    with World() as world:
+        for _ in range(100):
+            world.reset()
+            turns = curriculum.valuation(rng, world)
+            invented.append(len(turns[2].text) + len(turns[4].text))
+        world.reset()
+        for key, company in pages.COMPANY_FACTS.items():
+            world.add(company.url, pages.page(key, None), company.title, company.keywords)
+        for company in pages.COMPANY_FACTS.values():
+            listing = world.call("search", query=f"{company.name} funding rounds").text
+            real[company.name] = len(listing) + len(world.call("open", url=company.url).text)
+    invented.sort()
+    assert all(length < invented[80] for length in real.values()), (real, invented[50], invented[80])
+
+
 def _normalized(text: str) -> str:
     return re.sub(r'\{"id": \d+, "source"', '{"id": N, "source"', text)
 
