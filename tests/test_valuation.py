@@ -247,10 +247,15 @@ def test_validate_run_finds_a_blank_plot_and_a_report_without_it(scripted_run, t
 # -- the bundled model ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(BUNDLED.is_file(), reason="llmos-tiny quality", strict=False)
 def test_bundled_model_runs_the_demo(tmp_path):
-    """The demo as the README runs it, on llmos-tiny; XPASS means the model is good enough."""
+    """The demo as the README runs it (Scale AI), on llmos-tiny: every check of the demo passes."""
     run_demo_on_the_bundled_model(tmp_path, "scale-ai")
+
+
+@pytest.mark.xfail(BUNDLED.is_file(), reason="llmos-tiny quality: one pair off in the ratio", strict=False)
+def test_bundled_model_runs_the_databricks_demo(tmp_path):
+    """Databricks (six valued rounds, a round smaller than the one before); XPASS means the model got there."""
+    run_demo_on_the_bundled_model(tmp_path, "databricks")
 
 
 def test_bundled_model_passes_the_hugging_face_demo(tmp_path):
