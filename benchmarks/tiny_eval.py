@@ -13,6 +13,8 @@ companies are new (phrasings come from the same templates).
 * ``valuation_success``: the demo's task on invented companies; success is the demo's own check
   (``examples/valuation/reference.py`` ``validate_run``: the CSV's rounds and amounts, imputed
   valuations within 1% of the ratio method, a real plot, the report embeds it);
+  ``valuation_by_pairs`` tallies successes by the ratio's number of terms (each company's record
+  has its ``pairs`` and the ``expression`` the model typed), and
   ``valuation_broke_at`` counts the step where each failing company went wrong first (the
   ``ratio`` step is judged from the first calculator call itself: its value within 1% of the
   reference's mean ratio, so a broken python cell no longer hides a wrong ratio);
@@ -140,8 +142,11 @@ def score_valuation(company, world_root: Path, model: str, out: Path, reference,
     calls = [c[0] if c else "malformed" for c in parsed]
     ratio_args = next((c[1] for c in parsed if c and c[0] == "calculator"), None)
     ratio_right = None if ratio_args is None else _is_ratio(ratio_args, reference, company, world_root)
+    pairs = sum(r.valuation_usd is not None for r in reference.page_rounds(company, world_root))
     return {
         "company": company,
+        "pairs": pairs,  # rounds with both figures: the terms of the ratio the model must type
+        "expression": None if ratio_args is None else _value(ratio_args),
         "success": not problems and result.status == "answer",
         "broke_at": broke_at(calls, problems, result.status, ratio_right),
         "status": result.status,
@@ -205,6 +210,16 @@ def evaluate(model: str, n: int, companies: int, demo: bool = True) -> dict:
     return summarize(chats, valuations, demos)
 
 
+def by_pairs(valuations: list[dict]) -> dict[str, str]:
+    """Successes by the ratio's number of terms (``"7+"`` pools the longest tables): ``{"2": "20/21"}``."""
+    tally: dict[str, list[int]] = {}
+    for r in sorted(valuations, key=lambda r: r["pairs"]):
+        cell = tally.setdefault(str(r["pairs"]) if r["pairs"] < 7 else "7+", [0, 0])
+        cell[0] += bool(r["success"])
+        cell[1] += 1
+    return {k: f"{ok}/{n}" for k, (ok, n) in tally.items()}
+
+
 def summarize(chats: list[dict], valuations: list[dict], demos: list[dict]) -> dict:
     def share(rows: list[dict], key: str) -> float:
         return round(sum(bool(r[key]) for r in rows) / max(1, len(rows)), 3)
@@ -228,6 +243,7 @@ def summarize(chats: list[dict], valuations: list[dict], demos: list[dict]) -> d
     report["met"] = {k: report[k] >= v for k, v in TARGETS.items()}
     broke = Counter(r["broke_at"] for r in valuations if r["broke_at"])
     report["valuation_broke_at"] = dict(broke.most_common())
+    report["valuation_by_pairs"] = by_pairs(valuations)
     report["valuations"] = valuations
     report["demo"] = demos
     report["failures"] = [r for r in chats if not (r["args_right"] and r["answer_right"])][:8]

@@ -350,6 +350,8 @@ def test_tiny_eval_says_where_a_valuation_run_broke() -> None:
     spec.loader.exec_module(tiny_eval)
     method = ["search", "open", "calculator", "python"]
     assert tiny_eval.broke_at(method, [], "answer") is None
+    runs = [{"pairs": 2, "success": True}, {"pairs": 2, "success": False}, {"pairs": 9, "success": True}]
+    assert tiny_eval.by_pairs(runs) == {"2": "1/2", "7+": "1/1"}
     assert tiny_eval.broke_at(["search", "malformed"], ["valuations.csv is missing"], "budget") == "open call"
     assert tiny_eval.broke_at(["search", "search", "open"], [], "answer") == "open call"
     missing = ["valuations.csv is missing", "valuations.png is missing"]
