@@ -146,7 +146,7 @@ def score_valuation(company, world_root: Path, model: str, out: Path, reference,
     return {
         "company": company,
         "pairs": pairs,  # rounds with both figures: the terms of the ratio the model must type
-        "expression": None if ratio_args is None else _value(ratio_args),
+        "expression": None if ratio_args is None else str(ratio_args.get("expression")),
         "success": not problems and result.status == "answer",
         "broke_at": broke_at(calls, problems, result.status, ratio_right),
         "status": result.status,
