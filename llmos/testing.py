@@ -161,3 +161,29 @@ class ScriptedCPU:
 
     def close(self) -> None:
         pass
+
+
+def plain_llama(model_path: str | Path, **options: object):
+    """llama-cpp-python's own ``Llama`` on a model, with the buffer setting :class:`~llmos.cpu.llama.LlamaCPU` uses.
+
+    The baseline that tests and benchmarks compare llmos with: the same library, the
+    same weights layout (see :func:`llmos.cpu.llama.extra_buffers_safe`), its own code
+    for everything else.
+    """
+    import llama_cpp.llama_cpp as raw
+    from llama_cpp import Llama
+
+    from llmos.cpu.llama import extra_buffers_safe
+
+    default = raw.llama_model_default_params
+
+    def params():
+        value = default()
+        value.use_extra_bufts = extra_buffers_safe()
+        return value
+
+    raw.llama_model_default_params = params  # Llama reads its defaults from here; no argument reaches the field
+    try:
+        return Llama(str(model_path), verbose=False, **options)  # type: ignore[arg-type]
+    finally:
+        raw.llama_model_default_params = default

@@ -6,7 +6,8 @@ import pytest
 
 from llmos.cpu.base import Piece, Sampling
 from llmos.cpu.llama import LlamaCPU
-from llmos.dialects.base import CallClosed, CallSyntaxError, Malformed, MarkerParser, Text, Turn, TurnEnded, defang
+from llmos.cpu.base import defang
+from llmos.dialects.base import CallClosed, CallSyntaxError, Malformed, MarkerParser, Text, Turn, TurnEnded
 from llmos.dialects.generic import GenericDialect
 from llmos.dialects.hermes import HermesDialect
 from llmos.dialects.llmos import LlmosDialect

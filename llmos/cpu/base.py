@@ -28,6 +28,7 @@ Not covered: batching several sequences, speculative decoding, multimodal input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -46,6 +47,7 @@ class Segment:
     tokens: tuple[int, ...] | None = None
     tag: str = ""  # what it is (system, user, call, result, page, stub): for paging and logs
     key: str = ""  # stable identity across renders; counted once into ``context_tokens``
+    generated: bool = False  # the model's own output: sent back exactly as it was written, never defanged
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,26 @@ def count_distinct(counters: Counters, seen: dict[str, int], segment: Segment, n
     if n_tokens > before:
         counters.context_tokens += n_tokens - before
         seen[segment.key] = n_tokens
+
+
+# ``<|im_start|>``, ``<|eot_id|>``, ``<|call|>``: the shape most vocabularies give their control tokens
+SPECIAL_SHAPE = re.compile(r"<\|[A-Za-z0-9_./-]{1,40}\|>")
+
+
+def defang(text: str, markers: Sequence[str], special_shape: bool = False) -> str:
+    """Break markers in untrusted text, for text that is tokenized with special parsing on (or read as text).
+
+    A zero-width joiner goes after the first character of each marker, so the text
+    still reads the same to a person but no longer matches the marker or the special
+    token. With ``special_shape``, anything shaped like ``<|name|>`` is broken too (a
+    server's vocabulary is unknown to its client).
+    """
+    patterns = [re.escape(m) for m in sorted(markers, key=len, reverse=True)]
+    if special_shape:
+        patterns.append(SPECIAL_SHAPE.pattern)
+    if not patterns:
+        return text
+    return re.sub("|".join(patterns), lambda m: m.group(0)[0] + "\u200d" + m.group(0)[1:], text)
 
 
 class CPUError(RuntimeError):

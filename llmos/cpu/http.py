@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
-from llmos.dialects.base import defang
+from llmos.cpu.base import defang
 
 CHARS_PER_TOKEN = 4  # the usual estimate for English text with BPE vocabularies
 NO_TOKENIZER = ""  # the server has no tokenizer endpoint: estimate
@@ -117,12 +117,12 @@ class HttpCPU:
     # ---------------------------------------------------------------- tokens
     def render(self, segment: Segment) -> str:
         """The text sent for ``segment``: untrusted text cannot spell a marker."""
-        if segment.trusted or segment.tokens is not None:
+        if segment.trusted or segment.generated:
             return segment.text
-        return defang(segment.text, self.markers)
+        return defang(segment.text, self.markers, special_shape=True)
 
     def count_tokens(self, text: str, trusted: bool = False) -> int:
-        return self._count_rendered(text if trusted else defang(text, self.markers))
+        return self._count_rendered(text if trusted else defang(text, self.markers, special_shape=True))
 
     def _count_rendered(self, text: str) -> int:
         cached = self._counts.get(text)

@@ -49,6 +49,17 @@ def _lib():
     return llama_cpp
 
 
+def extra_buffers_safe() -> bool:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types.
+
+    With an AMX build (``AMX_INT8 = 1`` in the system info), llama-cpp-python 0.3.36
+    crashes (SIGSEGV) on the first decode of a Q4_1 model (SmolLM2-135M-Instruct) once the
+    AMX buffer has repacked its weights; without the extra buffers it decodes correctly.
+    So AMX builds keep weights in plain CPU buffers; other builds keep the repacking.
+    """
+    return b"AMX_INT8 = 1" not in _lib().llama_print_system_info()
+
+
 def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp is chatty on stderr; the kernel does no terminal I/O, so it is silent unless asked.
     if os.environ.get("LLMOS_LLAMA_LOG"):
@@ -79,6 +90,7 @@ class LlamaCPU:
         self.path = path
         model_params = lib.llama_model_default_params()
         model_params.n_gpu_layers = n_gpu_layers
+        model_params.use_extra_bufts = extra_buffers_safe()
         self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise CPUError(f"llama.cpp could not load {path} (not a GGUF model, or an unsupported architecture)")
@@ -111,6 +123,7 @@ class LlamaCPU:
         self._batch = lib.llama_batch_init(n_batch, 0, 2)
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
         self.bos = lib.llama_vocab_bos(self._vocab)
+        self.eos = lib.llama_vocab_eos(self._vocab)
         self.tokens: list[int] = []
         self.n_evaluated = 0
         self._logits_ready = False  # the last decode produced logits for the last context token
@@ -163,6 +176,14 @@ class LlamaCPU:
     def _is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self._vocab, token))
 
+    def token_text(self, token: int) -> str:
+        """A token's text with control tokens spelled out (``<|im_end|>``); ``""`` for -1 (none)."""
+        return self.piece(token).decode("utf-8", "replace") if token >= 0 else ""
+
+    def end_texts(self) -> tuple[str, ...]:
+        """The texts of every end-of-generation token of the vocabulary (``<|im_end|>``, ``<|endoftext|>``)."""
+        return tuple(self.token_text(t) for t in range(self.n_vocab) if self._is_eog(t))
+
     def token_id(self, text: str) -> int | None:
         """The id of a control token such as ``<|call|>``, or ``None`` if the vocabulary lacks it."""
         tokens = self.tokenize(text, special=True)
@@ -194,13 +215,16 @@ class LlamaCPU:
 
     # ---------------------------------------------------------------- KV cache
     def load(self, segments: Sequence[Segment]) -> None:
-        target: list[int] = [self.bos] if self.add_bos and self.bos >= 0 else []
-        if target and not self.tokens:
-            self.counters.context_tokens += 1  # a fresh context starts with BOS
+        target: list[int] = []
         for segment in segments:
             tokens = self.segment_tokens(segment)
             count_distinct(self.counters, self._seen_keys, segment, len(tokens))
             target.extend(tokens)
+        # a fresh context starts with BOS, unless the rendering wrote it (a chat template's bos_token)
+        if self.add_bos and self.bos >= 0 and target[:1] != [self.bos]:
+            target.insert(0, self.bos)
+            if not self.tokens:
+                self.counters.context_tokens += 1
         self.set_tokens(target)
 
     def set_tokens(self, target: Sequence[int]) -> None:

@@ -24,7 +24,6 @@ multimodal content.
 from __future__ import annotations
 
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -203,24 +202,13 @@ def parse_json_call(raw: str) -> Call:
     return Call(name=value["name"], arguments=arguments, raw=raw)
 
 
-def defang(text: str, markers: Sequence[str]) -> str:
-    """Break dialect markers in untrusted text for backends that tokenize with specials on.
-
-    A zero-width joiner goes after the first character of each marker, so the text
-    still reads the same to a person but no longer matches the special token.
-    """
-    if not markers:
-        return text
-    pattern = re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True)))
-    return pattern.sub(lambda m: m.group(0)[0] + "\u200d" + m.group(0)[1:], text)
-
-
 class Dialect(ABC):
     """How turns become segments and how generated text becomes calls."""
 
     name: str = ""
     markers: tuple[str, ...] = ()  # special strings that untrusted text must never produce
     call_markers: tuple[str, ...] = ()  # what opens and closes a call: never an end of generation
+    default_system: str = ""  # the system prompt when the caller gives none
 
     @abstractmethod
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llmos.cpu.base import Segment
-from llmos.dialects.base import Dialect, MarkerParser, StreamParser, Turn, defang
-from llmos.dialects.llmos import render_system
+
+from llmos.cpu.base import Segment, defang
+from llmos.dialects.base import Dialect, MarkerParser, StreamParser, Turn
+from llmos.dialects.llmos import DEFAULT_SYSTEM, render_system
 
 OPEN, CLOSE, RESULT, RESULT_END = "<tool>", "</tool>", "<result>", "</result>"
 USER_LINE, ASSISTANT_LINE = "\nUser:", "\nAssistant:"
@@ -42,6 +43,7 @@ class GenericDialect(Dialect):
     name = "generic"
     markers = MARKERS
     call_markers = (OPEN, CLOSE)
+    default_system = DEFAULT_SYSTEM
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:
         out: list[Segment] = []
@@ -55,7 +57,9 @@ class GenericDialect(Dialect):
                 out.append(Segment(defang(turn.text, MARKERS), trusted=False, tag="user", key=key))
                 out.append(Segment(ASSISTANT_LINE, trusted=False, tag="markup", key=f"{key}:gen"))
             elif turn.role == "assistant":
-                out.append(Segment(turn.text, trusted=False, tokens=turn.tokens, tag="assistant", key=key))
+                out.append(
+                    Segment(turn.text, trusted=False, tokens=turn.tokens, tag="assistant", key=key, generated=True)
+                )
             else:
                 out.append(Segment(RESULT, trusted=False, tag="markup", key=f"{key}:o"))
                 out.append(Segment(defang(turn.text, MARKERS), trusted=False, tag="result", key=key))

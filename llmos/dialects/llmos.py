@@ -66,6 +66,7 @@ class LlmosDialect(Dialect):
     name = "llmos"
     markers = SPECIAL_TOKENS
     call_markers = (CALL, CALL_END)
+    default_system = DEFAULT_SYSTEM
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:
         out: list[Segment] = []
@@ -83,7 +84,9 @@ class LlmosDialect(Dialect):
                     # keyed by the turn before, like the generation prompt it replaces
                     opener_key = f"t{previous.id}:gen" if previous else f"{key}:open"
                     out.append(Segment(ASSISTANT, tag="markup", key=opener_key))
-                out.append(Segment(turn.text, trusted=False, tokens=turn.tokens, tag="assistant", key=key))
+                out.append(
+                    Segment(turn.text, trusted=False, tokens=turn.tokens, tag="assistant", key=key, generated=True)
+                )
             elif turn.trusted:
                 out += _wrap(RESULT, turn.text, RESULT_END, key, "result")
             elif "paged_out" in turn.meta:  # a stub names its page itself: no header
