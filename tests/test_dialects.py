@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmos.cpu.base import Piece, Sampling
+from llmos.cpu.base import Piece, Sampling, defang
 from llmos.cpu.llama import LlamaCPU
-from llmos.cpu.base import defang
 from llmos.dialects.base import CallClosed, CallSyntaxError, Malformed, MarkerParser, Text, Turn, TurnEnded
 from llmos.dialects.generic import GenericDialect
 from llmos.dialects.hermes import HermesDialect

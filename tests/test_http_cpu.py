@@ -23,9 +23,8 @@ import httpx
 import pytest
 from helpers import need_module, stories_model
 
-from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling, Segment
+from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling, Segment, defang
 from llmos.cpu.http import HttpCPU, from_url, server_root
-from llmos.cpu.base import defang
 
 SERVER_START_SECONDS = 60
 MARKERS = ("<s>", "</s>")  # the special tokens of stories260K

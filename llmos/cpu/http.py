@@ -53,8 +53,7 @@ from typing import Any
 
 import httpx
 
-from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
-from llmos.cpu.base import defang
+from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct, defang
 
 CHARS_PER_TOKEN = 4  # the usual estimate for English text with BPE vocabularies
 NO_TOKENIZER = ""  # the server has no tokenizer endpoint: estimate

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-
 from llmos.cpu.base import Segment, defang
 from llmos.dialects.base import Dialect, MarkerParser, StreamParser, Turn
 from llmos.dialects.llmos import DEFAULT_SYSTEM, render_system

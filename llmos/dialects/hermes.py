@@ -169,7 +169,9 @@ class HermesDialect(Dialect):
         if turn.role == "system":
             text = turn.text
             if tools and not self.native_tools:
-                block = TOOLS_SYSTEM.format(tools="\n".join(_tojson({"type": "function", "function": s}) for s in tools))
+                block = TOOLS_SYSTEM.format(
+                    tools="\n".join(_tojson({"type": "function", "function": s}) for s in tools)
+                )
                 text = f"{text}\n\n{block}" if text else block
             # the operator's words: special parsing off, but the tool instructions keep their markers
             return Segment(text, trusted=False, tag="system", key=key) if text else None
