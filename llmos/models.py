@@ -1,7 +1,8 @@
 """Choosing a model: a spec string becomes a CPU and the dialect it speaks.
 
 Specs: ``None`` or ``"default"`` (the bundled llmos-tiny), a path to a GGUF file, a
-model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a pulled model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
+model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a pulled
+model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
 (:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), or an
 ``http(s)://`` URL of an OpenAI-compatible server. The dialect is detected
 from the model unless given: a vocabulary with the ``<|call|>`` control token
