@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
             help="a GGUF path, a pulled model (short name or hf:owner/repo/file.gguf), "
             "an http(s):// OpenAI-compatible server, or 'default'",
         )
-        sub.add_argument("--dialect", choices=["llmos", "hermes", "generic"], help="default: detected")
+        sub.add_argument(
+            "--dialect",
+            choices=["llmos", "hermes", "openai", "generic"],
+            help="default: detected (a server URL: openai, i.e. chat completions)",
+        )
         sub.add_argument("--tools", help="comma-separated tool names (default: all installed)")
         sub.add_argument("--n-ctx", type=int, default=2048)
         sub.add_argument("--store", help="session database (default: $LLMOS_HOME/sessions.db)")

@@ -33,8 +33,12 @@ Contract
   ``cut``; with ``meta["raw"]`` the call text or the malformation); a chunk from an
   older store without it counts as cut.
 
-Not covered: paging (the memory manager wraps the turns before rendering), several
-calls emitted in one chunk (the first one runs; decoding stops at its close).
+* Several calls in one chunk: a dialect's :meth:`~llmos.dialects.base.Dialect.split_calls`
+  says how many calls one closed call block holds (a chat server's message may hold
+  several); each is dispatched in order, each is a step, each gets its own result turn.
+  Token backends stop decoding at the first close, so there a chunk holds one call.
+
+Not covered: paging (the memory manager wraps the turns before rendering).
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ class Kernel:
         before any event. ``force_call`` constrains the first generation to one
         well-formed call (grammar-constrained decoding, where the backend supports it).
         """
-        pending = self._pending() if text is None else None
+        pending = self._pending() if text is None else []
         return self._loop(text, pending, force_call)
 
     def can_continue(self) -> bool:
@@ -164,29 +168,40 @@ class Kernel:
             return False
         return True
 
-    def _pending(self) -> CallClosed | Malformed | None:
-        """What continuing starts with: a trapped call without its result, or (None) a generation."""
+    def _pending(self) -> list[CallClosed | Malformed]:
+        """What continuing starts with: trapped calls without their results, or (none) a generation."""
         last = self.turns[-1]
         stop = last.meta.get("stop", "answer" if last.ended else "cut")
-        if last.role in ("user", "result") or (last.role == "assistant" and stop == "cut"):
-            return None
-        if last.role == "assistant" and stop == "call":
-            return CallClosed(last.meta.get("raw", ""))
-        if last.role == "assistant" and stop == "malformed":
-            return Malformed(last.meta.get("raw", ""))
+        if last.role == "user" or (last.role == "assistant" and stop == "cut"):
+            return []
+        if last.role in ("assistant", "result"):
+            return self._unanswered()
         if last.role == "system":
             raise ValueError("nothing to continue: the conversation has no turn yet (ask a question)")
         raise ValueError("nothing to continue: the model already answered (ask a new question)")
 
-    def _loop(self, text: str | None, pending: CallClosed | Malformed | None, force_call: bool) -> Iterator[Event]:
+    def _unanswered(self) -> list[CallClosed | Malformed]:
+        """The calls of the last assistant chunk that have no result turn yet (a chunk may hold several)."""
+        index = max(i for i, turn in enumerate(self.turns) if turn.role == "assistant")
+        chunk, answered = self.turns[index], len(self.turns) - index - 1
+        stop = chunk.meta.get("stop", "answer" if chunk.ended else "cut")
+        if stop == "call":
+            return [CallClosed(raw) for raw in self.dialect.split_calls(chunk.meta.get("raw", ""))[answered:]]
+        if stop == "malformed" and not answered:
+            return [Malformed(chunk.meta.get("raw", ""))]
+        if answered:
+            return []
+        raise ValueError("nothing to continue: the model already answered (ask a new question)")
+
+    def _loop(self, text: str | None, pending: list[CallClosed | Malformed], force_call: bool) -> Iterator[Event]:
         if text is not None:
             self._add("user", text)
         started = time.monotonic()
         steps = generated = 0
         answer: list[str] = []
-        if pending is not None:  # interrupted between trapping a call and recording its result
+        for call in pending:  # interrupted between trapping a call and recording its result
             steps += 1
-            yield from self._resume_call(pending)
+            yield from self._resume_call(call)
         while True:
             left = self.budgets.max_tokens - generated
             if time.monotonic() - started > self.budgets.max_seconds:
@@ -220,12 +235,20 @@ class Kernel:
                 message = f"generation stopped after {len(step.tokens)} tokens without ending the turn"
                 yield from self._stop(code, message, answer, steps)
                 return
-            steps += 1
-            if steps > self.budgets.max_steps:
-                yield from self._stop("budget_steps", f"more than {self.budgets.max_steps} tool calls", answer, steps)
-                return
             answer.clear()  # the answer is what follows the last call
-            yield from self._system_call(step.outcome)
+            for call in self._calls_of(step.outcome):
+                steps += 1
+                if steps > self.budgets.max_steps:
+                    message = f"more than {self.budgets.max_steps} tool calls"
+                    yield from self._stop("budget_steps", message, answer, steps)
+                    return
+                yield from self._system_call(call)
+
+    def _calls_of(self, outcome: CallClosed | Malformed) -> list[CallClosed | Malformed]:
+        """One chunk may close several calls (a chat server's message): each is dispatched in turn."""
+        if isinstance(outcome, Malformed):
+            return [outcome]
+        return [CallClosed(raw) for raw in self.dialect.split_calls(outcome.raw)]
 
     def _generate(self, sampling: Sampling, step: _Step, started: float) -> Iterator[Event]:
         if self.pager is not None:

@@ -95,15 +95,24 @@ def resolve_spec(spec: str | None) -> str | None:
 
 
 def open_machine(
-    spec: str | None = None, *, dialect: str | None = None, n_ctx: int = 2048, n_threads: int | None = None
+    spec: str | None = None,
+    *,
+    dialect: str | None = None,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
+    chat_template: str | None = None,
 ) -> Machine:
-    """Open the CPU named by ``spec`` (see the module docstring) and pick its dialect."""
+    """Open the CPU named by ``spec`` (see the module docstring) and pick its dialect.
+
+    A server URL speaks chat completions (:class:`~llmos.cpu.chat.ChatCPU`, the openai
+    dialect) unless another dialect is named: then it is driven by ``/v1/completions``
+    in that dialect's text (KV continuity through the server's prefix cache); hermes
+    there needs the model's chat template, from ``chat_template`` (a ``.gguf`` or a
+    template file) or from the server (llama.cpp's ``/props``).
+    """
     spec = resolve_spec(spec)
     if spec and spec.startswith(("http://", "https://")):
-        from llmos.cpu.http import HttpCPU
-
-        chosen = get_dialect(dialect or "llmos")
-        return Machine(HttpCPU(spec, n_ctx=n_ctx, markers=chosen.markers), chosen, spec)
+        return _open_server(spec, dialect, n_ctx, chat_template)
     path = default_model() if spec in (None, "", "default") else Path(spec).expanduser()
     if not path.is_file():
         raise ModelNotFound(f"model file not found: {path}")
@@ -111,6 +120,40 @@ def open_machine(
 
     cpu = LlamaCPU(path, n_ctx=n_ctx, n_threads=n_threads)
     return Machine(cpu, _dialect_for(cpu, dialect), str(path))
+
+
+def _open_server(url: str, dialect: str | None, n_ctx: int, chat_template: str | None) -> Machine:
+    from llmos.cpu.http import HttpCPU
+
+    if dialect in (None, "openai"):
+        from llmos.cpu.chat import ChatCPU
+
+        return Machine(ChatCPU(url, n_ctx=n_ctx), get_dialect("openai"), url)
+    if dialect != "hermes":
+        chosen = get_dialect(dialect)
+        return Machine(HttpCPU(url, n_ctx=n_ctx, markers=chosen.markers), chosen, url)
+    probe = HttpCPU(url, n_ctx=n_ctx)
+    template = read_chat_template(chat_template) if chat_template else probe.server_chat_template()
+    if not template:
+        probe.close()
+        raise ModelNotFound(
+            f"{url} does not publish its chat template (/props): pass the model's .gguf or template file "
+            "as the chat template, or leave the dialect out to use chat completions"
+        )
+    chosen = get_dialect("hermes", chat_template=template)
+    return Machine(HttpCPU(url, n_ctx=n_ctx, markers=chosen.markers), chosen, url)
+
+
+def read_chat_template(path: str | Path) -> str:
+    """A chat template from a ``.gguf`` (its ``tokenizer.chat_template``, vocabulary only) or a text file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelNotFound(f"chat template file not found: {path}")
+    if path.suffix != ".gguf":
+        return path.read_text(encoding="utf-8")
+    from llmos.cpu.llama import gguf_metadata
+
+    return gguf_metadata(path, "tokenizer.chat_template")
 
 
 def _dialect_for(cpu, name: str | None) -> Dialect:

@@ -115,7 +115,9 @@ class Task(_Strict):
         description="'default' (bundled), a GGUF path, 'hf:owner/repo/file.gguf' or a short name "
         "(see `llmos models`), or an http(s):// OpenAI-compatible endpoint",
     )
-    dialect: Literal["llmos", "hermes", "generic"] | None = Field(None, description="default: detected from the model")
+    dialect: Literal["llmos", "hermes", "openai", "generic"] | None = Field(
+        None, description="default: detected from the model"
+    )
     n_ctx: int = Field(2048, ge=64, description="context window in tokens")
     system: str | None = Field(None, description="system prompt (default: the dialect's)")
     force_call: bool = Field(False, description="force the first step to be a tool call (grammar)")

@@ -73,6 +73,7 @@ class Sampling:
     forced_prefix: str = ""  # markup inserted before sampling (a forced call's opening marker)
     forced_suffix: str = ""  # markup that replaces end-of-generation once the grammar is complete
     stop: tuple[str, ...] = ()
+    tool_choice: str = ""  # native function calling: "" (the model decides), "required" or a tool's name
 
 
 @dataclass

@@ -171,6 +171,15 @@ class HttpCPU:
             return data["count"]
         return len(data["tokens"]) if isinstance(data.get("tokens"), list) else None
 
+    def server_chat_template(self) -> str:
+        """The model's chat template as the server publishes it (llama.cpp's ``GET /props``), or ``""``."""
+        url = f"{self.base_url}/props"
+        with _transport_errors(url, self.timeout):
+            response = self._client.get(url, headers=self._headers)
+        data = _json_or_text(response) if response.status_code == 200 else None
+        template = data.get("chat_template") if isinstance(data, dict) else None
+        return template if isinstance(template, str) else ""
+
     # ---------------------------------------------------------------- context
     def load(self, segments: Sequence[Segment]) -> None:
         texts = [self.render(segment) for segment in segments]

@@ -66,6 +66,25 @@ def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         print(text.decode("utf-8", "replace"), end="")
 
 
+def gguf_metadata(path: str | Path, key: str) -> str:
+    """One metadata string of a GGUF file, read with its vocabulary only (no weights); ``""`` if absent."""
+    lib = _lib()
+    params = lib.llama_model_default_params()
+    params.vocab_only = True
+    model = lib.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise CPUError(f"llama.cpp could not read {path} (not a GGUF model?)")
+    try:
+        size = lib.llama_model_meta_val_str(model, key.encode(), None, 0)
+        if size < 0:
+            return ""
+        buffer = ctypes.create_string_buffer(size + 1)
+        lib.llama_model_meta_val_str(model, key.encode(), buffer, size + 1)
+        return buffer.value.decode("utf-8", "replace")
+    finally:
+        lib.llama_model_free(model)
+
+
 class LlamaCPU:
     """A GGUF model run in-process by llama.cpp."""
 

@@ -6,7 +6,8 @@ __all__ = ["Call", "CallSyntaxError", "Dialect", "Turn", "get_dialect"]
 
 
 def get_dialect(name: str, **options: object) -> Dialect:
-    """A dialect by name: ``llmos``, ``hermes`` (Qwen/Hermes ``<tool_call>``) or ``generic``."""
+    """A dialect by name: ``llmos``, ``hermes`` (the model's chat template, Hermes ``<tool_call>``),
+    ``openai`` (chat-completions messages, for servers) or ``generic``."""
     if name == "llmos":
         from llmos.dialects.llmos import LlmosDialect
 
@@ -15,8 +16,12 @@ def get_dialect(name: str, **options: object) -> Dialect:
         from llmos.dialects.hermes import HermesDialect
 
         return HermesDialect(**options)  # type: ignore[arg-type]
+    if name == "openai":
+        from llmos.dialects.openai import OpenAIDialect
+
+        return OpenAIDialect()
     if name == "generic":
         from llmos.dialects.generic import GenericDialect
 
         return GenericDialect()
-    raise ValueError(f"unknown dialect {name!r}; choose llmos, hermes or generic")
+    raise ValueError(f"unknown dialect {name!r}; choose llmos, hermes, openai or generic")

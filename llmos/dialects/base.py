@@ -17,8 +17,7 @@ after a step gives a common prefix, and the CPU evaluates only the new suffix.
 Assistant turns carry the exact tokens the model generated, so they render back
 byte for byte.
 
-Not covered: parallel calls in one message (a dialect may parse only the first),
-multimodal content.
+Not covered: multimodal content.
 """
 
 from __future__ import annotations
@@ -221,7 +220,11 @@ class Dialect(ABC):
     def parse(self, raw: str) -> Call:
         return parse_json_call(raw)
 
-    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, str]:
+    def split_calls(self, raw: str) -> list[str]:
+        """The calls one closed call block holds, each to :meth:`parse` (one, unless the dialect says more)."""
+        return [raw]
+
+    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, Any]:
         """Sampling settings that force the next output to be one well-formed call.
 
         Returns fields of :class:`~llmos.cpu.base.Sampling` (``grammar`` and, for

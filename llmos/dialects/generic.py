@@ -68,7 +68,7 @@ class GenericDialect(Dialect):
     def parser(self, controls: bool) -> StreamParser:
         return MarkerParser(OPEN, CLOSE, (USER_LINE,), (RESULT, RESULT_END), controls_only=False)
 
-    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, str]:
+    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, Any]:
         from llmos.dialects.grammar import call_grammar
 
         return {"grammar": call_grammar(tools, open_=OPEN, close=CLOSE, body_rule=body_rule)}

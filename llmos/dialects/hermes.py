@@ -206,7 +206,7 @@ class HermesDialect(Dialect):
         # <tool_call> is plain text (or an added, non-control token) in these vocabularies: find it in the text
         return MarkerParser(OPEN, CLOSE, self.ends, (RESPONSE,), controls_only=False)
 
-    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, str]:
+    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, Any]:
         from llmos.dialects.grammar import call_grammar
 
         return {"grammar": call_grammar(tools, open_=OPEN + "\n", close="\n" + CLOSE, body_rule=body_rule)}

@@ -107,7 +107,7 @@ class LlmosDialect(Dialect):
             controls_only=controls,
         )
 
-    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, str]:
+    def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, Any]:
         from llmos.dialects.grammar import call_grammar
 
         return {"grammar": call_grammar(tools, body_rule=body_rule), "forced_prefix": CALL, "forced_suffix": CALL_END}
