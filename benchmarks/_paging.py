@@ -27,7 +27,7 @@ from typing import Any
 from llmos_tools import ToolResult, Trust, load_tools, tool
 
 REPO = Path(__file__).resolve().parent.parent
-STORIES = REPO.parent / "shared" / "models" / "stories260K.gguf"
+STORIES = REPO / "tests" / "fixtures" / "models" / "stories260K.gguf"
 STORY = "Once upon a time, there was a little dog named Max. Max liked to run in the park with his friends. "
 
 

