@@ -31,18 +31,28 @@ STORIES = REPO / "tests" / "fixtures" / "models" / "stories260K.gguf"
 STORY = "Once upon a time, there was a little dog named Max. Max liked to run in the park with his friends. "
 
 
-def _context(cpu, n_tokens: int) -> list[int]:
-    tokens = cpu.tokenize(STORY, special=False)
+def _context(cpu, n_tokens: int, text: str = STORY) -> list[int]:
+    tokens = cpu.tokenize(text, special=False)
     return [cpu.bos, *(tokens * (n_tokens // len(tokens) + 1))[: n_tokens - 1]]
 
 
-def pageout_speedup(repeats: int = 7) -> dict[str, Any]:
+def pageout_speedup(
+    repeats: int = 7,
+    *,
+    model: Path = STORIES,
+    n_ctx: int = 2048,
+    n_tokens: int = 2000,
+    span: tuple[int, int] = (750, 1250),
+    threads: int = 1,
+    text: str = STORY,
+) -> dict[str, Any]:
+    """Page ``span`` out of an ``n_tokens`` context of ``text`` (repeated): KV shift vs re-prefill from the cut."""
     from llmos.cpu.llama import LlamaCPU
 
-    cpu = LlamaCPU(STORIES, n_ctx=2048, n_threads=1)
-    context = _context(cpu, 2000)
+    cpu = LlamaCPU(model, n_ctx=n_ctx, n_threads=threads)
+    context = _context(cpu, n_tokens, text)
     stub = cpu.tokenize(" [page 3 of story.txt, paged out]", special=False)
-    start, end = 750, 1250
+    start, end = span
     shift_times, prefill_times = [], []
     for _ in range(repeats):
         cpu.set_tokens(context)

@@ -29,54 +29,81 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 STORIES = REPO / "tests" / "fixtures" / "models" / "stories260K.gguf"
 PROMPT = "Once upon a time, there was a little girl named Lily. She loved to"
 
 
-def throughput_once(model: Path, n_tokens: int, threads: int) -> tuple[float, float, int]:
+def throughput_once(
+    model: Path,
+    n_tokens: int,
+    threads: int,
+    *,
+    prompt: str = PROMPT,
+    n_ctx: int = 512,
+    dialect: str = "generic",
+    plain: Callable[..., Any] | None = None,
+) -> tuple[float, float, int]:
     """Decode through the kernel and through a plain loop, one token each in turn.
 
     Interleaving token by token puts both under the same machine load (this machine
     is shared and noisy); each side's time is the sum of its own steps, and the order
-    alternates so neither always inherits the other's warm caches.
+    alternates so neither always inherits the other's warm caches. Both sides count
+    tokens, not events: where the dialect's parser holds a piece back (a possible
+    marker), one kernel step decodes several tokens and the plain loop catches up.
+
+    ``dialect`` is the kernel's (``hermes``: the model's own chat template); ``plain``
+    builds the baseline ``Llama`` (``plain(model, n_ctx=…, n_threads=…, n_threads_batch=…)``,
+    e.g. :func:`llmos.testing.plain_llama`; by default ``llama_cpp.Llama`` itself).
     """
-    from llama_cpp import Llama
-
-    from llmos.cpu.llama import LlamaCPU
-    from llmos.dialects.generic import GenericDialect
     from llmos.kernel import Budgets, Kernel
+    from llmos.models import open_machine
 
-    llm = Llama(str(model), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-    cpu = LlamaCPU(model, n_ctx=512, n_threads=threads)
+    if plain is None:
+        from llama_cpp import Llama
+
+        def plain(path: Path, **options: Any) -> Any:
+            return Llama(str(path), verbose=False, **options)
+
+    llm = plain(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads)
+    machine = open_machine(str(model), dialect=dialect, n_ctx=n_ctx, n_threads=threads)
+    cpu = machine.cpu
     budgets = Budgets(max_step_tokens=n_tokens, max_tokens=n_tokens)
-    kernel = Kernel(cpu, GenericDialect(), [], system="", budgets=budgets)
-    events = kernel.ask(PROMPT)
+    kernel = Kernel(cpu, machine.dialect, [], system="", budgets=budgets)
+    events = kernel.ask(prompt)
     next(events)  # prefill and first token: not part of the decode rate
     llm.eval(cpu.tokens)  # the same context, so both attend over the same number of positions
+    first = cpu.counters.tokens_sampled
     ours = theirs = 0.0
-    steps = 0
+    steps = plain_tokens = 0
+
+    def plain_token() -> float:
+        started = time.perf_counter()
+        llm.eval([llm.sample(temp=0.0)])
+        return time.perf_counter() - started
+
     while True:
         # ABBA order: whoever runs second finds the caches warm, so alternate who goes first
         if steps % 2:
-            started = time.perf_counter()
-            llm.eval([llm.sample(temp=0.0)])
-            theirs += time.perf_counter() - started
+            theirs += plain_token()
+            plain_tokens += 1
         started = time.perf_counter()
         event = next(events, None)
         ours += time.perf_counter() - started
+        ours_tokens = cpu.counters.tokens_sampled - first
+        while plain_tokens < ours_tokens:
+            theirs += plain_token()
+            plain_tokens += 1
         if event is None or event.kind != "token":
             break
-        if not steps % 2:
-            started = time.perf_counter()
-            llm.eval([llm.sample(temp=0.0)])
-            theirs += time.perf_counter() - started
         steps += 1
     llm.close()
     cpu.close()
-    return steps / ours, steps / theirs, steps
+    return ours_tokens / ours, plain_tokens / theirs, ours_tokens
 
 
 def throughput(repeats: int, threads: int) -> dict[str, float]:

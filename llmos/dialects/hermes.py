@@ -121,6 +121,7 @@ class HermesDialect(Dialect):
         self.ends = tuple(dict.fromkeys([*end_markers, eos_token, *DEFAULT_ENDS]))
         self.markers = (*TEXT_MARKERS, "<|im_start|>", *self.ends)
         self.native_results = RESPONSE in chat_template
+        self._run([{"role": "user", "content": "hi"}], None, True)  # a template that fails, fails here
         self.native_tools = OPEN in chat_template and self._renders_tools()
 
     def _run(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, generate: bool) -> str:
