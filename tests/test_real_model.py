@@ -48,9 +48,8 @@ def reference(plain, messages: list[dict[str, str]]) -> tuple[list[int], str]:
 
 
 def test_smollm2_is_listed_and_opens_by_name(machine) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "llmos", "models", "--json"], capture_output=True, text=True, check=True
-    )
+    command = [sys.executable, "-c", "import sys; from llmos.cli import main; sys.exit(main())", "models", "--json"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     entry = next(e for e in json.loads(out.stdout) if e["name"] == "smollm2")
     assert entry["kind"] == "package" and entry["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert machine.dialect.name == "hermes" and machine.cpu.n_ctx == 4096
@@ -119,3 +118,13 @@ def test_fifteen_percent_of_1240_through_the_calculator(machine) -> None:
     events = list(kernel.ask("What is 15% of 1,240?", force_call=True))
     assert any(e.kind == "result" and e.text == "186" for e in events)
     assert "186" in events[-1].answer
+
+
+def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
+    main = "import sys; from llmos.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", main, "chat", "--model", "smollm2", "--tools", "calculator", "--force-call"]
+    command += ["--n-ctx", "4096", "--store", str(tmp_path / "sessions.db")]
+    out = subprocess.run(command, input="What is 30% of 90?\n", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '[call calculator {"expression": "30% of 90"}]' in out.stderr
+    assert "[result calculator: 27]" in out.stderr

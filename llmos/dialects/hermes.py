@@ -20,6 +20,9 @@ it. Tools follow the Hermes / Qwen convention::
   in ``<tools>`` with the instruction to answer in ``<tool_call>``.
 * **Results.** A template that mentions ``<tool_response>`` renders ``tool`` messages
   itself; for the others a result is a user message wrapped in ``<tool_response>``.
+* **Stream.** A call closes at ``</tool_call>``; the turn ends at an end-of-generation
+  token, or where the model starts writing ``<tool_response>`` itself (small models
+  imitate the result they just read; what they would invent is never read).
 * **Trust.** Rendering runs the template with a sentinel in place of every piece of
   content and splits on the sentinels: the template's own text becomes trusted markup
   (special tokens parsed), each content piece its own untrusted segment (special parsing
@@ -204,8 +207,9 @@ class HermesDialect(Dialect):
 
     # ---------------------------------------------------------------- stream
     def parser(self, controls: bool) -> StreamParser:
-        # <tool_call> is plain text (or an added, non-control token) in these vocabularies: find it in the text
-        return MarkerParser(OPEN, CLOSE, self.ends, (RESPONSE,), controls_only=False)
+        # <tool_call> is plain text (or an added, non-control token) in these vocabularies: find it in the text.
+        # A model that starts writing a result itself has finished its turn: what it would invent is not read.
+        return MarkerParser(OPEN, CLOSE, (*self.ends, RESPONSE), controls_only=False)
 
     def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, Any]:
         from llmos.dialects.grammar import call_grammar

