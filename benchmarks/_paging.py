@@ -45,24 +45,37 @@ def pageout_speedup(
     span: tuple[int, int] = (750, 1250),
     threads: int = 1,
     text: str = STORY,
+    restore: bool = False,
 ) -> dict[str, Any]:
-    """Page ``span`` out of an ``n_tokens`` context of ``text`` (repeated): KV shift vs re-prefill from the cut."""
+    """Page ``span`` out of an ``n_tokens`` context of ``text`` (repeated): KV shift vs re-prefill from the cut.
+
+    Between timings the whole context is put back: by evaluating it again from the cut, or
+    with ``restore`` by restoring its KV state saved once (the same timed work, but much
+    less time spent outside it on long contexts and slow models).
+    """
     from llmos.cpu.llama import LlamaCPU
 
     cpu = LlamaCPU(model, n_ctx=n_ctx, n_threads=threads)
     context = _context(cpu, n_tokens, text)
     stub = cpu.tokenize(" [page 3 of story.txt, paged out]", special=False)
     start, end = span
+    saved = _kv_state(cpu, context) if restore else None
+
+    def whole_context() -> None:
+        if saved is None:
+            cpu.set_tokens(context)
+            cpu._evaluate_pending()
+        else:
+            cpu.restore_state(saved, context)
+
     shift_times, prefill_times = [], []
     for _ in range(repeats):
-        cpu.set_tokens(context)
-        cpu._evaluate_pending()
+        whole_context()
         began = time.perf_counter()
         cpu.replace_span(start, end, stub)
         cpu._evaluate_pending()  # the logits for the next step, as a generation would need
         shift_times.append(time.perf_counter() - began)
-        cpu.set_tokens(context)
-        cpu._evaluate_pending()
+        whole_context()
         began = time.perf_counter()
         cpu.truncate(start)
         cpu.tokens.extend(stub + context[end:])
@@ -75,6 +88,19 @@ def pageout_speedup(
         "pageout_shift_ms": round(shift * 1000, 2),
         "pageout_reprefill_ms": round(prefill * 1000, 2),
     }
+
+
+def _kv_state(cpu, context: list[int]) -> bytes:
+    """The KV state of ``context`` once evaluated, as ``LlamaCPU.save_state`` returns it, copied in one piece."""
+    import ctypes
+
+    cpu.set_tokens(context)
+    cpu._evaluate_pending()
+    lib = cpu.lib
+    size = lib.llama_state_seq_get_size(cpu._ctx, 0)
+    buffer = (ctypes.c_uint8 * size)()
+    written = lib.llama_state_seq_get_data(cpu._ctx, buffer, size, 0)
+    return ctypes.string_at(buffer, written)  # save_state's byte-by-byte copy takes long at this size
 
 
 def kv_restore_speedup(repeats: int = 5) -> dict[str, Any]:

@@ -20,9 +20,9 @@ measured side by side with its baseline in this process, repeated, medians:
   README, docs), through the kernel (it prefills only the result and what follows, the rest
   is in the KV cache) ÷ the same step done the naive way: re-render the conversation and
   prefill it all from an empty KV cache, then take the first token. Target ≤ 0.1.
-* ``pageout_speedup``: paging a 512-token span out of the middle of 8,192 tokens of context by
+* ``pageout_speedup``: paging a 512-token span out of 8,192 tokens of context (3,072 tokens in) by
   KV shift (``LlamaCPU.replace_span``) ÷ re-prefilling everything from the cut
-  (``benchmarks/_paging.py``). Target ≥ 30.
+  (``benchmarks/_paging.py``), at most 3 repeats (each re-prefill is long). Target ≥ 30.
 
 ``--quick`` shrinks every size (a smoke test: the speed figures then mean little; the
 recompute session is the same ten calls). Thread count: ``--threads`` (all cores by default).
@@ -44,23 +44,21 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
-QUESTIONS = [
-    "What is 17 times 23?",
-    "What is 1,240 divided by 8?",
+QUESTIONS = [  # spelled as expressions: worded ones ("17 times 23") get an empty expression from SmolLM2
+    "What is 30% of 90?",
+    "What is 17 * 23?",
     "What is 15% of 1,240?",
-    "What is 312 plus 489?",
-    "What is the square root of 1,764?",
-    "What is 2 to the power of 12?",
-    "What is 9,001 minus 4,567?",
-    "What is 3.5 times 42?",
-    "What is the mean of 12, 18 and 27?",
-    "What is 1,000 divided by 7, rounded to two places?",
+    "What is 1240 / 8?",
+    "What is 312 + 489?",
+    "What is sqrt(1764)?",
+    "What is 2^12?",
+    "What is 9001 - 4567?",
+    "What is 3.5 * 42?",
+    "What is mean(12, 18, 27)?",
 ]
-TTFT_QUESTION = (
-    "\n\nThose are the pages I saved. Using the calculator, how many times Databricks' "
-    "last post-money valuation is Hugging Face's?"
-)
-CALL_TOKENS = 96  # a forced calculator call is about 30 tokens
+TTFT_QUESTION = "\n\nThose are the pages I saved. Databricks over Hugging Face: what is 62 / 4.5?"
+PAGEOUT_REPEATS = 3  # each re-prefill of 5,000 tokens takes a minute or more on two cores
+CALL_TOKENS = 96  # a forced calculator call takes about 35 tokens
 TARGETS = {
     "throughput_ratio": ">= 0.97",
     "recompute_ratio": "1.00",
@@ -84,8 +82,8 @@ QUICK = {
     "session_answer_tokens": 8,
     "ttft_context": 512,
     "ttft_ctx": 1024,
-    "pageout_context": 1024,
-    "pageout_span": (384, 512),
+    "pageout_context": 512,
+    "pageout_span": (192, 256),
 }
 
 
@@ -98,10 +96,12 @@ class _TextOf(html.parser.HTMLParser):
         self._skip = 0
 
     def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self._skip += tag in ("script", "style")
+        if tag in ("script", "style"):
+            self._skip += 1
 
     def handle_endtag(self, tag: str) -> None:
-        self._skip -= tag in ("script", "style") and self._skip > 0
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
 
     def handle_data(self, data: str) -> None:
         if not self._skip and data.strip():
@@ -231,12 +231,14 @@ def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any
             if event.kind == "result":
                 firsts.clear()
                 began = time.perf_counter()
+                state["in_cache"] = cpu.n_evaluated  # what the KV cache holds when the result comes
+                state["turns"] = list(kernel.turns)  # the conversation up to the result, for the naive side
             elif began is not None and firsts:
                 break
         events.close()
         assert began is not None and firsts, "the forced call did not run"
         at, token, context = firsts[0]
-        state.update(turns=list(kernel.turns), token=token, context=context)
+        state.update(token=token, context=context)
         return at - began
 
     def naive() -> float:
@@ -268,6 +270,7 @@ def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any
         "ttft_after_tool_ms": round(statistics.median(ours) * 1000, 2),
         "ttft_reprefill_ms": round(statistics.median(theirs) * 1000, 2),
         "ttft_context_tokens": context,
+        "ttft_prefilled_tokens": context - state["in_cache"],  # what the kernel evaluated for the first token
         "ttft_same_context_and_token": all(same),  # the naive step saw the same tokens and chose the same one
     }
 
@@ -276,11 +279,18 @@ def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any
 def pageout(path: Path, repeats: int, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
     from _paging import pageout_speedup
 
-    size = sizes["pageout_context"]
+    size, repeats = sizes["pageout_context"], min(repeats, PAGEOUT_REPEATS)
     figures = pageout_speedup(
-        repeats, model=path, n_ctx=size, n_tokens=size, span=sizes["pageout_span"], threads=threads, text=real_text()
+        repeats,
+        model=path,
+        n_ctx=size,
+        n_tokens=size,
+        span=sizes["pageout_span"],
+        threads=threads,
+        text=real_text(),
+        restore=True,  # the context comes back from its saved KV state between timings, not re-evaluated
     )
-    return {**figures, "pageout_context_tokens": size}
+    return {**figures, "pageout_context_tokens": size, "pageout_repeats": repeats}
 
 
 def main() -> int:

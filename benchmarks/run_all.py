@@ -61,6 +61,8 @@ TARGETS: dict[str, dict[str, str]] = {
     "tiny_eval": {"call_valid": ">= 0.99", "right_tool": ">= 0.95", "args_right": ">= 0.90", "answer_right": ">= 0.90",
                   "valuation_success": ">= 0.80"},
     "agentdojo_eval": {"asr": "0", "utility_ratio": ">= 0.95"},
+    "real_model": {"throughput_ratio": ">= 0.97", "recompute_ratio": "1.00", "ttft_after_tool_ratio": "<= 0.1",
+                   "pageout_speedup": ">= 30"},
 }  # fmt: skip
 SPEC = re.compile(r"\s*(>=|<=|==|>|<)?\s*(-?\d+(?:\.\d+)?)\s*")
 

@@ -56,3 +56,48 @@ def smollm2_model() -> Path:
     need(path, f"SmolLM2 is not installed: {PACKAGED_MODELS['smollm2'].install}")
     assert path is not None
     return path
+
+
+class TmuxScreen:
+    """A program in a real terminal (tmux, 100x30): type into it, wait for text on its screen."""
+
+    def __init__(self, command: str, env: dict[str, str] | None = None) -> None:
+        import subprocess
+
+        self.tmux = need_binary("tmux")
+        self.socket = ["-L", f"llmos-test-{os.getpid()}-{id(self)}"]
+        self.env = {**os.environ, "TERM": "xterm-256color", **(env or {})}
+        self.run("new-session", "-d", "-s", "app", "-x", "100", "-y", "30", command)
+        self.subprocess = subprocess
+
+    def run(self, *args: str) -> str:
+        import subprocess
+
+        done = subprocess.run(
+            [self.tmux, *self.socket, *args], capture_output=True, text=True, timeout=10, env=self.env
+        )
+        return done.stdout
+
+    def shows(self, text: str, timeout: float = 30.0) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.run("capture-pane", "-p", "-t", "app")
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        pytest.fail(f"{text!r} never appeared; the screen was:\n{screen}")
+
+    def type(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "app", *keys)
+
+    def alive(self) -> bool:
+        return (
+            self.subprocess.run([self.tmux, *self.socket, "has-session", "-t", "app"], capture_output=True).returncode
+            == 0
+        )
+
+    def close(self) -> None:
+        self.subprocess.run([self.tmux, *self.socket, "kill-server"], capture_output=True, timeout=10)

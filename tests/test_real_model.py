@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import smollm2_model
+from helpers import TmuxScreen, smollm2_model
 
 from llmos.cpu.base import Segment
 from llmos.dialects.base import Turn
@@ -128,3 +128,20 @@ def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert '[call calculator {"expression": "30% of 90"}]' in out.stderr
     assert "[result calculator: 27]" in out.stderr
+
+
+def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
+    main = "import sys; from llmos.cli import main; sys.exit(main())"
+    command = f"{sys.executable} -c '{main}' tui --model smollm2 --tools calculator --n-ctx 4096 --store {tmp_path / 's.db'}"
+    screen = TmuxScreen(command)
+    try:
+        screen.shows("llmos — session ")  # the model is loaded and the session open
+        screen.type("Hello! Who are you?")
+        screen.shows("Hello! Who are you?")
+        screen.type("Enter")  # apart: a burst of keys with its Enter can read as one paste
+        shown = screen.shows("RAM █", timeout=120)  # the turn is over: its tokens fill the RAM gauge
+        lines = shown.splitlines()
+        asked = next(i for i, line in enumerate(lines) if "> Hello! Who are you?" in line)
+        assert "help" in " ".join(lines[asked + 1 : asked + 4])  # a greeting streamed in, not a call or an error
+    finally:
+        screen.close()

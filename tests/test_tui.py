@@ -7,15 +7,13 @@ the session store, the policy and textual are real.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import need_binary, need_module
+from helpers import TmuxScreen, need_module
 
 need_module("textual")
 
@@ -262,35 +260,18 @@ ChatApp(factory(Path({store!r}), ["Hello from a real terminal." + END]), Path({s
 
 
 def test_it_runs_in_a_real_terminal(tmp_path):
-    tmux = need_binary("tmux")
     script = tmp_path / "app.py"
     script.write_text(TMUX_APP.format(tests=str(Path(__file__).parent), store=str(tmp_path / "s.db")))
-    socket = ["-L", f"llmos-test-{os.getpid()}"]
-    env = {**os.environ, "TERM": "xterm-256color"}
-
-    def tmux_run(*args: str) -> str:
-        done = subprocess.run([tmux, *socket, *args], capture_output=True, text=True, timeout=10, env=env)
-        return done.stdout
-
-    def screen_shows(text: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = tmux_run("capture-pane", "-p", "-t", "app")
-            if text in screen:
-                return screen
-            time.sleep(0.2)
-        pytest.fail(f"{text!r} never appeared; the screen was:\n{screen}")
-
-    tmux_run("new-session", "-d", "-s", "app", "-x", "100", "-y", "30", f"{sys.executable} {script}")
+    screen = TmuxScreen(f"{sys.executable} {script}")
     try:
-        screen_shows("Ask anything")
-        tmux_run("send-keys", "-t", "app", "hello", "Enter")
-        screen = screen_shows("Hello from a real terminal.")
-        assert "> hello" in screen and "RAM" in screen and "Quit" in screen
-        tmux_run("send-keys", "-t", "app", "C-q")
+        screen.shows("Ask anything")
+        screen.type("hello", "Enter")
+        shown = screen.shows("Hello from a real terminal.")
+        assert "> hello" in shown and "RAM" in shown and "Quit" in shown
+        screen.type("C-q")
         deadline = time.monotonic() + 10
-        while subprocess.run([tmux, *socket, "has-session", "-t", "app"], capture_output=True).returncode == 0:
+        while screen.alive():
             assert time.monotonic() < deadline, "the app did not quit on ctrl+q"
             time.sleep(0.2)
     finally:
-        subprocess.run([tmux, *socket, "kill-server"], capture_output=True, timeout=10)
+        screen.close()
