@@ -132,7 +132,8 @@ def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
 
 def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
     main = "import sys; from llmos.cli import main; sys.exit(main())"
-    command = f"{sys.executable} -c '{main}' tui --model smollm2 --tools calculator --n-ctx 4096 --store {tmp_path / 's.db'}"
+    options = f"--model smollm2 --tools calculator --n-ctx 4096 --store {tmp_path / 's.db'}"
+    command = f"{sys.executable} -c '{main}' tui {options}"
     screen = TmuxScreen(command)
     try:
         screen.shows("llmos — session ")  # the model is loaded and the session open
