@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmos {__version__}")
     commands = parser.add_subparsers(dest="command")
 
+    def template_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--chat-template",
+            metavar="FILE",
+            help="the model's chat template (a .gguf or a template file), for --dialect hermes on a server URL",
+        )
+
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--model",
@@ -46,11 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="chat in the terminal, streaming tokens and showing tool calls")
     model_options(chat)
+    template_option(chat)
     chat.add_argument("--resume", metavar="SESSION", help="continue a stored session")
     chat.add_argument("--force-call", action="store_true", help="force each first step to be a tool call")
 
     tui = commands.add_parser("tui", help="the terminal assistant (the default in a terminal)")
     model_options(tui)
+    template_option(tui)
     tui.add_argument("--resume", metavar="SESSION", help="reopen a stored session")
 
     run = commands.add_parser(
@@ -173,6 +182,7 @@ def _chat(args: argparse.Namespace) -> int:
         store=args.store,
         resume=args.resume,
         approver=_approve_on_terminal,
+        chat_template=args.chat_template,
     )
     print(
         f"llmos {__version__} · {session.machine.spec if session.machine else ''} · session {session.id} · "

@@ -61,6 +61,7 @@ class Session:
         title: str = "",
         memory: str | Path | None = None,
         machine: Machine | None = None,
+        chat_template: str | None = None,
         **kernel_options: Any,
     ) -> Session:
         """Open a model (or use ``machine``) and a session; ``memory`` is the page store (default beside
@@ -68,7 +69,7 @@ class Session:
         if machine is not None and (model is not None or dialect is not None):
             raise ValueError("pass either machine or model/dialect, not both")
         owns = machine is None
-        machine = machine or open_machine(model, dialect=dialect, n_ctx=n_ctx)
+        machine = machine or open_machine(model, dialect=dialect, n_ctx=n_ctx, chat_template=chat_template)
         registry = load_tools().only(list(tools) if tools is not None else None)
         db = store if isinstance(store, SessionStore) else SessionStore(store or default_store_path())
         if "pager" not in kernel_options:

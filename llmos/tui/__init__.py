@@ -22,7 +22,14 @@ def run_tui(args: argparse.Namespace) -> int:
 
     def open_session(resume: str | None, approver: Any) -> Session:
         return Session.open(
-            model, tools=tools, dialect=args.dialect, n_ctx=args.n_ctx, store=store, resume=resume, approver=approver
+            model,
+            tools=tools,
+            dialect=args.dialect,
+            n_ctx=args.n_ctx,
+            store=store,
+            resume=resume,
+            approver=approver,
+            chat_template=args.chat_template,
         )
 
     ChatApp(open_session, store, resume=getattr(args, "resume", None)).run()
