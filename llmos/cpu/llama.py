@@ -442,7 +442,7 @@ class LlamaCPU:
         size = self.lib.llama_state_seq_get_size(self._ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
         written = self.lib.llama_state_seq_get_data(self._ctx, buffer, size, 0)
-        return bytes(buffer[:written])
+        return ctypes.string_at(buffer, written)  # one copy: slicing a ctypes array builds a list
 
     def restore_state(self, data: bytes, tokens: Sequence[int]) -> None:
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
@@ -467,7 +467,7 @@ class LlamaCPU:
         buffer = (ctypes.c_uint8 * size)()
         written = lib.llama_state_seq_get_data(self._ctx, buffer, size, SCRATCH)
         lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
-        return bytes(buffer[:written])
+        return ctypes.string_at(buffer, written)  # one copy: slicing a ctypes array builds a list
 
     def restore_span(self, data: bytes, tokens: Sequence[int], saved_start: int) -> None:
         """Append a span saved by :meth:`save_span` at the end of the context instead of evaluating it.
