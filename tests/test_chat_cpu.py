@@ -9,14 +9,12 @@ text in the model's own chat template (KV continuity through the server's prefix
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import need_module, smollm2_model
-from test_http_cpu import Stub, free_port, serve_stub, sse, wait_until_ready
+from helpers import smollm2_model
+from test_http_cpu import Stub, serve_llama, serve_stub, sse
 
 from llmos.cpu.base import Sampling, Segment
 from llmos.cpu.chat import ChatCPU
@@ -147,26 +145,10 @@ def test_a_call_left_without_a_result_is_answered() -> None:
 # ---------------------------------------------------------------- the real server
 @pytest.fixture(scope="module")
 def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = smollm2_model()
-    for module in ("llama_cpp", "uvicorn", "sse_starlette", "fastapi"):
-        need_module(module)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("smollm2_server") / "server.log"
-    command = [sys.executable, "-m", "llmos.testing", "serve", "--model", str(model), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--n_ctx", "4096", "--n_threads", "1"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(url, process, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    arguments = ["--model", str(smollm2_model()), "--n_ctx", "4096", "--n_threads", "1"]
+    for server in serve_llama(["llmos.testing", "serve", *arguments], log):
+        yield server.url
 
 
 @pytest.mark.slow

@@ -66,13 +66,18 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> N
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     model = stories_model()
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    # one thread leaves a core to the client
+    yield from serve_llama(["llama_cpp.server", "--model", str(model), "--n_ctx", "512", "--n_threads", "1"], log)
+
+
+def serve_llama(module_and_args: list[str], log: Path) -> Iterator[LlamaServer]:
+    """``python -m MODULE ARGS`` (a llama_cpp.server) on a free loopback port, until the caller is done."""
     for module in ("llama_cpp", "uvicorn", "sse_starlette", "fastapi"):
         need_module(module)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--n_ctx", "512", "--n_threads", "1"]  # one thread leaves a core to the client
+    command = [sys.executable, "-m", *module_and_args, "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import deque
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from llmos.cpu.base import CPUError, Piece, Sampling, Segment
-from llmos.cpu.http import HttpCPU, _events, _transport_errors
+from llmos.cpu.http import HttpCPU
 
 NO_RESULT = "error: no result (the run stopped before this call ran)"
 # the model's calls travel as Hermes blocks in the text of its chunks (see llmos.dialects.openai)
@@ -120,32 +119,14 @@ class ChatCPU(HttpCPU):
         if not self._messages:
             raise CPUError("nothing to continue from: load a context first")
         url = f"{self.base_url}/v1/chat/completions"
-        body = self._chat_body(sampling)
-        self.last_report = {}
         calls: dict[int, dict[str, str]] = {}
-        n_events = n_chunks = 0
-        finish = None
-        started = first_chunk = time.perf_counter()
-        try:
-            with _transport_errors(url, self.timeout), self._completion_stream(url, body) as response:
-                for event in _events(url, response):
-                    n_events += 1
-                    self._note_report(event)
-                    for choice in event.get("choices") or []:
-                        finish = choice.get("finish_reason") or finish
-                        delta = choice.get("delta") or {}
-                        _gather(calls, delta.get("tool_calls") or [])
-                        text = delta.get("content") or ""
-                        if not text:
-                            continue
-                        if not n_chunks:
-                            first_chunk = time.perf_counter()
-                        n_chunks += 1
-                        self._prompt += text
-                        yield Piece(None, text)
-        finally:
-            if n_events:
-                self._account(self._prompt, n_chunks, started, first_chunk)
+
+        def read(choice: dict[str, Any]) -> str:
+            delta = choice.get("delta") or {}
+            _gather(calls, delta.get("tool_calls") or [])
+            return delta.get("content") or ""
+
+        finish = yield from self._stream(url, self._chat_body(sampling), self._prompt, read)
         for index in sorted(calls):
             block = call_block(calls[index]["name"], calls[index]["arguments"])
             self._prompt += block

@@ -47,7 +47,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -206,6 +206,16 @@ class HttpCPU:
             yield Piece(None, sampling.forced_prefix)
         url = f"{self.base_url}/v1/completions"
         body = self._request_body(sampling)
+        finish = yield from self._stream(url, body, body["prompt"], lambda choice: choice.get("text") or "")
+        if finish == "stop" and sampling.grammar and sampling.forced_suffix:
+            # The grammar is complete and the model ended: the suffix markup replaces the end, as in LlamaCPU.
+            self._prompt += sampling.forced_suffix
+            yield Piece(None, sampling.forced_suffix)
+
+    def _stream(
+        self, url: str, body: dict[str, Any], prompt: str, read: Callable[[dict[str, Any]], str]
+    ) -> Generator[Piece, None, str | None]:
+        """POST ``body`` and yield the text ``read`` finds in each streamed choice; return the finish reason."""
         self.last_report = {}
         n_events = n_chunks = 0
         finish = None
@@ -217,7 +227,7 @@ class HttpCPU:
                     self._note_report(event)
                     for choice in event.get("choices") or []:
                         finish = choice.get("finish_reason") or finish
-                        text = choice.get("text") or ""
+                        text = read(choice)
                         if not text:
                             continue
                         if not n_chunks:
@@ -227,11 +237,8 @@ class HttpCPU:
                         yield Piece(None, text)
         finally:
             if n_events:  # the server answered, so it evaluated the prompt
-                self._account(body["prompt"], n_chunks, started, first_chunk)
-        if finish == "stop" and sampling.grammar and sampling.forced_suffix:
-            # The grammar is complete and the model ended: the suffix markup replaces the end, as in LlamaCPU.
-            self._prompt += sampling.forced_suffix
-            yield Piece(None, sampling.forced_suffix)
+                self._account(prompt, n_chunks, started, first_chunk)
+        return finish
 
     def _request_body(self, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
