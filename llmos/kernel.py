@@ -182,7 +182,9 @@ class Kernel:
 
     def _unanswered(self) -> list[CallClosed | Malformed]:
         """The calls of the last assistant chunk that have no result turn yet (a chunk may hold several)."""
-        index = max(i for i, turn in enumerate(self.turns) if turn.role == "assistant")
+        index = max((i for i, turn in enumerate(self.turns) if turn.role == "assistant"), default=None)
+        if index is None:
+            return []  # results the model never asked for (restored from elsewhere): it reads them and goes on
         chunk, answered = self.turns[index], len(self.turns) - index - 1
         stop = chunk.meta.get("stop", "answer" if chunk.ended else "cut")
         if stop == "call":

@@ -183,3 +183,21 @@ def test_completions_text_mode_tool_round_trip_on_smollm2(smollm2_server: str) -
     assert '<tool_call>\n{"name": "calculator"' in machine.cpu._prompt
     assert "<\u200dtool_call>" not in machine.cpu._prompt.split("<|im_start|>user")[-2]
     machine.cpu.close()
+
+
+def test_continuing_runs_only_the_calls_of_a_message_still_without_results() -> None:
+    from llmos.cpu.chat import call_block
+    from llmos.dialects.base import Turn
+    from llmos.testing import ScriptedCPU
+
+    blocks = call_block("calculator", '{"expression": "2+3"}') + call_block("calculator", '{"expression": "4*5"}')
+    turns = [
+        Turn("system", "", id=0),
+        Turn("user", "2+3 and 4*5?", id=1),
+        Turn("assistant", blocks, id=2, meta={"stop": "call", "raw": blocks}),
+        Turn("result", "5", id=3, meta={"call": "call_1", "tool": "calculator"}),
+    ]  # interrupted after the first of two calls had its result
+    kernel = Kernel(ScriptedCPU(["Five and twenty."]), OpenAIDialect(), calculator_tools(), turns=turns)
+    events = list(kernel.ask(None))
+    assert [e.text for e in events if e.kind == "result"] == ["20"]
+    assert events[-1].answer == "Five and twenty."
