@@ -109,17 +109,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # known failures get a line, not a traceback
-        from llmos.cpu.base import CPUError
-        from llmos.pull import PullError
-        from llmos.task import TaskError
+        code = exit_code_for(exc)
+        if code is None:
+            raise  # a bug in llmos: the traceback is what we need to see
+        print(f"llmos: {exc}", file=sys.stderr)
+        return code
 
-        if isinstance(exc, TaskError | KeyError):
-            print(f"llmos: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        if isinstance(exc, CPUError | PullError):
-            print(f"llmos: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
+
+# Every error a person can meet at the command line, by where it is defined, and its exit code:
+# one line on stderr, never a traceback. Subclasses count (ContextOverflow, ModelNotFound and
+# ChatTemplateError are CPUErrors; PageNotFound a StoreError). tests/test_cli.py walks every
+# exception class of llmos and its packages against this table.
+USER_ERRORS: tuple[tuple[str, str, int], ...] = (
+    ("llmos.task", "TaskError", EXIT_USAGE),
+    ("llmos.policy", "PolicyConfigError", EXIT_USAGE),
+    ("llmos_tools.mcp", "MCPConfigError", EXIT_USAGE),
+    ("llmos.cpu.base", "CPUError", EXIT_ERROR),
+    ("llmos.pull", "PullError", EXIT_ERROR),
+    ("llmos.store", "StoreError", EXIT_ERROR),
+    ("llmos_memory.store", "StoreError", EXIT_ERROR),
+    ("llmos_memory.extract", "ExtractError", EXIT_ERROR),
+    ("llmos_sandbox.kernel", "SandboxError", EXIT_ERROR),
+    ("llmos_sandbox.isolation", "IsolationError", EXIT_ERROR),
+)
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code of an error a person can meet (:data:`USER_ERRORS`), or ``None`` for a bug."""
+    if isinstance(error, KeyError):  # a name the person typed that does not exist (a session id)
+        return EXIT_USAGE
+    for module, name, code in USER_ERRORS:
+        loaded = sys.modules.get(module)  # an error class whose module never loaded cannot have been raised
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return code
+    return None
 
 
 def _default(args: argparse.Namespace) -> int:
