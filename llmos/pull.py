@@ -80,8 +80,10 @@ class Pulled:
 
 
 def models_dir() -> Path:
-    home = os.environ.get("LLMOS_HOME") or "~/.local/share/llmos"
-    return Path(home).expanduser() / "models"
+    """``$LLMOS_HOME/models`` (:func:`llmos_tools.cache.llmos_home`, the one home folder)."""
+    from llmos_tools.cache import llmos_home
+
+    return llmos_home() / "models"
 
 
 def parse_name(name: str) -> HubFile:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -153,9 +152,10 @@ class SessionInfo:
 
 
 def default_store_path() -> Path:
-    """``$LLMOS_HOME/sessions.db``; LLMOS_HOME defaults to ``~/.local/share/llmos``."""
-    home = os.environ.get("LLMOS_HOME") or "~/.local/share/llmos"
-    return Path(home).expanduser() / "sessions.db"
+    """``$LLMOS_HOME/sessions.db`` (:func:`llmos_tools.cache.llmos_home`, the one home folder)."""
+    from llmos_tools.cache import llmos_home
+
+    return llmos_home() / "sessions.db"
 
 
 def now() -> str:
