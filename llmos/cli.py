@@ -289,7 +289,8 @@ def _finish(args: argparse.Namespace, results: list) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from llmos.pull import list_models, models_dir
+    from llmos.models import list_models
+    from llmos.pull import models_dir
 
     entries = list_models()
     if args.json:

@@ -85,7 +85,7 @@ def default_model() -> Path:
 
 def resolve_spec(spec: str | None) -> str | None:
     """A short name or ``hf:`` id becomes the path of the pulled (or packaged) file; anything else is as given."""
-    from llmos.pull import KNOWN_MODELS, resolve_model
+    from llmos.pull import KNOWN_MODELS
 
     if spec in PACKAGED_MODELS and not Path(spec).is_file():
         return str(packaged_model(spec))
@@ -169,3 +169,56 @@ def _dialect_for(cpu, name: str | None) -> Dialect:
     if name:
         return get_dialect(name)
     return get_dialect("llmos" if cpu.token_id("<|call|>") is not None else "generic")
+
+
+def resolve_model(spec: str, root: Path | None = None) -> Path:
+    """The local file of a pulled short name or ``hf:`` id (never downloads)."""
+    from llmos.pull import PullError, models_dir, parse_name
+
+    try:
+        path = parse_name(spec).local_path(root or models_dir())
+    except PullError as exc:
+        raise ModelNotFound(str(exc)) from None
+    if not path.is_file():
+        raise ModelNotFound(f"model {spec!r} is not pulled yet: run `llmos pull {spec}` (it goes to {path})")
+    return path
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    kind: str  # bundled | configured | package | local | known
+    name: str
+    path: str  # empty for a known model that is not pulled (or a packaged one not installed)
+    size: int = 0
+
+
+def list_models(root: Path | None = None) -> list[ModelEntry]:
+    """The bundled model, the configured one ($LLMOS_MODEL), packaged models, pulled files, and known short names."""
+    from llmos.pull import KNOWN_MODELS, models_dir
+
+    root = root or models_dir()
+    entries: list[ModelEntry] = []
+    if BUNDLED.is_file():
+        entries.append(ModelEntry("bundled", "default", str(BUNDLED), BUNDLED.stat().st_size))
+    configured = os.environ.get("LLMOS_MODEL")
+    if configured:
+        entries.append(ModelEntry("configured", "$LLMOS_MODEL", configured, _size(Path(configured))))
+    for name, package in PACKAGED_MODELS.items():
+        path = package.path()
+        entries.append(ModelEntry("package", name, str(path or ""), _size(path) if path else 0))
+    pulled = {str(hub.local_path(root)): short for short, hub in KNOWN_MODELS.items()}
+    for path in sorted(root.glob("*/**/*.gguf")) if root.is_dir() else []:
+        if ".cache" in path.relative_to(root).parts:
+            continue
+        owner_repo = path.relative_to(root).parts[0].replace("--", "/", 1)
+        name = pulled.get(str(path)) or f"hf:{owner_repo}/{path.relative_to(root / path.relative_to(root).parts[0])}"
+        entries.append(ModelEntry("local", name, str(path), path.stat().st_size))
+    listed = {entry.name for entry in entries}
+    for short in KNOWN_MODELS:
+        if short not in listed:
+            entries.append(ModelEntry("known", short, "", 0))
+    return entries
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0

@@ -24,7 +24,7 @@ Contract
   resumed) the pull says so and downloads once more from zero; a fresh download that does
   not match raises :class:`ChecksumError`. Files the hub does not hash with sha256 (small
   non-LFS files) are reported as unverified.
-* :func:`resolve_model` turns a short name or ``hf:`` id into the local path of a pulled
+* :func:`llmos.models.resolve_model` turns a short name or ``hf:`` id into the local path of a pulled
   file; a model that was not pulled raises :class:`~llmos.models.ModelNotFound` saying how
   to pull it. It never downloads by itself.
 
@@ -97,19 +97,6 @@ def parse_name(name: str) -> HubFile:
         known = ", ".join(KNOWN_MODELS)
         raise PullError(f"{name!r} is not a known model ({known}) nor owner/repo/file.gguf")
     return HubFile("/".join(parts[:2]), "/".join(parts[2:]), revision or "main")
-
-
-def resolve_model(spec: str, root: Path | None = None) -> Path:
-    """The local file of a pulled short name or ``hf:`` id (never downloads)."""
-    from llmos.models import ModelNotFound
-
-    try:
-        path = parse_name(spec).local_path(root or models_dir())
-    except PullError as exc:
-        raise ModelNotFound(str(exc)) from None
-    if not path.is_file():
-        raise ModelNotFound(f"model {spec!r} is not pulled yet: run `llmos pull {spec}` (it goes to {path})")
-    return path
 
 
 def sha256_of(path: Path) -> str:
@@ -269,43 +256,3 @@ class _Retry(Exception):
 
 def _starts_at(response: Any, start: int) -> bool:
     return response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    kind: str  # bundled | configured | package | local | known
-    name: str
-    path: str  # empty for a known model that is not pulled (or a packaged one not installed)
-    size: int = 0
-
-
-def list_models(root: Path | None = None) -> list[ModelEntry]:
-    """The bundled model, the configured one ($LLMOS_MODEL), packaged models, pulled files, and known short names."""
-    from llmos.models import BUNDLED, PACKAGED_MODELS
-
-    root = root or models_dir()
-    entries: list[ModelEntry] = []
-    if BUNDLED.is_file():
-        entries.append(ModelEntry("bundled", "default", str(BUNDLED), BUNDLED.stat().st_size))
-    configured = os.environ.get("LLMOS_MODEL")
-    if configured:
-        entries.append(ModelEntry("configured", "$LLMOS_MODEL", configured, _size(Path(configured))))
-    for name, package in PACKAGED_MODELS.items():
-        path = package.path()
-        entries.append(ModelEntry("package", name, str(path or ""), _size(path) if path else 0))
-    pulled = {str(hub.local_path(root)): short for short, hub in KNOWN_MODELS.items()}
-    for path in sorted(root.glob("*/**/*.gguf")) if root.is_dir() else []:
-        if ".cache" in path.relative_to(root).parts:
-            continue
-        owner_repo = path.relative_to(root).parts[0].replace("--", "/", 1)
-        name = pulled.get(str(path)) or f"hf:{owner_repo}/{path.relative_to(root / path.relative_to(root).parts[0])}"
-        entries.append(ModelEntry("local", name, str(path), path.stat().st_size))
-    listed = {entry.name for entry in entries}
-    for short in KNOWN_MODELS:
-        if short not in listed:
-            entries.append(ModelEntry("known", short, "", 0))
-    return entries
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else 0

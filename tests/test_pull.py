@@ -25,8 +25,8 @@ import pytest
 from helpers import need_module
 
 from llmos.cli import main
-from llmos.models import ModelNotFound
-from llmos.pull import KNOWN_MODELS, ChecksumError, PullError, list_models, parse_name, pull, resolve_model
+from llmos.models import ModelNotFound, list_models, resolve_model
+from llmos.pull import KNOWN_MODELS, ChecksumError, PullError, parse_name, pull
 
 need_module("huggingface_hub")
 
