@@ -46,7 +46,7 @@ def test_out_names_one_run_folder(tmp_path, capsys):
 # Errors that never reach a person: the model reads them as results, or they stay inside one module.
 FOR_THE_MODEL_OR_INTERNAL = {
     "llmos.dialects.base.CallSyntaxError",  # a malformed call: a result the model reads
-    "llmos_tools.abi.ToolError",  # a tool's refusal: a result the model reads
+    "llmos_tools.errors.ToolError",  # a tool's refusal: a result the model reads
     "llmos_apps.browser.guard.BlockedURL",  # the browser's refusal: a result the model reads
     "llmos_apps.browser.fetch.FetchError",  # a page that cannot be fetched: a result the model reads
     "llmos_memory.pagetable.RamFull",  # the page table's own signal to its caller

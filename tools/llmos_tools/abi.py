@@ -46,10 +46,6 @@ class Trust(enum.StrEnum):
     UNTRUSTED = "untrusted"  # web pages, files, tool output derived from them
 
 
-class ToolError(Exception):
-    """A mistake the model can fix: becomes a result the model reads, never a crash."""
-
-
 @dataclass(frozen=True)
 class Artifact:
     """A file a tool produced (a plot, a table, an image)."""

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from llmos_tools.abi import ToolError
+from llmos_tools.errors import ToolError
 
 _SIMPLE = {str: "string", int: "integer", float: "number", bool: "boolean"}
 MAX_ARGUMENT_CHARS = 200_000  # a call bigger than this is a runaway model, not a request
