@@ -121,7 +121,7 @@ class HermesDialect(Dialect):
         self.source = chat_template
         self.template = compile_template(chat_template)
         self.bos_token, self.eos_token = bos_token, eos_token
-        self.ends = tuple(dict.fromkeys([*end_markers, eos_token, *DEFAULT_ENDS]))
+        self.ends = tuple(dict.fromkeys(end for end in [*end_markers, eos_token, *DEFAULT_ENDS] if end))
         self.markers = (*TEXT_MARKERS, "<|im_start|>", *self.ends)
         self.native_results = RESPONSE in chat_template
         self._run([{"role": "user", "content": "hi"}], None, True)  # a template that fails, fails here
