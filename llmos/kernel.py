@@ -54,7 +54,7 @@ from typing import Any
 
 from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
 
-from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling
+from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling, TokenCPU
 from llmos.dialects.base import CallClosed, CallSyntaxError, Dialect, Malformed, Text, Turn, TurnEnded
 from llmos.events import (
     ApprovalRequest,
@@ -135,7 +135,7 @@ class Kernel:
                 pager.store.add_file(path)
         self.turns: list[Turn] = turns or [Turn("system", system or dialect.default_system, id=0)]
         self.specs = [tool.spec() for tool in self.tools.tools.values()]
-        if hasattr(cpu, "not_end") and hasattr(cpu, "token_id"):  # a call marker must not end generation
+        if isinstance(cpu, TokenCPU):  # a call marker must not end generation
             cpu.not_end.update(t for m in dialect.call_markers if (t := cpu.token_id(m)) is not None)
         self._calls = sum(1 for t in self.turns if t.role == "result")
         # what the model has read, whole, for tools that hand it to code (ToolContext.documents)
@@ -469,7 +469,7 @@ def _registry(tools: Iterable[Tool]) -> Registry:
 
 def _reports_controls(cpu: CPU) -> bool:
     """Token backends mark control tokens; text backends (HTTP, scripted) do not."""
-    return bool(getattr(cpu, "reports_controls", False))
+    return isinstance(cpu, TokenCPU) and cpu.reports_controls
 
 
 def first_piece_text(pieces: Iterable[Piece]) -> str:  # pragma: no cover - debugging aid

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos_memory import PageRef, Span, Store, recall_hint, stub_text
 
-from llmos.cpu.base import ContextOverflow, Segment
+from llmos.cpu.base import ContextOverflow, Segment, TokenCPU
 from llmos.dialects.base import Turn
 from llmos.events import Event, PageIn, PageOut
 
@@ -178,12 +178,11 @@ class Pager:
 
     def _shift(self, cpu: Any, start: int, end: int, old: Segment, new: Segment) -> bool:
         cpu.counters.context_tokens += _size(cpu, new)  # the stub is new context
-        replace = getattr(cpu, "replace_span", None)
-        if replace is None or not hasattr(cpu, "segment_tokens"):
+        if not isinstance(cpu, TokenCPU):
             return False  # the next load re-evaluates from here, and counts it
         if list(cpu.tokens[start:end]) != list(cpu.segment_tokens(old)):
             return False  # the cache does not hold this rendering (e.g. not loaded yet)
-        return bool(replace(start, end, cpu.segment_tokens(new)))
+        return bool(cpu.replace_span(start, end, cpu.segment_tokens(new)))
 
     # ------------------------------------------------------------------ swap: saved KV states
     def _save(self, cpu: Any, turn: Turn, ref: PageRef, start: int, end: int, segment: Segment) -> None:
@@ -192,7 +191,7 @@ class Pager:
         Measured on the story model: restoring a 400-token page took 2.8 ms where
         re-evaluating it took 694 ms (benchmarks/memory.py, ``kv_restore_speedup``).
         """
-        if turn.trusted or not hasattr(cpu, "save_span") or end > cpu.n_evaluated:
+        if turn.trusted or not isinstance(cpu, TokenCPU) or end > cpu.n_evaluated:
             return
         tokens = tuple(cpu.segment_tokens(segment))
         if tuple(cpu.tokens[start:end]) != tokens:
@@ -213,15 +212,16 @@ class Pager:
         turn = kernel.turns[-1]
         key = (turn.meta.get("document"), turn.meta.get("page"))
         saved = self.saved.pop(key, None) if turn.meta.pop("restore", False) else None  # type: ignore[arg-type]
-        if saved is None or not hasattr(kernel.cpu, "restore_span"):
+        cpu = kernel.cpu
+        if saved is None or not isinstance(cpu, TokenCPU):
             return
         segments = kernel.dialect.render(kernel.turns, kernel.specs)
         index = next(i for i, s in enumerate(segments) if s.key == f"t{turn.id}")
-        if tuple(kernel.cpu.segment_tokens(segments[index])) != saved.tokens:
+        if tuple(cpu.segment_tokens(segments[index])) != saved.tokens:
             return  # rendered differently than when it was saved: evaluate it normally
-        kernel.cpu.load(segments[:index])
-        kernel.cpu.restore_span(saved.data, saved.tokens, saved.start)
-        kernel.cpu.counters.restored_tokens += len(saved.tokens)
+        cpu.load(segments[:index])
+        cpu.restore_span(saved.data, saved.tokens, saved.start)
+        cpu.counters.restored_tokens += len(saved.tokens)
         yield from ()
 
     # ------------------------------------------------------------------ visibility
@@ -239,10 +239,10 @@ class Pager:
 def _size(cpu: Any, segment: Segment) -> int:
     if segment.tokens is not None:
         return len(segment.tokens)
-    if hasattr(cpu, "segment_tokens"):
+    if isinstance(cpu, TokenCPU):
         return len(cpu.segment_tokens(segment))
     return int(cpu.count_tokens(segment.text, segment.trusted))
 
 
 def _bos(cpu: Any) -> int:
-    return 1 if getattr(cpu, "add_bos", False) and getattr(cpu, "bos", -1) >= 0 else 0
+    return 1 if isinstance(cpu, TokenCPU) and cpu.add_bos and cpu.bos >= 0 else 0

@@ -151,6 +151,34 @@ class CPU(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class TokenCPU(CPU, Protocol):
+    """A CPU that works in token ids and owns its KV cache (:class:`~llmos.cpu.llama.LlamaCPU`).
+
+    The kernel asks this capability (``isinstance(cpu, TokenCPU)``) before it reads control
+    tokens or keeps call markers from ending generation; the pager before it edits, saves or
+    restores spans of the cache. Text backends (HTTP servers, scripted CPUs) have none of it:
+    the pager then pages by re-rendering, and the backend re-evaluates what changed.
+    """
+
+    tokens: list[int]
+    n_evaluated: int
+    reports_controls: bool
+    not_end: set[int]
+    add_bos: bool
+    bos: int
+
+    def token_id(self, text: str) -> int | None: ...
+
+    def segment_tokens(self, segment: Segment) -> tuple[int, ...]: ...
+
+    def replace_span(self, start: int, end: int, tokens: Sequence[int]) -> bool: ...
+
+    def save_span(self, start: int, end: int) -> bytes: ...
+
+    def restore_span(self, data: bytes, tokens: Sequence[int], saved_start: int) -> None: ...
+
+
 @dataclass
 class CPUInfo:
     name: str

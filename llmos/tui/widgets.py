@@ -91,9 +91,10 @@ class RamMeter(Static):
 
 def context_tokens(cpu: Any) -> int:
     """Tokens in the CPU's context now: exact for llama.cpp, estimated for text backends."""
-    tokens = getattr(cpu, "tokens", None)
-    if isinstance(tokens, list):
-        return len(tokens)
+    from llmos.cpu.base import TokenCPU
+
+    if isinstance(cpu, TokenCPU):
+        return len(cpu.tokens)
     loads = getattr(cpu, "loads", None)
     if loads:
         return sum(cpu.count_tokens(segment.text) for segment in loads[-1])
