@@ -147,7 +147,7 @@ def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
         Args:
             path: the file
         """
-        return ToolResult(text=text[:600], trust=Trust.UNTRUSTED, source=path, data={"text": text})
+        return ToolResult(text=text[:600], trust=Trust.UNTRUSTED, source=path, whole_text=text)
 
     def call(name: str, **arguments: Any) -> str:
         return f"{CALL}{json.dumps({'name': name, 'arguments': arguments})}{CALL_END}"

@@ -410,18 +410,17 @@ class Kernel:
 
     def _remember(self, result: ToolResult, name: str) -> None:
         """Keep the whole text of what the model read. A fresh ``open`` hands all of it
-        (``data["text"]``); a later part of a known source (next page, a match, a page-in
+        (``result.whole_text``); a later part of a known source (next page, a match, a page-in
         from the store) keeps the whole text already kept, as the newest."""
         if result.is_error or not result.text.strip():
             return
-        data = result.data if isinstance(result.data, dict) else {}
         source = result.source or name
         known = self.documents.pop(source, None)  # re-read: it becomes the newest
-        if isinstance(data.get("text"), str):
-            whole = data["text"]
+        if result.whole_text is not None:
+            whole = result.whole_text
         elif known is not None:
             whole = known
-        elif data.get("pages"):
+        elif result.page_ins:
             return  # a page of a stored document whose whole text this session never saw
         else:
             whole = result.text
@@ -434,21 +433,19 @@ class Kernel:
     ) -> Generator[Event, None, str]:
         """Results go to the store (disk); what comes back from it is a page-in."""
         assert self.pager is not None
-        data = result.data if isinstance(result.data, dict) else {}
-        if data.get("pages"):
-            yield from self.pager.page_in_events(data)
-            first = data["pages"][0]
-            meta.update(document=first.get("document"), page=first.get("page"), title=first.get("title", ""))
-            original = self.pager.reusable_text(first, result.source) if len(data["pages"]) == 1 else None
+        if result.page_ins:
+            yield from self.pager.page_in_events(result.page_ins)
+            first = result.page_ins[0]
+            meta.update(document=first.document, page=first.page, title=first.title)
+            original = self.pager.reusable_text(first, result.source) if len(result.page_ins) == 1 else None
             if original is not None:  # render it as it was, so its saved KV state can be put back
                 meta["restore"] = True
                 return original
             return text
         if result.is_error or not text.strip():
             return text
-        whole = data.get("text") if isinstance(data.get("text"), str) else None
         text, page_meta = self.pager.admit(
-            self, text, source=result.source or f"tool:{name}", trusted=trusted, whole=whole
+            self, text, source=result.source or f"tool:{name}", trusted=trusted, whole=result.whole_text
         )
         meta.update(page_meta)
         return text

@@ -32,12 +32,13 @@ process (the page text does, in the store).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos_memory import PageRef, Span, Store, recall_hint, stub_text
+from llmos_tools import StoredPage
 
 from llmos.cpu.base import ContextOverflow, Segment, TokenCPU
 from llmos.dialects.base import Turn
@@ -119,11 +120,10 @@ class Pager:
             return first.text + note, meta
         return text, meta
 
-    def page_in_events(self, data: Any) -> Iterator[Event]:
-        """Page-in events for a memory-app result (its ``data`` lists the pages)."""
-        if isinstance(data, dict):
-            for page in data.get("pages", []):
-                yield PageIn(f"{page.get('document')}:{page.get('page')}", int(page.get("n_tokens", 0)))
+    def page_in_events(self, pages: Sequence[StoredPage]) -> Iterator[Event]:
+        """Page-in events for the stored pages a result brings back (``ToolResult.page_ins``)."""
+        for page in pages:
+            yield PageIn(f"{page.document}:{page.page}", page.n_tokens)
 
     # ------------------------------------------------------------------ eviction
     def fit(self, kernel: Kernel) -> Iterator[Event]:
@@ -202,9 +202,9 @@ class Pager:
         while sum(len(s.data) for s in self.saved.values()) > self.saved_budget and len(self.saved) > 1:
             del self.saved[next(iter(self.saved))]
 
-    def reusable_text(self, page: dict[str, Any], source: str) -> str | None:
+    def reusable_text(self, page: StoredPage, source: str) -> str | None:
         """The original text of a recalled page whose KV state is saved (so it renders the same tokens)."""
-        saved = self.saved.get((page.get("document"), page.get("page")))  # type: ignore[arg-type]
+        saved = self.saved.get((page.document, page.page))
         return saved.text if saved is not None and saved.source == source else None
 
     def _restore(self, kernel: Kernel) -> Iterator[Event]:

@@ -238,7 +238,7 @@ def fetch(url: str) -> ToolResult:
     """A page's first part; its whole text goes to programs, as the browser's open does."""
     if url.endswith("/next"):
         return ToolResult(text="part 2", trust=Trust.UNTRUSTED, source=url.removesuffix("/next"))
-    return ToolResult(text="part 1", trust=Trust.UNTRUSTED, source=url, data={"text": f"whole {url}"})
+    return ToolResult(text="part 1", trust=Trust.UNTRUSTED, source=url, whole_text=f"whole {url}")
 
 
 @tool

@@ -41,7 +41,7 @@ def read_file(path: str) -> ToolResult:
         path: the file to read
     """
     text = long_document(50_000)
-    return ToolResult(text=text[:2000], trust=Trust.UNTRUSTED, source=path, data={"text": text})
+    return ToolResult(text=text[:2000], trust=Trust.UNTRUSTED, source=path, whole_text=text)
 
 
 def test_a_long_document_through_a_small_window(llmos_gguf, tmp_path):
@@ -138,4 +138,31 @@ def test_a_page_brought_back_reuses_its_saved_kv_state(llmos_gguf, tmp_path):
     assert cpu.counters.restored_tokens > 100 and cpu.counters.reprefilled_tokens == 0
     assert len(cpu.tokens) <= cpu.n_ctx
     cpu.close()
+    pager.close()
+
+
+def test_the_kernel_reads_typed_fields_not_a_tools_data_layout(tmp_path) -> None:
+    """A browser-shaped ``data`` ({"pages": 3}, a count) once crashed the pager; typed fields carry what it needs."""
+    from llmos_tools import Registry, ToolResult, Trust, tool
+
+    from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
+    from llmos.kernel import Kernel
+    from llmos.pager import Pager
+    from llmos.testing import ScriptedCPU
+
+    @tool
+    def read(url: str) -> ToolResult:
+        """Read a page."""
+        data = {"page": 1, "pages": 3, "text": "not what the kernel reads"}
+        return ToolResult("page one", trust=Trust.UNTRUSTED, source=url, data=data, whole_text="page one two three")
+
+    registry = Registry()
+    registry.add(read)
+    cpu = ScriptedCPU([CALL + '{"name": "read", "arguments": {"url": "http://x.test/"}}' + CALL_END, "done" + END])
+    pager = Pager(tmp_path / "memory.sqlite", count_tokens=cpu.count_tokens, reserve=100)
+    kernel = Kernel(cpu, LlmosDialect(), registry, pager=pager)
+    events = list(kernel.ask("read it"))
+    assert events[-1].kind == "done" and events[-1].answer == "done"
+    assert not [e for e in events if e.kind == "page_in"]  # a count of pages is not a page-in
+    assert kernel.documents["http://x.test/"] == "page one two three"
     pager.close()

@@ -25,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from llmos_memory import Page, PageNotFound, Store, StoreError
-from llmos_tools import ToolContext, ToolError, ToolResult, Trust, hookimpl, tool
+from llmos_tools import StoredPage, ToolContext, ToolError, ToolResult, Trust, hookimpl, tool
 
 
 def store_path(context: ToolContext) -> Path:
     configured = context.settings.get("memory_db")
     return Path(configured) if configured else Path(context.workdir) / "memory.sqlite"
+
+
+def _stored(page: Page) -> StoredPage:
+    return StoredPage(page.document_id, page.number, page.title, page.n_tokens)
 
 
 def _describe(page: Page) -> dict[str, Any]:
@@ -81,6 +85,7 @@ def recall(query: str, context: ToolContext) -> ToolResult:
         trust=Trust.UNTRUSTED,
         source="; ".join(sources),
         data={"pages": [_describe(hit.page) | {"score": hit.score} for hit in hits], "shown": len(shown)},
+        page_ins=tuple(_stored(hit.page) for hit in hits),
     )
 
 
@@ -104,6 +109,7 @@ def open_page(document: int, page: int, context: ToolContext) -> ToolResult:
         trust=Trust.UNTRUSTED,
         source=found.source,
         data={"pages": [_describe(found)], "shown": 1},
+        page_ins=(_stored(found),),
     )
 
 

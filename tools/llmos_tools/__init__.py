@@ -7,7 +7,7 @@ Front door::
 MCP servers become tools through :mod:`llmos_tools.mcp` (needs the ``mcp`` package).
 """
 
-from llmos_tools.abi import READ_ONLY, Artifact, Effect, Tool, ToolContext, ToolResult, Trust
+from llmos_tools.abi import READ_ONLY, Artifact, Effect, StoredPage, Tool, ToolContext, ToolResult, Trust
 from llmos_tools.decorator import make_tool, tool
 from llmos_tools.errors import ToolError
 from llmos_tools.plugins import ENTRY_POINT_GROUP, Registry, hookimpl, hookspec, load_tools
@@ -20,6 +20,7 @@ __all__ = [
     "Artifact",
     "Effect",
     "Registry",
+    "StoredPage",
     "Tool",
     "ToolContext",
     "ToolError",

@@ -55,6 +55,16 @@ class Artifact:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class StoredPage:
+    """A page of a stored document that a result brings back into RAM (a page-in)."""
+
+    document: int
+    page: int
+    title: str = ""
+    n_tokens: int = 0
+
+
 @dataclass
 class ToolResult:
     """What a tool call gives back.
@@ -64,6 +74,9 @@ class ToolResult:
     trusted. ``is_error`` marks results that report a failure. ``records`` are the
     values of structured fields the service itself keeps (ids, senders, participants),
     never free text: the policy vouches for a destination equal to one of them.
+    ``whole_text`` hands the kernel the whole document (programs read it through
+    ``ToolContext.documents``; paged memory stores it); ``page_ins`` name the stored pages
+    a memory tool brings back, so the kernel reports page-ins and can put saved KV back.
     """
 
     text: str
@@ -73,6 +86,9 @@ class ToolResult:
     is_error: bool = False
     data: Any = None  # structured value for programs (reports, tests); never shown to the model
     records: tuple[str, ...] = ()
+    # what the kernel reads besides the text (typed, so no tool's ``data`` layout is part of the ABI):
+    whole_text: str | None = None  # the whole document this result shows a part of (a fresh open)
+    page_ins: tuple[StoredPage, ...] = ()  # stored pages this result brings back (recall, open_page)
 
 
 @dataclass

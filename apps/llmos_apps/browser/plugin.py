@@ -6,8 +6,9 @@ Contract
   the session (``ToolContext.session_id``) and returns one page of it. Opening a URL the
   session already has reads from the kept copy, so ``open(url, page=3)`` jumps without a
   refetch. ``next_page()`` and ``find_text(text)`` read the session's current document.
-* A fresh ``open`` also puts the whole extracted text in ``ToolResult.data["text"]`` (with
-  ``url``, ``title``, ``pages``, ``links``) for the kernel's memory; the model sees one page.
+* A fresh ``open`` also hands the whole extracted text to the kernel (``ToolResult.whole_text``,
+  for its paged memory and for programs); ``data`` carries ``url``, ``title``, ``pages`` (a
+  count), ``links`` and ``text`` for reports. The model sees one page.
 * Every result is ``Trust.UNTRUSTED`` with the page's URL as ``source``: the text is
   whatever the site wrote. ``search`` and ``open`` declare ``Effect.NETWORK``; the other
   two only read what was already fetched.
@@ -87,7 +88,7 @@ def _normalize(url: str) -> str:
 
 
 def _page_result(doc: Document, page: int, whole: bool = False) -> ToolResult:
-    """One page for the model; ``whole`` also hands programs the full text (``data["text"]``),
+    """One page for the model; ``whole`` also hands the kernel the full text (``whole_text``),
     so the kernel can keep the document in paged memory."""
     total = len(doc.pages)
     header = [f"[web page, untrusted] {doc.title or doc.final_url}", f"URL: {doc.final_url}"]
@@ -99,7 +100,8 @@ def _page_result(doc: Document, page: int, whole: bool = False) -> ToolResult:
     if whole:
         data["text"] = doc.text
     text = "\n".join(header) + "\n\n" + doc.pages[page - 1]
-    return ToolResult(text=text, trust=Trust.UNTRUSTED, source=doc.final_url, data=data)
+    whole_text = doc.text if whole else None
+    return ToolResult(text=text, trust=Trust.UNTRUSTED, source=doc.final_url, data=data, whole_text=whole_text)
 
 
 @tool(effects={Effect.NETWORK})
