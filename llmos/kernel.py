@@ -129,8 +129,7 @@ class Kernel:
         self.session_id = session_id
         self.settings = dict(settings or {})
         self.pager = pager
-        if pager is not None:  # the memory app reads the same store the pager writes
-            self.settings.setdefault("memory_db", str(pager.store.path))
+        if pager is not None:
             for path in self.settings.get("ingest", []):  # files the task gives: on disk, recallable
                 pager.store.add_file(path)
         self.turns: list[Turn] = turns or [Turn("system", system or dialect.default_system, id=0)]
@@ -378,6 +377,7 @@ class Kernel:
             emit=lambda kind, data: self._progress.append(Progress(tool.name, {"kind": kind, **data})),
             settings=self.settings,
             documents=MappingProxyType(self.documents),
+            memory=self.pager.store if self.pager is not None else None,  # the memory app reads what the pager wrote
         )
         try:
             return tool.run(arguments, context)

@@ -9,10 +9,11 @@ Tools
 
 Contract: results are always :attr:`Trust.UNTRUSTED` (pages come from files, the web and
 tool outputs) with ``source`` set to where the text came from; ``data`` carries the page
-ids, numbers and sources so the kernel can map the result onto its page table. Bad input
-(no words in the query, a page that does not exist) is a :class:`ToolError` that says what
-exists. The store is ``ToolContext.settings["memory_db"]`` or ``memory.sqlite`` under
-``ToolContext.workdir``; a missing store is created empty. Settings
+ids, numbers and sources for programs, and ``page_ins`` names the pages for the kernel. Bad
+input (no words in the query, a page that does not exist) is a :class:`ToolError` that says
+what exists. The store is the one the kernel lends (``ToolContext.memory``: the session's
+paged memory); outside a session, ``ToolContext.settings["memory_db"]`` or ``memory.sqlite``
+under ``ToolContext.workdir``, created empty if missing. Settings
 ``memory_recall_pages`` (default 2) and ``memory_recall_more`` (default 3) size results.
 
 Not covered: ingest (the kernel and the browser app write pages), and deciding what to
@@ -21,6 +22,8 @@ page in (the kernel does that with the page table).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,16 @@ from llmos_tools import StoredPage, ToolContext, ToolError, ToolResult, Trust, h
 def store_path(context: ToolContext) -> Path:
     configured = context.settings.get("memory_db")
     return Path(configured) if configured else Path(context.workdir) / "memory.sqlite"
+
+
+@contextlib.contextmanager
+def _store(context: ToolContext) -> Iterator[Store]:
+    """The store the kernel lent (left open: it is the session's), or one opened for this call."""
+    if context.memory is not None:
+        yield context.memory
+        return
+    with Store(store_path(context)) as store:
+        yield store
 
 
 def _stored(page: Page) -> StoredPage:
@@ -62,7 +75,7 @@ def recall(query: str, context: ToolContext) -> ToolResult:
     """
     full = int(context.settings.get("memory_recall_pages", 2))
     more = int(context.settings.get("memory_recall_more", 3))
-    with Store(store_path(context)) as store:
+    with _store(context) as store:
         try:
             hits = store.search(query, limit=full + more)
         except StoreError as exc:
@@ -97,7 +110,7 @@ def open_page(document: int, page: int, context: ToolContext) -> ToolResult:
         document: the document id, e.g. 3
         page: the page number, starting at 1
     """
-    with Store(store_path(context)) as store:
+    with _store(context) as store:
         try:
             found = store.page(document, page)
         except PageNotFound as exc:

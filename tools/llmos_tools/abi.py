@@ -102,6 +102,9 @@ class ToolContext:
     # what the model has read this session (source -> whole text, oldest first): the
     # python app hands it to code as read_page/page_tables; untrusted, like the context
     documents: Mapping[str, str] = field(default_factory=dict)
+    # the session's page store (an ``llmos_memory.Store``), lent by the kernel to the tools that
+    # read paged-out memory; ``None`` outside a session with paged memory
+    memory: Any = None
 
 
 ToolFunction = Callable[..., "ToolResult | str"]
