@@ -126,7 +126,6 @@ USER_ERRORS: tuple[tuple[str, str, int], ...] = (
     ("llmos_tools.mcp", "MCPConfigError", EXIT_USAGE),
     ("llmos.cpu.base", "CPUError", EXIT_ERROR),
     ("llmos.pull", "PullError", EXIT_ERROR),
-    ("llmos.store", "StoreError", EXIT_ERROR),
     ("llmos_memory.store", "StoreError", EXIT_ERROR),
     ("llmos_memory.extract", "ExtractError", EXIT_ERROR),
     ("llmos_sandbox.kernel", "SandboxError", EXIT_ERROR),

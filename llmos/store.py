@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llmos_memory.store import StoreError  # one error for every store: the message says which file and why
+
 from llmos.dialects.base import Turn
 from llmos.events import CallEvent, Done, Event, PolicyDecision, ResultEvent, Token
 
@@ -129,10 +131,6 @@ MIGRATIONS: list[str] = [
 SESSION_SELECT = """
     SELECT s.*, (SELECT count(*) FROM turns t WHERE t.session_id = s.id) AS turns FROM sessions s
 """
-
-
-class StoreError(Exception):
-    """The session store cannot be opened or written (the message says which file and why)."""
 
 
 @dataclass(frozen=True)
