@@ -37,10 +37,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from llmos_tiny import BUNDLED_MODEL, curriculum
+from llmos_tiny.world import World, all_tool_names
+
 from llmos.dialects.base import CallSyntaxError
 from llmos.dialects.llmos import CALL, CALL_END, LlmosDialect
-from llmos.tiny import BUNDLED_MODEL, curriculum
-from llmos.tiny.world import World, all_tool_names
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"call_valid": 0.99, "right_tool": 0.95, "args_right": 0.90, "answer_right": 0.90, "valuation_success": 0.80}
@@ -131,7 +132,7 @@ def _as_transcript(turns) -> dict:
 
 
 def score_valuation(company, world_root: Path, model: str, out: Path, reference, prompt: str) -> dict:
-    from llmos.tiny.funding import TASK_PROMPT
+    from llmos_tiny.funding import TASK_PROMPT
 
     task = {"prompt": prompt or TASK_PROMPT.format(name=company), "tools": curriculum.DEMO_TOOLS,
             "web": f"archive:{world_root}", "outputs": ["valuations.csv", "valuations.png"]}  # fmt: skip

@@ -2,7 +2,7 @@
 
 Two copies of the default-size model (planted induction circuit, the build's shape) take
 alternating training steps on the same batches of 8,192 tokens: one in float32, one under
-``torch.autocast("cpu", torch.bfloat16)`` as ``python -m llmos.tiny build`` trains by default.
+``torch.autocast("cpu", torch.bfloat16)`` as ``python -m llmos_tiny build`` trains by default.
 Alternating means a noisy machine slows both alike; the figure is the ratio of median step
 times. ``loss_gap`` is the relative difference of the two losses on the first batch (same
 weights), so a speed-up bought with a wrong loss shows.
@@ -22,10 +22,9 @@ import time
 
 def measure(steps: int) -> dict:
     import torch
-
-    from llmos.tiny.build import SIZES
-    from llmos.tiny.circuits import ROPE_THETA, plant_induction
-    from llmos.tiny.model import Config, Tiny
+    from llmos_tiny.build import SIZES
+    from llmos_tiny.circuits import ROPE_THETA, plant_induction
+    from llmos_tiny.model import Config, Tiny
 
     shape, vocab_size, _ = SIZES["default"]
     config = Config(vocab_size=vocab_size, n_ctx=4096, rope_theta=ROPE_THETA, **shape)

@@ -22,7 +22,19 @@ from pathlib import Path
 from llmos.cpu.base import CPU, CPUError
 from llmos.dialects import Dialect, get_dialect
 
-BUNDLED = Path(__file__).parent / "tiny" / "llmos-tiny.gguf"
+
+def _bundled() -> Path:
+    """llmos-tiny's file, shipped in the ``llmos_tiny`` training package: found, never imported."""
+    from importlib.util import find_spec
+
+    spec = find_spec("llmos_tiny")
+    origin = spec.origin if spec is not None else None
+    return (
+        Path(origin).with_name("llmos-tiny.gguf") if origin else Path("llmos-tiny.gguf (llmos_tiny is not installed)")
+    )
+
+
+BUNDLED = _bundled()
 
 
 @dataclass(frozen=True)

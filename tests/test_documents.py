@@ -47,8 +47,7 @@ def test_the_demo_sites_funding_table_reads_back_as_the_company_rows(tmp_path: P
     """The real browser extraction of a generated funding page, then page_tables."""
     need_module("pandas")
     from llmos_apps.browser.extract import html_to_markdown
-
-    from llmos.tiny import funding
+    from llmos_tiny import funding
 
     company = funding.random_company(random.Random(3))
     markup = funding.funding_page(company, [])

@@ -8,6 +8,7 @@ committed fixture whose bytes are the documented ones.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, STORIES
 
-CODE_FOLDERS = ["tests", "benchmarks", "llmos", "examples", "scripts", "apps", "tools", "memory", "sandbox"]
+CODE_FOLDERS = ["tests", "benchmarks", "llmos", "examples", "scripts", "apps", "tools", "memory", "sandbox", "tiny"]
 # Spelled in pieces so that this file does not match itself (it is skipped anyway).
 OUTSIDE = ["../" + "shared", "parent / " + '"shared"', "shared" + "/models"]
 STORIES_SHA256 = "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d"
@@ -58,3 +59,12 @@ def test_stories_fixture_is_not_ignored():
         pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "check-ignore", "-q", str(STORIES)], cwd=REPO)
     assert ignored.returncode == 1, f"{STORIES} is ignored by .gitignore"
+
+
+def test_the_runtime_imports_no_training_code() -> None:
+    """``llmos`` (the runtime) never imports ``llmos_tiny`` (training); it only finds the bundled model's file."""
+    offenders = []
+    for path in _tracked(["llmos"]):
+        if path.suffix == ".py" and re.search(r"^\s*(from|import) llmos_tiny", path.read_text(), re.M):
+            offenders.append(str(path))
+    assert offenders == []

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from helpers import need_module
+from llmos_tiny import curriculum
 
 from llmos.dialects.llmos import CALL, END, SPECIAL_TOKENS, LlmosDialect
-from llmos.tiny import curriculum
 
 BUNDLED = Path(curriculum.__file__).with_name("llmos-tiny.gguf")
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def test_curriculum_covers_every_tool_and_is_deterministic() -> None:
 
 
 def test_tokenizer_round_trips_and_parses_specials_only_when_asked() -> None:
-    from llmos.tiny.tokenizer import train
+    from llmos_tiny.tokenizer import train
 
     tokenizer = train([curriculum.text(t) for t in curriculum.conversations(100, seed=1)], 600)
     text = 'Héllo <|call|>{"x": 12345} 日本 🎉\t\n  end'
@@ -47,7 +47,7 @@ def test_tokenizer_round_trips_and_parses_specials_only_when_asked() -> None:
 
 
 def test_split_spaces_makes_a_name_the_same_tokens_wherever_it_stands() -> None:
-    from llmos.tiny.tokenizer import train
+    from llmos_tiny.tokenizer import train
 
     texts = [curriculum.text(t) for t in curriculum.conversations(100, seed=1)]
     glued, split = train(texts, 600), train(texts, 600, split_spaces=True)
@@ -72,10 +72,9 @@ def miniature(tmp_path_factory: pytest.TempPathFactory):
     need_module("gguf")
     need_module("llama_cpp")
     import torch
-
-    from llmos.tiny.build import build
-    from llmos.tiny.model import Config, Tiny
-    from llmos.tiny.tokenizer import Tokenizer
+    from llmos_tiny.build import build
+    from llmos_tiny.model import Config, Tiny
+    from llmos_tiny.tokenizer import Tokenizer
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny")
@@ -108,9 +107,9 @@ def test_llama_cpp_reads_the_split_spaces_tokenizer_too(tmp_path: Path) -> None:
     need_module("torch")
     need_module("gguf")
     need_module("llama_cpp")
-    from llmos.tiny.export import export_gguf
-    from llmos.tiny.model import Config, Tiny
-    from llmos.tiny.tokenizer import train
+    from llmos_tiny.export import export_gguf
+    from llmos_tiny.model import Config, Tiny
+    from llmos_tiny.tokenizer import train
 
     tokenizer = train([curriculum.text(t) for t in curriculum.conversations(100, seed=1)], 600, split_spaces=True)
     model = Tiny(Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=4, n_ff=64, n_ctx=256))
@@ -135,7 +134,7 @@ def assert_llama_cpp_tokenizes_like(tokenizer, gguf_path: Path) -> None:
 
 
 def test_pytorch_and_llama_cpp_agree(miniature) -> None:
-    from llmos.tiny.build import check_parity, parity_prompts
+    from llmos_tiny.build import check_parity, parity_prompts
 
     report, model, tokenizer, _ = miniature
     parity = check_parity(model, tokenizer, report["gguf"], parity_prompts(tokenizer, n=3), n_generate=16)
@@ -146,7 +145,7 @@ def test_pytorch_and_llama_cpp_agree(miniature) -> None:
 def test_probe_reports_copying_of_a_checkpoint(miniature, capsys: pytest.CaptureFixture) -> None:
     import json
 
-    from llmos.tiny.__main__ import main
+    from llmos_tiny.__main__ import main
 
     _, _, _, out = miniature
     main(["probe", str(out), "--threads", "1"])
@@ -160,7 +159,7 @@ def test_probe_reports_copying_of_a_checkpoint(miniature, capsys: pytest.Capture
 
 
 def test_table_probe_classifies_the_targets_of_a_valuation_transcript() -> None:
-    from llmos.tiny.probe import _table_kind
+    from llmos_tiny.probe import _table_kind
 
     expression = '{"expression": "mean('
     assert _table_kind(expression, "4") == "pair_start"
@@ -178,7 +177,7 @@ def test_table_probe_classifies_the_targets_of_a_valuation_transcript() -> None:
 
 
 def test_build_resumes_from_its_checkpoint_and_kept_data(miniature, monkeypatch) -> None:
-    from llmos.tiny.build import build
+    from llmos_tiny.build import build
 
     _, _, _, out = miniature
 
@@ -193,8 +192,7 @@ def test_build_resumes_from_its_checkpoint_and_kept_data(miniature, monkeypatch)
 def test_build_fine_tunes_from_another_builds_weights(miniature, tmp_path: Path) -> None:
     """--init-from: the parent's tokenizer, shape and weights (lr 0 keeps them), a fresh schedule."""
     import torch
-
-    from llmos.tiny.build import build
+    from llmos_tiny.build import build
 
     _, _, _, parent = miniature
     before = torch.load(parent / "checkpoint.pt", weights_only=False, map_location="cpu")
@@ -218,7 +216,7 @@ def test_build_fine_tunes_from_another_builds_weights(miniature, tmp_path: Path)
 def test_build_prepares_a_folder_and_trains_it_without_export(tmp_path: Path, monkeypatch) -> None:
     """How a GPU box with torch alone trains: data prepared here, training there, export back here."""
     need_module("torch")
-    from llmos.tiny.build import build
+    from llmos_tiny.build import build
 
     options = {"size": "test", "steps": 2, "batch_size": 4, "max_len": 1280, "say": lambda _: None}
     prepared = build(tmp_path, stop_after="data", **options)
@@ -231,7 +229,7 @@ def test_build_prepares_a_folder_and_trains_it_without_export(tmp_path: Path, mo
 
 
 def test_training_time_adds_up_resumed_sessions() -> None:
-    from llmos.tiny.train import training_time
+    from llmos_tiny.train import training_time
 
     log = [{"seconds": 1.0}, {"seconds": 2.5}, {"seconds": 0.5, "device": "cuda"}, {"seconds": 4.0, "device": "cuda"}]
     assert training_time(log) == (6.5, ["cpu", "cuda"])
@@ -239,7 +237,7 @@ def test_training_time_adds_up_resumed_sessions() -> None:
 
 def test_kept_datasets_round_trip_and_answer_only_their_settings(tmp_path: Path) -> None:
     need_module("torch")
-    from llmos.tiny.train import load_dataset, save_dataset
+    from llmos_tiny.train import load_dataset, save_dataset
 
     data = [([5, 3071, 9], [0, 1, 1]), ([7], [1])]
     save_dataset(tmp_path / "data.pt", {"seed": 0}, {"train": data})
@@ -254,11 +252,12 @@ def test_bundled_model_calls_the_calculator() -> None:
     need_module("llama_cpp")
     if not BUNDLED.exists():
         pytest.skip("llmos-tiny.gguf is not bundled yet")
+    from llmos_tiny.build import llama_greedy
+    from llmos_tiny.world import tool_specs
+
     from llmos.cpu.llama import LlamaCPU
     from llmos.dialects.base import Turn
     from llmos.dialects.llmos import CALL_END, DEFAULT_SYSTEM
-    from llmos.tiny.build import llama_greedy
-    from llmos.tiny.world import tool_specs
 
     cpu = LlamaCPU(BUNDLED, n_ctx=1024, n_threads=1)
     try:
@@ -279,9 +278,9 @@ def test_bundled_model_calls_the_calculator() -> None:
 def test_chat_template_renders_like_the_dialect() -> None:
     need_module("jinja2")
     import jinja2
+    from llmos_tiny.export import CHAT_TEMPLATE
 
     from llmos.dialects.base import Turn
-    from llmos.tiny.export import CHAT_TEMPLATE
 
     turns = [
         Turn("system", "Be brief.", id=0),
@@ -299,7 +298,7 @@ def test_token_budget_batches_take_short_conversations_many_at_a_time() -> None:
     need_module("torch")
     import random
 
-    from llmos.tiny.train import batches
+    from llmos_tiny.train import batches
 
     data = [([1] * 10, [1] * 10)] * 50 + [([2] * 100, [1] * 100)] * 50
     stream = batches(data, 2, random.Random(0), batch_tokens=200)
@@ -312,7 +311,7 @@ def test_copy_drill_trains_only_on_second_occurrences_of_ordinary_tokens() -> No
     need_module("torch")
     import random
 
-    from llmos.tiny.train import copy_batches
+    from llmos_tiny.train import copy_batches
 
     stream = copy_batches(ordinary=400, rows=6, length=300, rng=random.Random(0), spans=3)  # ids from 400 on: specials
     for _ in range(5):
@@ -329,8 +328,7 @@ def test_copy_drill_trains_only_on_second_occurrences_of_ordinary_tokens() -> No
 def test_copy_weighted_loss_marks_targets_the_context_supplies() -> None:
     need_module("torch")
     import torch
-
-    from llmos.tiny.model import Config, Tiny, copies_context
+    from llmos_tiny.model import Config, Tiny, copies_context
 
     # read: 5 6 7 1 | written: 5 6 9 6 7 -- "5->6" and "6->7" can be copied from what was read
     tokens = torch.tensor([[5, 6, 7, 1, 5, 6, 9, 6, 7]])

@@ -1,6 +1,6 @@
 """llmos-tiny trains on what the kernel really feeds: invented web sites through the real apps.
 
-* The demo archive's pages come from the same template (:mod:`llmos.tiny.funding`) as the
+* The demo archive's pages come from the same template (:mod:`llmos_tiny.funding`) as the
   invented companies of the curriculum, and the demo task files state its task prompt.
 * One invented company's valuation transcript, replayed by a scripted model through the real
   runner (kernel, browser in archive mode, calculator, Jupyter sandbox), gives the same context,
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 from helpers import need_module
+from llmos_tiny import curriculum, funding
+from llmos_tiny.world import World
 
 from llmos.dialects.llmos import LlmosDialect
-from llmos.tiny import curriculum, funding
-from llmos.tiny.world import World
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -179,7 +179,7 @@ def test_a_curriculum_transcript_is_what_the_kernel_feeds(tmp_path: Path) -> Non
 
 
 def world_specs():
-    from llmos.tiny.world import tool_specs
+    from llmos_tiny.world import tool_specs
 
     return tool_specs(curriculum.DEMO_TOOLS)
 

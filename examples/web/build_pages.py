@@ -9,7 +9,7 @@ Facts: as publicly reported, snapshot of 2025-06-30; "not disclosed" where no va
 import json
 from pathlib import Path
 
-from llmos.tiny.funding import SITE, SNAP, Company, funding_page, home_page
+from llmos_tiny.funding import SITE, SNAP, Company, funding_page, home_page
 
 HERE = Path(__file__).resolve().parent
 COMPANIES = {

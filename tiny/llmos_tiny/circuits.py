@@ -1,4 +1,4 @@
-"""Plant a working induction circuit in a fresh :class:`~llmos.tiny.model.Tiny` before training.
+"""Plant a working induction circuit in a fresh :class:`~llmos_tiny.model.Tiny` before training.
 
 Contract: :func:`plant_induction` overwrites part of a freshly initialised model so that,
 at step 0, it copies: wherever the two tokens before position ``i`` occurred earlier in
@@ -34,7 +34,7 @@ import math
 
 import torch
 
-from llmos.tiny.model import Tiny
+from llmos_tiny.model import Tiny
 
 ROPE_THETA = 1e12  # pairs 5..15 rotate less than 0.6 rad over 3,000 tokens
 CONTENT = slice(0, 32)

@@ -1,7 +1,7 @@
-"""``python -m llmos.tiny build --out DIR [--steps N] [--size default|large|test]``: rebuild llmos-tiny.
+"""``python -m llmos_tiny build --out DIR [--steps N] [--size default|large|test]``: rebuild llmos-tiny.
 
-``python -m llmos.tiny probe DIR`` prints whether a checkpoint copies (see
-:mod:`llmos.tiny.probe`), as JSON.
+``python -m llmos_tiny probe DIR`` prints whether a checkpoint copies (see
+:mod:`llmos_tiny.probe`), as JSON.
 
 ``build`` regenerates the curriculum, trains the tokenizer and the model (resuming from
 ``DIR/checkpoint.pt`` if present), exports ``DIR/llmos-tiny.gguf`` and checks
@@ -16,7 +16,7 @@ import json
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llmos.tiny")
+    parser = argparse.ArgumentParser(prog="python -m llmos_tiny")
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build", help="train and export llmos-tiny from scratch")
     build_cmd.add_argument("--out", required=True)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         "--plant-induction",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="start from a written-in induction circuit (llmos/tiny/circuits.py; default size only)",
+        help="start from a written-in induction circuit (tiny/llmos_tiny/circuits.py; default size only)",
     )
     build_cmd.add_argument(
         "--bf16",
@@ -76,14 +76,14 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     if args.command == "probe":
-        from llmos.tiny.probe import probe
+        from llmos_tiny.probe import probe
 
         print(json.dumps(probe(args.folder)))
         return
 
-    from llmos.tiny.build import build, check_parity, parity_prompts
-    from llmos.tiny.model import Config, Tiny
-    from llmos.tiny.tokenizer import Tokenizer
+    from llmos_tiny.build import build, check_parity, parity_prompts
+    from llmos_tiny.model import Config, Tiny
+    from llmos_tiny.tokenizer import Tokenizer
 
     report = build(
         args.out,

@@ -9,7 +9,7 @@ returns a dict:
   1 at every length; one that memorised a short-range trick scores near 0 past the
   lengths it was drilled on.
 - ``copyable_digits`` / ``copyable_names``: accuracy on held-out curriculum targets
-  that continue a bigram the model read (:func:`llmos.tiny.model.copies_context`) and
+  that continue a bigram the model read (:func:`llmos_tiny.model.copies_context`) and
   are a digit, or a letters-only token outside the 300 commonest assistant tokens
   (the inner pieces of names). These are what the benchmark's ``args_right`` and
   ``answer_right`` need; guessing gives about 0.35 and 0.25.
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import torch
 
-from llmos.tiny import curriculum
-from llmos.tiny.model import Config, Tiny, copies_context
-from llmos.tiny.tokenizer import Tokenizer
-from llmos.tiny.train import draw, encode_conversation
+from llmos_tiny import curriculum
+from llmos_tiny.model import Config, Tiny, copies_context
+from llmos_tiny.tokenizer import Tokenizer
+from llmos_tiny.train import draw, encode_conversation
 
 LENGTHS = (600, 1500, 3000)
 HELD_OUT_SEED = 1_000_003  # the build's held-out conversations
@@ -98,7 +98,7 @@ CODE, PYTHON_DONE = '"code": "', "files: valuations.csv, valuations.png<|/page|>
 def table_copying(model: Tiny, tokenizer: Tokenizer, n: int = 12) -> dict[str, float]:
     from llmos.dialects.base import Turn
     from llmos.dialects.llmos import DEFAULT_SYSTEM
-    from llmos.tiny.world import World, tool_specs
+    from llmos_tiny.world import World, tool_specs
 
     rng = random.Random(HELD_OUT_SEED)
     counts: Counter[str] = Counter()

@@ -16,8 +16,8 @@ transcripts learns the formats long before it copies a name or a figure out of i
 context (it guesses). The drill alone never made the model copy (measured, default
 size, 2 cores; docs/llmos-tiny.md): induction does not form from a random start in the
 CPU budget. With ``plant_induction`` the model starts from a written-in induction
-circuit (:mod:`llmos.tiny.circuits`) and the drill keeps it in use while the
-curriculum trains; that is the bundled recipe (``python -m llmos.tiny build``).
+circuit (:mod:`llmos_tiny.circuits`) and the drill keeps it in use while the
+curriculum trains; that is the bundled recipe (``python -m llmos_tiny build``).
 
 With ``device="cuda"`` the same loop runs on a GPU (bf16 autocast there too); a run is
 then deterministic only up to the GPU's kernels, and its checkpoints load on a CPU.
@@ -40,10 +40,10 @@ from typing import Any
 import torch
 
 from llmos.dialects.base import Turn
-from llmos.tiny.circuits import plant_induction
-from llmos.tiny.curriculum import segments
-from llmos.tiny.model import Config, Tiny
-from llmos.tiny.tokenizer import Tokenizer
+from llmos_tiny.circuits import plant_induction
+from llmos_tiny.curriculum import segments
+from llmos_tiny.model import Config, Tiny
+from llmos_tiny.tokenizer import Tokenizer
 
 # (tokens, loss mask) per conversation: lists of ints when encoded, 1-D tensors from data.pt
 Examples = list[tuple[Any, Any]]

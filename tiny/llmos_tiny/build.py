@@ -26,13 +26,13 @@ from typing import Any
 import torch
 
 from llmos.dialects.llmos import END
-from llmos.tiny import curriculum
-from llmos.tiny.circuits import ROPE_THETA
-from llmos.tiny.export import export_gguf
-from llmos.tiny.model import Config, Tiny
-from llmos.tiny.tokenizer import Tokenizer
-from llmos.tiny.tokenizer import train as train_tokenizer
-from llmos.tiny.train import (
+from llmos_tiny import curriculum
+from llmos_tiny.circuits import ROPE_THETA
+from llmos_tiny.export import export_gguf
+from llmos_tiny.model import Config, Tiny
+from llmos_tiny.tokenizer import Tokenizer
+from llmos_tiny.tokenizer import train as train_tokenizer
+from llmos_tiny.train import (
     TrainSettings,
     encode_conversation,
     encode_dataset,
@@ -41,7 +41,7 @@ from llmos.tiny.train import (
     train,
     training_time,
 )
-from llmos.tiny.world import tool_specs as specs_for
+from llmos_tiny.world import tool_specs as specs_for
 
 # name -> (model shape, vocabulary size, training conversations)
 SIZES: dict[str, tuple[dict[str, Any], int, int]] = {

@@ -26,9 +26,9 @@ from typing import Any
 
 from llmos.dialects.base import Turn
 from llmos.dialects.llmos import CALL, CALL_END, DEFAULT_SYSTEM, END, LlmosDialect
-from llmos.tiny import funding
-from llmos.tiny.world import World, all_tool_names, article
-from llmos.tiny.world import tool_specs as specs_for
+from llmos_tiny import funding
+from llmos_tiny.world import World, all_tool_names, article
+from llmos_tiny.world import tool_specs as specs_for
 
 
 def tool_specs(rng: random.Random) -> list[dict[str, Any]]:

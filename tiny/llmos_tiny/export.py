@@ -1,4 +1,4 @@
-"""Export a trained :class:`~llmos.tiny.model.Tiny` and its tokenizer to a llama GGUF.
+"""Export a trained :class:`~llmos_tiny.model.Tiny` and its tokenizer to a llama GGUF.
 
 Contract: :func:`export_gguf` writes a ``llama``-architecture GGUF that llama.cpp loads
 as is: float32 tensors (the model is small; exact parity matters more than bytes), a
@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmos.dialects.llmos import END
-from llmos.tiny.model import Tiny
-from llmos.tiny.tokenizer import Tokenizer
+from llmos_tiny.model import Tiny
+from llmos_tiny.tokenizer import Tokenizer
 
 NORMAL, CONTROL = 1, 3  # llama.cpp token types
 
