@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/agentdojo_eval.py --json [--suites banking slack] [--limit N] [--taint context]
         [--benign-only] [--user-tasks user_task_0 ...]
 
-A scripted, fully compromised model (:mod:`llmos.agentdojo`) replays ground-truth calls:
+A scripted, fully compromised model (:mod:`llmos_evals.agentdojo`) replays ground-truth calls:
 
 * **benign**: the user task's calls only; ``benign_utility`` with the llmos policy (asks
   denied: no approver) against ``undefended_benign_utility`` (every call allowed);
@@ -38,7 +38,8 @@ import time
 import warnings
 from typing import Any
 
-from llmos.agentdojo import AllowAll, LlmosElement
+from llmos_evals.agentdojo import AllowAll, LlmosElement
+
 from llmos.policy import Policy
 
 SUITES = ("banking", "slack", "travel", "workspace")

@@ -13,9 +13,9 @@ need_module("agentdojo")
 
 from agentdojo.default_suites.v1.tools.banking_client import Transaction  # noqa: E402
 from agentdojo.default_suites.v1.tools.slack import Message  # noqa: E402
+from llmos_evals.agentdojo import effects_for, records_of  # noqa: E402
 from llmos_tools import Effect, ToolResult, Trust, tool  # noqa: E402
 
-from llmos.agentdojo import effects_for, records_of  # noqa: E402
 from llmos.dialects.base import Turn  # noqa: E402
 from llmos.policy import Policy  # noqa: E402
 
