@@ -13,7 +13,7 @@ Figures (medians of interleaved runs, each a fresh process):
 * ``plugin_startup_ratio_eager``: the same ratio with the cache off (``LLMOS_PLUGIN_CACHE=0``),
   i.e. every plugin, built-in apps included, imported at start: what lazy loading saves.
   ``startup_ms_eager_without`` shows what the built-in apps alone cost eagerly.
-* ``tools_cli_ms_with_20_plugins`` / ``tools_cli_ms_without``: ``python -m llmos.cli tools``.
+* ``tools_cli_ms_with_20_plugins`` / ``tools_cli_ms_without``: ``python -m llmos_shell.cli tools``.
 * ``mcp_call_p50_ms``: a trivial tool (``add``) of a stdio MCP server written with the
   ``mcp`` SDK (``tests/mcp_server_example.py``), called through the bridge's sync
   ``Tool.run`` from this thread (background event loop, JSON-RPC over pipes).
@@ -98,7 +98,8 @@ def startup(site: Path, home: Path, rounds: int) -> dict[str, float]:
         "eager_without": {**base, "LLMOS_PLUGIN_CACHE": "0"},
         "eager_with": {**base, "PYTHONPATH": str(site), "LLMOS_PLUGIN_CACHE": "0"},
     }
-    commands = {"kernel": [sys.executable, "-c", KERNEL_START], "cli": [sys.executable, "-m", "llmos.cli", "tools"]}
+    cli = [sys.executable, "-m", "llmos_shell.cli", "tools"]
+    commands = {"kernel": [sys.executable, "-c", KERNEL_START], "cli": cli}
     times: dict[str, list[float]] = {f"{c}_{s}": [] for c in commands for s in setups}
     for env in setups.values():
         run_ms(commands["kernel"], env)  # warm the spec cache and the OS file cache

@@ -1,6 +1,6 @@
 """How well llmos-tiny does its job: held-out tasks through the real kernel, model and apps.
 
-Every task runs as ``llmos run`` would run it (:func:`llmos.runner.run_task`): the GGUF through
+Every task runs as ``llmos run`` would run it (:func:`llmos_shell.runner.run_task`): the GGUF through
 llama.cpp, greedy decoding, the real calculator, browser (archive mode, on invented web sites
 written for this run), and Jupyter sandbox. Seeds differ from training, so names, numbers and
 companies are new (phrasings come from the same templates).
@@ -74,8 +74,8 @@ def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
 
 
 def run(task_kwargs: dict, model: str, out: Path):
-    from llmos import runner
-    from llmos.task import Task, TaskBudgets
+    from llmos_shell import runner
+    from llmos_shell.task import Task, TaskBudgets
 
     budgets = TaskBudgets(steps=8, tokens=4096, seconds=300, step_tokens=1536)
     task = Task(model=model, n_ctx=8192, budgets=budgets, **task_kwargs)

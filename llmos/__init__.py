@@ -39,11 +39,8 @@ _EXPORTS = {
     "Session": "llmos.session",
     "SessionStore": "llmos.store",
     "StoreError": "llmos.store",
-    "Task": "llmos.task",
-    "TaskError": "llmos.task",
     "Turn": "llmos.dialects.base",
     "get_dialect": "llmos.dialects",
-    "load_task": "llmos.task",
     "open_machine": "llmos.models",
 }
 

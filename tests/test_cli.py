@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from llmos.cli import main
+from llmos_shell.cli import main
 
 HEAVY = ("textual", "pydantic", "huggingface_hub", "llama_cpp", "yaml", "markdown_it")
 
@@ -15,7 +14,7 @@ HEAVY = ("textual", "pydantic", "huggingface_hub", "llama_cpp", "yaml", "markdow
 def test_help_imports_nothing_heavy():
     code = (
         "import sys, contextlib, io\n"
-        "from llmos.cli import main\n"
+        "from llmos_shell.cli import main\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help'])\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
@@ -81,7 +80,7 @@ def exception_classes() -> list[type[BaseException]]:
 
 
 def test_every_error_a_person_can_meet_has_an_exit_code() -> None:
-    from llmos.cli import exit_code_for
+    from llmos_shell.cli import exit_code_for
 
     classes = exception_classes()
     assert len(classes) >= 15  # the walk found them
@@ -92,11 +91,11 @@ def test_every_error_a_person_can_meet_has_an_exit_code() -> None:
         assert exit_code_for(cls.__new__(cls)) in (1, 2), f"{name} would reach the terminal as a traceback"
 
 
-@pytest.mark.parametrize("entry", __import__("llmos.cli", fromlist=["USER_ERRORS"]).USER_ERRORS)
+@pytest.mark.parametrize("entry", __import__("llmos_shell.cli", fromlist=["USER_ERRORS"]).USER_ERRORS)
 def test_each_user_error_is_one_line_and_an_exit_code(entry, monkeypatch, capsys) -> None:
     import importlib
 
-    from llmos import cli
+    from llmos_shell import cli
 
     module, name, code = entry
     error = getattr(importlib.import_module(module), name)

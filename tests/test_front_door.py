@@ -34,11 +34,8 @@ PUBLIC = [
     "Session",
     "SessionStore",
     "StoreError",
-    "Task",
-    "TaskError",
     "Turn",
     "get_dialect",
-    "load_task",
     "open_machine",
 ]
 
@@ -51,6 +48,10 @@ def test_every_public_name_resolves_to_what_its_module_defines() -> None:
     for name in llmos.__all__:
         value = getattr(llmos, name)
         assert getattr(value, "__name__", name) == name
+
+
+def test_the_runtime_front_door_leads_to_no_shell() -> None:
+    assert not [name for name in llmos.__all__ if llmos._EXPORTS[name].startswith("llmos_shell")]
 
 
 def test_importing_llmos_loads_nothing_heavy() -> None:

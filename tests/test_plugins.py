@@ -181,7 +181,7 @@ def in_venv(python: Path, home: Path, *args: str) -> subprocess.CompletedProcess
 
 
 def test_the_example_plugin_installs_lists_and_runs_through_the_kernel(plugin_venv, tmp_path):
-    listing = in_venv(plugin_venv, tmp_path, "-m", "llmos.cli", "tools")
+    listing = in_venv(plugin_venv, tmp_path, "-m", "llmos_shell.cli", "tools")
     assert listing.returncode == 0, listing.stderr
     lines = {line.split()[0]: line for line in listing.stdout.splitlines()}
     assert "[writes] (notes)" in lines["notes_add"] and "[read-only] (notes)" in lines["word_count"]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 from helpers import need_module
+from llmos_shell.cli import main
 
-from llmos.cli import main
 from llmos.models import ModelNotFound, list_models, resolve_model
 from llmos.pull import KNOWN_MODELS, ChecksumError, PullError, parse_name, pull
 
@@ -173,7 +173,8 @@ def part_file(tmp_path) -> Path:
 def test_a_killed_pull_resumes_from_its_part_file(hub, tmp_path):
     hub.pause_at = 100_000
     part = part_file(tmp_path)
-    command = [sys.executable, "-c", "from llmos.cli import main; raise SystemExit(main())", "pull", "qwen2.5-0.5b"]
+    main = "from llmos_shell.cli import main; raise SystemExit(main())"
+    command = [sys.executable, "-c", main, "pull", "qwen2.5-0.5b"]
     child = subprocess.Popen([*command, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15

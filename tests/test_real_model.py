@@ -48,7 +48,8 @@ def reference(plain, messages: list[dict[str, str]]) -> tuple[list[int], str]:
 
 
 def test_smollm2_is_listed_and_opens_by_name(machine) -> None:
-    command = [sys.executable, "-c", "import sys; from llmos.cli import main; sys.exit(main())", "models", "--json"]
+    main = "import sys; from llmos_shell.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", main, "models", "--json"]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     entry = next(e for e in json.loads(out.stdout) if e["name"] == "smollm2")
     assert entry["kind"] == "package" and entry["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -121,7 +122,7 @@ def test_fifteen_percent_of_1240_through_the_calculator(machine) -> None:
 
 
 def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
-    main = "import sys; from llmos.cli import main; sys.exit(main())"
+    main = "import sys; from llmos_shell.cli import main; sys.exit(main())"
     command = [sys.executable, "-c", main, "chat", "--model", "smollm2", "--tools", "calculator", "--force-call"]
     command += ["--n-ctx", "4096", "--store", str(tmp_path / "sessions.db")]
     out = subprocess.run(command, input="What is 30% of 90?\n", capture_output=True, text=True, timeout=300)
@@ -131,7 +132,7 @@ def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
 
 
 def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
-    main = "import sys; from llmos.cli import main; sys.exit(main())"
+    main = "import sys; from llmos_shell.cli import main; sys.exit(main())"
     options = f"--model smollm2 --tools calculator --n-ctx 4096 --store {tmp_path / 's.db'}"
     command = f"{sys.executable} -c '{main}' tui {options}"
     screen = TmuxScreen(command)

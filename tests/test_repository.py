@@ -17,7 +17,7 @@ import pytest
 from helpers import REPO, STORIES
 
 CODE_FOLDERS = ["tests", "benchmarks", "llmos", "examples", "scripts", "apps", "tools", "memory", "sandbox"]
-CODE_FOLDERS += ["tiny", "evals"]
+CODE_FOLDERS += ["tiny", "evals", "shell"]
 # Spelled in pieces so that this file does not match itself (it is skipped anyway).
 OUTSIDE = ["../" + "shared", "parent / " + '"shared"', "shared" + "/models"]
 STORIES_SHA256 = "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d"
@@ -62,10 +62,10 @@ def test_stories_fixture_is_not_ignored():
     assert ignored.returncode == 1, f"{STORIES} is ignored by .gitignore"
 
 
-def test_the_runtime_imports_no_training_or_evaluation_code() -> None:
-    """``llmos`` (the runtime) never imports ``llmos_tiny`` (training) or ``llmos_evals``; it only finds the model."""
+def test_the_runtime_imports_no_training_evaluation_or_shell_code() -> None:
+    """``llmos`` (the runtime) never imports ``llmos_tiny`` (training), ``llmos_evals`` or ``llmos_shell``."""
     offenders = []
     for path in _tracked(["llmos"]):
-        if path.suffix == ".py" and re.search(r"^\s*(from|import) llmos_(tiny|evals)", path.read_text(), re.M):
+        if path.suffix == ".py" and re.search(r"^\s*(from|import) llmos_(tiny|evals|shell)", path.read_text(), re.M):
             offenders.append(str(path))
     assert offenders == []

@@ -13,15 +13,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from llmos_shell import runner
+from llmos_shell.cli import main
+from llmos_shell.report import render_untrusted_markdown
+from llmos_shell.task import Task, load_task
 from llmos_tools import Artifact, ToolContext, ToolResult, load_tools, tool
 
-from llmos import runner
-from llmos.cli import main
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.events import CallEvent, ResultEvent, Token
 from llmos.models import Machine
-from llmos.report import render_untrusted_markdown
-from llmos.task import Task, load_task
 from llmos.testing import ScriptedCPU
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,10 +181,10 @@ KILLED_RUN = """
 import sys, time
 from pathlib import Path
 from llmos_tools import load_tools, tool
-from llmos import runner
+from llmos_shell import runner
 from llmos.dialects.llmos import LlmosDialect
 from llmos.models import Machine
-from llmos.task import Task
+from llmos_shell.task import Task
 from llmos.testing import ScriptedCPU
 
 @tool

@@ -12,8 +12,8 @@ import re
 import shutil
 
 import pytest
+from llmos_shell.cli import main
 
-from llmos.cli import main
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.models import Machine, ModelNotFound, open_machine, resolve_spec
 from llmos.session import Session

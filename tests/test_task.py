@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from llmos.task import TaskError, load_task, schema_text
+from llmos_shell.task import TaskError, load_task, schema_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,5 +71,5 @@ def test_bad_task_files_say_where_and_why(tmp_path, text, message):
 
 def test_the_published_schema_is_up_to_date():
     published = (REPO / "docs" / "task.schema.json").read_text(encoding="utf-8")
-    assert published == schema_text(), "regenerate: python -m llmos.task > docs/task.schema.json"
+    assert published == schema_text(), "regenerate: python -m llmos_shell.task > docs/task.schema.json"
     assert json.loads(published)["additionalProperties"] is False

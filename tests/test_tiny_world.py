@@ -46,7 +46,7 @@ def test_the_demo_archive_is_the_curriculum_template() -> None:
 
 
 def test_the_demo_task_files_state_the_trained_prompt() -> None:
-    from llmos.task import load_task
+    from llmos_shell.task import load_task
 
     for path, name in [("valuation.yaml", "Scale AI"), ("valuation-databricks.yaml", "Databricks"),
                        ("valuation-hugging-face.yaml", "Hugging Face")]:  # fmt: skip
@@ -139,11 +139,11 @@ def _normalized(text: str) -> str:
 def test_a_curriculum_transcript_is_what_the_kernel_feeds(tmp_path: Path) -> None:
     need_module("ipykernel")
     need_module("selectolax")
+    from llmos_shell import runner
+    from llmos_shell.task import load_task
     from llmos_tools import load_tools
 
-    from llmos import runner
     from llmos.models import Machine
-    from llmos.task import load_task
     from llmos.testing import ScriptedCPU
 
     reference = _module("valuation_reference", EXAMPLES / "valuation" / "reference.py")

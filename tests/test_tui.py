@@ -17,6 +17,15 @@ from helpers import TmuxScreen, need_module
 
 need_module("textual")
 
+from llmos_shell.tui.app import ChatApp  # noqa: E402
+from llmos_shell.tui.widgets import (  # noqa: E402
+    ApprovalScreen,
+    AssistantMessage,
+    Notice,
+    SessionsScreen,
+    ToolPanel,
+    UserMessage,
+)
 from llmos_tools import Effect, Registry, tool  # noqa: E402
 from textual.widgets import Input  # noqa: E402
 
@@ -27,15 +36,6 @@ from llmos.policy import Decision, Policy  # noqa: E402
 from llmos.session import Session  # noqa: E402
 from llmos.store import SessionStore  # noqa: E402
 from llmos.testing import ScriptedCPU  # noqa: E402
-from llmos.tui.app import ChatApp  # noqa: E402
-from llmos.tui.widgets import (  # noqa: E402
-    ApprovalScreen,
-    AssistantMessage,
-    Notice,
-    SessionsScreen,
-    ToolPanel,
-    UserMessage,
-)
 
 SIZE = (100, 30)
 
@@ -254,7 +254,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from test_tui import END, factory
-from llmos.tui.app import ChatApp
+from llmos_shell.tui.app import ChatApp
 ChatApp(factory(Path({store!r}), ["Hello from a real terminal." + END]), Path({store!r})).run()
 """
 

@@ -4,7 +4,7 @@
   extraction; its tables are checked against the facts the pages state, written out here.
 * A scripted model (:class:`llmos.testing.ScriptedCPU`) writes what a good model would: search, open,
   a calculator call per missing valuation, one python cell writing ``valuations.csv`` and plotting
-  ``valuations.png``, and a summary. It drives the real kernel through ``llmos.runner`` with the real
+  ``valuations.png``, and a summary. It drives the real kernel through ``llmos_shell.runner`` with the real
   browser (archive mode), calculator and python sandbox; ``validate_run`` then checks the artifacts.
 * ``test_bundled_model_runs_the_demo`` runs the same task file on the bundled llmos-tiny. It is an
   expected failure ("llmos-tiny quality") until the model is good enough, and reports XPASS when it is.
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 from helpers import need_module
+from llmos_shell import runner
+from llmos_shell.task import Task, TaskBudgets, load_task
 from llmos_tools import load_tools
 
-from llmos import runner
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.models import BUNDLED, Machine
-from llmos.task import Task, TaskBudgets, load_task
 from llmos.testing import ScriptedCPU
 
 REPO = Path(__file__).resolve().parent.parent

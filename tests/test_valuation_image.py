@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 from helpers import need_module
+from llmos_shell import runner
+from llmos_shell.task import Task, load_task
 from llmos_tools import load_tools
 from test_imagegen import tiny_model  # noqa: F401  (a fixture: the tiny random pipeline)
 from test_valuation import GOOD_SCRIPT, call, reference
 
-from llmos import runner
 from llmos.dialects.llmos import END, LlmosDialect
 from llmos.models import Machine
-from llmos.task import Task, load_task
 from llmos.testing import ScriptedCPU
 
 REPO = Path(__file__).resolve().parent.parent

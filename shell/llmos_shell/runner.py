@@ -7,15 +7,15 @@ A run folder (``runs/<timestamp>-<slug>/`` or ``--out DIR``) holds::
     artifacts/        the kernel's workdir: every file a tool writes
     answer.md         the final answer, as the model wrote it
     transcript.json   the whole session from the store: turns, events, calls, results, audit
-    report.md/.html   a readable report (see :mod:`llmos.report`)
+    report.md/.html   a readable report (see :mod:`llmos_shell.report`)
     summary.json      written last: status, exit code, checks; its absence means "resumable"
 
 Contract
 --------
-* :func:`run_task` runs a validated :class:`~llmos.task.Task` and returns a :class:`RunResult`;
+* :func:`run_task` runs a validated :class:`~llmos_shell.task.Task` and returns a :class:`RunResult`;
   progress goes to a :class:`Display` (live status line, plain lines, or JSON lines).
 * Exit codes: 0 answered and every check passed, 4 a check failed, 3 a budget ran out,
-  2 bad task file (raised as :class:`~llmos.task.TaskError` before anything runs), 1 error
+  2 bad task file (raised as :class:`~llmos_shell.task.TaskError` before anything runs), 1 error
   (model missing, backend failure). :func:`worst` combines several runs' codes.
 * Resume (:func:`resume_run`): the kernel is rebuilt from the session store's turns and
   continues from the last one with ``ask(None)``, adding no turn: after the prompt or a
@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmos.events import Done, Event
-from llmos.report import RunRecord, write_reports
-from llmos.task import Task, TaskError
+from llmos_shell.report import RunRecord, write_reports
+from llmos_shell.task import Task, TaskError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_CHECKS = 0, 1, 2, 3, 4
 

@@ -1,7 +1,7 @@
 """Task files for ``llmos run``: validated once, at the edge, into a typed :class:`Task`.
 
 The format is documented in ``docs/task-format.md``; ``docs/task.schema.json`` is
-generated from :class:`Task` (``python -m llmos.task > docs/task.schema.json``) so
+generated from :class:`Task` (``python -m llmos_shell.task > docs/task.schema.json``) so
 editors can complete and check task files. A minimal task::
 
     prompt: What is 15% of 1,240?
@@ -20,7 +20,7 @@ Contract
   the task file's folder; check and output paths are relative to the run folder.
 * :class:`Task` knows how to become the kernel's inputs (:meth:`Task.kernel_budgets`,
   :meth:`Task.cpu_sampling`, :meth:`Task.tool_names`, :meth:`Task.policy_config`,
-  :meth:`Task.kernel_settings`); it does not run anything (see :mod:`llmos.runner`).
+  :meth:`Task.kernel_settings`); it does not run anything (see :mod:`llmos_shell.runner`).
 
 Not covered: includes or templating between task files, environment-variable expansion.
 """

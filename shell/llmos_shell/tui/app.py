@@ -12,7 +12,7 @@ Contract
 --------
 * ``open_session(resume, approver)`` builds a :class:`~llmos.session.Session` (``resume`` is a
   session id or None); the app calls it on the kernel thread. Tests pass a factory around a
-  ScriptedCPU; :func:`llmos.tui.run_tui` passes one around :meth:`Session.open`.
+  ScriptedCPU; :func:`llmos_shell.tui.run_tui` passes one around :meth:`Session.open`.
 * Keys: ctrl+n new session, escape cancel generation, ctrl+y copy the last answer,
   ctrl+o sessions (reopen, export), ctrl+e export this session, ctrl+q quit.
 * Cancel stops decoding at the next token (closing the kernel's generator closes the CPU's
@@ -38,7 +38,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Input
 
-from llmos.tui.widgets import (
+from llmos_shell.tui.widgets import (
     ApprovalScreen,
     AssistantMessage,
     Notice,

@@ -1,7 +1,7 @@
 """The terminal assistant (``llmos`` / ``llmos tui``): a textual chat on the kernel's event stream.
 
 :func:`run_tui` builds the session factory from command-line options and runs
-:class:`~llmos.tui.app.ChatApp`. Needs the ``tui`` extra (textual).
+:class:`~llmos_shell.tui.app.ChatApp`. Needs the ``tui`` extra (textual).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 def run_tui(args: argparse.Namespace) -> int:
     from llmos.session import Session
     from llmos.store import default_store_path
-    from llmos.tui.app import ChatApp
+    from llmos_shell.tui.app import ChatApp
 
     store = Path(args.store) if args.store else default_store_path()
     tools = [name.strip() for name in args.tools.split(",") if name.strip()] if args.tools else None

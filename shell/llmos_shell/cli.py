@@ -9,7 +9,7 @@ results on their own lines (on stderr, so stdout carries only the answer).
 textual is installed, and the line chat otherwise.
 
 Exit codes: 0 answered, 1 error (backend, bad model), 2 bad usage or task file,
-3 a budget ran out, 4 a task's check failed (see :mod:`llmos.runner`).
+3 a budget ran out, 4 a task's check failed (see :mod:`llmos_shell.runner`).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 # ChatTemplateError are CPUErrors; PageNotFound a StoreError). tests/test_cli.py walks every
 # exception class of llmos and its packages against this table.
 USER_ERRORS: tuple[tuple[str, str, int], ...] = (
-    ("llmos.task", "TaskError", EXIT_USAGE),
+    ("llmos_shell.task", "TaskError", EXIT_USAGE),
     ("llmos.policy", "PolicyConfigError", EXIT_USAGE),
     ("llmos_tools.mcp", "MCPConfigError", EXIT_USAGE),
     ("llmos.cpu.base", "CPUError", EXIT_ERROR),
@@ -154,7 +154,7 @@ def _default(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     try:
-        from llmos.tui import run_tui
+        from llmos_shell.tui import run_tui
     except ImportError as exc:
         print(f"llmos: the terminal assistant needs textual: pip install 'llmos[tui]' ({exc})", file=sys.stderr)
         return EXIT_USAGE
@@ -227,8 +227,8 @@ def _chat(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmos import runner
-    from llmos.task import TaskError, load_task
+    from llmos_shell import runner
+    from llmos_shell.task import TaskError, load_task
 
     if not args.task and not args.resume:
         raise TaskError("give a task file (or --resume RUN_DIR)")
@@ -266,7 +266,7 @@ def _with_overrides(task, args: argparse.Namespace):
 
 
 def _display(args: argparse.Namespace, label: str, task, single: bool):
-    from llmos import runner
+    from llmos_shell import runner
 
     if args.json:
         return runner.JsonDisplay(sys.stdout, label)
@@ -276,7 +276,7 @@ def _display(args: argparse.Namespace, label: str, task, single: bool):
 
 
 def _finish(args: argparse.Namespace, results: list) -> int:
-    from llmos import runner
+    from llmos_shell import runner
 
     if not args.json:
         if len(results) == 1:
