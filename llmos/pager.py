@@ -35,17 +35,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from llmos_memory import PageRef, Span, Store, recall_hint, stub_text
 from llmos_tools import StoredPage
 
-from llmos.cpu.base import ContextOverflow, Segment, TokenCPU
-from llmos.dialects.base import Turn
+from llmos.cpu.base import CPU, ContextOverflow, Segment, TokenCPU
+from llmos.dialects.base import Dialect, Turn
 from llmos.events import Event, PageIn, PageOut
 
-if TYPE_CHECKING:
-    from llmos.kernel import Kernel
+
+class Conversation(Protocol):
+    """What the pager works on (the kernel is one): the turns, how they render, and the CPU."""
+
+    turns: list[Turn]
+    dialect: Dialect
+    specs: list[dict[str, Any]]
+    cpu: CPU
+
 
 PAGE_TOKENS = 400
 SAVED_KV_BYTES = 256 * 1024 * 1024  # saved page states kept for page-in, oldest dropped first
@@ -101,7 +108,7 @@ class Pager:
 
     # ------------------------------------------------------------------ admitting results
     def admit(
-        self, kernel: Kernel, text: str, *, source: str, trusted: bool, whole: str | None = None
+        self, kernel: Conversation, text: str, *, source: str, trusted: bool, whole: str | None = None
     ) -> tuple[str, dict]:
         """Store a result as a document; return the text that enters RAM and the turn's page metadata.
 
@@ -126,13 +133,13 @@ class Pager:
             yield PageIn(f"{page.document}:{page.page}", page.n_tokens)
 
     # ------------------------------------------------------------------ eviction
-    def fit(self, kernel: Kernel) -> Iterator[Event]:
+    def fit(self, kernel: Conversation) -> Iterator[Event]:
         """Page out results until the rendered context plus the reserve fits the window."""
         limit = kernel.cpu.n_ctx - self.reserve
         yield from self._fit(kernel, limit)
         yield from self._restore(kernel)
 
-    def _fit(self, kernel: Kernel, limit: int) -> Iterator[Event]:
+    def _fit(self, kernel: Conversation, limit: int) -> Iterator[Event]:
         while True:
             segments = kernel.dialect.render(kernel.turns, kernel.specs)
             sizes = [_size(kernel.cpu, s) for s in segments]
@@ -154,7 +161,7 @@ class Pager:
         stubs = [t for t in results if not t.meta["paged_out"].get("compact")]
         return stubs[0] if stubs else None
 
-    def _page_out(self, kernel: Kernel, turn: Turn, segments: list[Segment], sizes: list[int]) -> PageOut:
+    def _page_out(self, kernel: Conversation, turn: Turn, segments: list[Segment], sizes: list[int]) -> PageOut:
         if "document" not in turn.meta:  # a result admitted before the pager existed
             turn.meta.update(self.admit(kernel, turn.text, source=turn.source, trusted=turn.trusted)[1])
         key = f"t{turn.id}"
@@ -207,7 +214,7 @@ class Pager:
         saved = self.saved.get((page.document, page.page))
         return saved.text if saved is not None and saved.source == source else None
 
-    def _restore(self, kernel: Kernel) -> Iterator[Event]:
+    def _restore(self, kernel: Conversation) -> Iterator[Event]:
         """Put a paged-in page's saved KV back instead of evaluating it (the newest turn asks for it)."""
         turn = kernel.turns[-1]
         key = (turn.meta.get("document"), turn.meta.get("page"))
@@ -225,7 +232,7 @@ class Pager:
         yield from ()
 
     # ------------------------------------------------------------------ visibility
-    def summary(self, kernel: Kernel) -> RamSummary:
+    def summary(self, kernel: Conversation) -> RamSummary:
         segments = kernel.dialect.render(kernel.turns, kernel.specs)
         used = _bos(kernel.cpu) + sum(_size(kernel.cpu, s) for s in segments)
         results = [t for t in kernel.turns if t.role == "result"]
