@@ -42,6 +42,7 @@ _EXPORTS = {
     "Turn": "llmos.dialects.base",
     "get_dialect": "llmos.dialects",
     "open_machine": "llmos.models",
+    "scripted_call": "llmos.testing",
 }
 
 __all__ = sorted(_EXPORTS)

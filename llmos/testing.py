@@ -125,6 +125,15 @@ def scripted_llama(model_path: str | Path, outputs: Sequence[str], **options: ob
     return ScriptedLlamaCPU(model_path, **options)  # type: ignore[arg-type]
 
 
+def scripted_call(name: str, **arguments: object) -> str:
+    """A call as a model speaking the llmos dialect writes it: one generation of a :class:`ScriptedCPU` script."""
+    import json
+
+    from llmos.dialects.llmos import CALL, CALL_END
+
+    return f"{CALL}{json.dumps({'name': name, 'arguments': arguments})}{CALL_END}"
+
+
 class ScriptedCPU:
     """A text-only CPU that answers each :meth:`generate` with the next scripted output.
 

@@ -37,6 +37,7 @@ PUBLIC = [
     "Turn",
     "get_dialect",
     "open_machine",
+    "scripted_call",
 ]
 
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 from llmos_notes import Notes, word_count
 
-from llmos.dialects.llmos import CALL, CALL_END, LlmosDialect
-from llmos.kernel import Kernel
-from llmos.testing import ScriptedCPU
-
-
-def call(name: str, **arguments: object) -> str:
-    return f"{CALL}{json.dumps({'name': name, 'arguments': arguments})}{CALL_END}"
+from llmos import Kernel, ScriptedCPU, get_dialect
+from llmos import scripted_call as call
 
 
 def test_a_scripted_model_adds_and_finds_a_note(tmp_path):
     tools = [word_count, *Notes(tmp_path / "notes.jsonl").tools()]
     script = [call("notes_add", text="buy milk", tags=["shopping"]), call("notes_search", query="shopping"), "Done."]
-    kernel = Kernel(ScriptedCPU(script), LlmosDialect(), tools)
+    kernel = Kernel(ScriptedCPU(script), get_dialect("llmos"), tools)
     events = list(kernel.ask("Remember to buy milk, then check it is there."))
     results = [e for e in events if e.kind == "result"]
     assert [r.text for r in results] == ["noted (1 notes)", "- buy milk"]
