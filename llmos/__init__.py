@@ -28,6 +28,7 @@ _EXPORTS = {
     "HttpCPU": "llmos.cpu.http",
     "Kernel": "llmos.kernel",
     "LlamaCPU": "llmos.cpu.llama",
+    "LlmosError": "llmos_errors",
     "Machine": "llmos.models",
     "ModelNotFound": "llmos.models",
     "Piece": "llmos.cpu.base",

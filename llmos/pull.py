@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmos_errors import LlmosError
+
 
 @dataclass(frozen=True)
 class HubFile:
@@ -64,7 +66,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ATTEMPTS = 5  # connections one pull opens (each resuming the .part) before it gives up
 
 
-class PullError(RuntimeError):
+class PullError(LlmosError, RuntimeError):
     """The model could not be pulled (bad name, hub error); the message says why."""
 
 
@@ -250,7 +252,7 @@ class _Transfer:
         bar.reset(total=self.size)
 
 
-class _Retry(Exception):
+class _Retry(LlmosError):
     pass
 
 

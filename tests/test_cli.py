@@ -42,17 +42,6 @@ def test_out_names_one_run_folder(tmp_path, capsys):
     assert "--runs-dir" in capsys.readouterr().err
 
 
-# Errors that never reach a person: the model reads them as results, or they stay inside one module.
-FOR_THE_MODEL_OR_INTERNAL = {
-    "llmos.dialects.base.CallSyntaxError",  # a malformed call: a result the model reads
-    "llmos_tools.errors.ToolError",  # a tool's refusal: a result the model reads
-    "llmos_apps.browser.guard.BlockedURL",  # the browser's refusal: a result the model reads
-    "llmos_apps.browser.fetch.FetchError",  # a page that cannot be fetched: a result the model reads
-    "llmos_memory.pagetable.RamFull",  # the page table's own signal to its caller
-    "llmos.pull._Retry",  # the pull's retry loop
-}
-
-
 def exception_classes() -> list[type[BaseException]]:
     """Every exception class defined in llmos and its packages (found in the source, then imported)."""
     import ast
@@ -61,49 +50,55 @@ def exception_classes() -> list[type[BaseException]]:
     from helpers import REPO
 
     found = []
-    roots = [REPO / "llmos", REPO / "tools", REPO / "memory", REPO / "sandbox", REPO / "apps"]
-    for root in roots:
-        for path in sorted(root.rglob("*.py")):
-            if "tiny" in path.parts:
-                continue  # the trainer: no command reaches it through main()
+    for root in ["llmos", "tools", "memory", "sandbox", "apps", "shell", "tiny", "evals"]:
+        for path in sorted((REPO / root).rglob("*.py")):
+            tree = ast.parse(path.read_text())
             names = [
                 node.name
-                for node in ast.parse(path.read_text()).body
+                for node in tree.body
                 if isinstance(node, ast.ClassDef)
-                and any(ast.unparse(b).endswith(("Error", "Exception")) for b in node.bases)
+                and any(ast.unparse(base).endswith(("Error", "Exception")) for base in node.bases)
             ]
             if names:
-                relative = path.relative_to(root.parent if root.name == "llmos" else root).with_suffix("")
+                relative = path.relative_to(REPO if root == "llmos" else REPO / root).with_suffix("")
                 module = importlib.import_module(".".join(relative.parts).removesuffix(".__init__"))
                 found += [getattr(module, name) for name in names]
     return [cls for cls in found if isinstance(cls, type) and issubclass(cls, BaseException)]
 
 
-def test_every_error_a_person_can_meet_has_an_exit_code() -> None:
+def test_every_error_llmos_raises_derives_from_one_root_and_has_an_exit_code() -> None:
+    from llmos_errors import LlmosError
     from llmos_shell.cli import exit_code_for
 
     classes = exception_classes()
-    assert len(classes) >= 15  # the walk found them
+    assert len(classes) >= 20  # the walk found them
     for cls in classes:
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        if name in FOR_THE_MODEL_OR_INTERNAL:
-            continue
-        assert exit_code_for(cls.__new__(cls)) in (1, 2), f"{name} would reach the terminal as a traceback"
+        assert issubclass(cls, LlmosError), f"{cls.__module__}.{cls.__qualname__} is not an LlmosError"
+        assert exit_code_for(cls.__new__(cls)) in (1, 2)
 
 
-@pytest.mark.parametrize("entry", __import__("llmos_shell.cli", fromlist=["USER_ERRORS"]).USER_ERRORS)
-def test_each_user_error_is_one_line_and_an_exit_code(entry, monkeypatch, capsys) -> None:
-    import importlib
-
+@pytest.mark.parametrize("error", ["TaskError", "CPUError", "StoreError", "SandboxError", "LlmosError"])
+def test_an_error_is_one_line_and_an_exit_code(error, monkeypatch, capsys) -> None:
     from llmos_shell import cli
 
-    module, name, code = entry
-    error = getattr(importlib.import_module(module), name)
+    cls = {c.__name__: c for c in exception_classes()}.get(error) or __import__("llmos_errors").LlmosError
+    expected = 2 if error == "TaskError" else 1
 
     def fail(args):
-        raise error.__new__(error, "something the person must fix")  # type: ignore[call-arg]
+        raise cls.__new__(cls, "something the person must fix")  # type: ignore[call-arg]
 
     monkeypatch.setattr(cli, "_models", fail)
-    assert cli.main(["models"]) == code
+    assert cli.main(["models"]) == expected
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("llmos: ") and "Traceback" not in err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    from llmos_shell import cli
+
+    def fail(args):
+        raise ZeroDivisionError("a bug in llmos")
+
+    monkeypatch.setattr(cli, "_models", fail)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["models"])

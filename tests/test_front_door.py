@@ -23,6 +23,7 @@ PUBLIC = [
     "HttpCPU",
     "Kernel",
     "LlamaCPU",
+    "LlmosError",
     "Machine",
     "ModelNotFound",
     "Piece",

@@ -33,6 +33,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from llmos_errors import LlmosError
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -128,7 +130,7 @@ def defang(text: str, markers: Sequence[str], special_shape: bool = False) -> st
     return re.sub("|".join(patterns), lambda m: m.group(0)[0] + "\u200d" + m.group(0)[1:], text)
 
 
-class CPUError(RuntimeError):
+class CPUError(LlmosError, RuntimeError):
     """The backend failed (a crashed server, a model that will not load)."""
 
 

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llmos_errors import LlmosError
+
 from llmos.cpu.base import Piece, Segment
 
 Role = Literal["system", "user", "assistant", "result"]
@@ -59,7 +61,7 @@ class Call:
     raw: str
 
 
-class CallSyntaxError(ValueError):
+class CallSyntaxError(LlmosError, ValueError):
     """The model wrote a call that cannot be parsed; the message is shown to it."""
 
 

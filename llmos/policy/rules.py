@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import unquote
 
+from llmos_errors import LlmosError
 from llmos_tools import Effect, Tool
 
 from llmos.policy.provenance import (
@@ -89,7 +90,7 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(LlmosError, ValueError):
     """The policy configuration is not valid; the message says which key and why."""
 
 

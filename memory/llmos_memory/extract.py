@@ -22,6 +22,8 @@ import html.parser
 import re
 from pathlib import Path
 
+from llmos_errors import LlmosError
+
 TEXT_SUFFIXES = {".html": "html", ".htm": "html", ".xhtml": "html", ".pdf": "pdf"}
 _MAX_FILE_BYTES = 200 * 1024 * 1024  # larger than any document worth paging in; likely a mistake
 _INVISIBLE = {"script", "style", "noscript", "template", "svg", "head", "iframe", "object"}
@@ -32,7 +34,7 @@ _BLOCKS = {
 }  # fmt: skip
 
 
-class ExtractError(ValueError):
+class ExtractError(LlmosError, ValueError):
     """A file could not be turned into text (missing, binary, unreadable PDF)."""
 
 

@@ -38,13 +38,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from llmos_errors import LlmosError
+
 from llmos_memory.pages import TokenCounter, estimate_tokens
 
 EVICT_FIRST = ("page", "tool_output")  # kinds evicted first (tier 0)
 DEFAULT_STUB_FRACTION = 0.2
 
 
-class RamFull(Exception):
+class RamFull(LlmosError):
     """The text cannot fit in RAM even after evicting every unpinned span."""
 
 

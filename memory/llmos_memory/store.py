@@ -40,6 +40,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmos_errors import LlmosError
+
 from llmos_memory.extract import extract_file, html_to_text
 from llmos_memory.pages import _STOPWORDS, DEFAULT_PAGE_TOKENS, TokenCounter, estimate_tokens, split_pages
 
@@ -98,7 +100,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 
-class StoreError(Exception):
+class StoreError(LlmosError):
     """The store cannot do what was asked (schema too new, bad input)."""
 
 

@@ -35,6 +35,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from llmos_errors import LlmosError
+
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
@@ -266,7 +268,7 @@ class Isolation:
         return {**asdict(self), "level": self.level}
 
 
-class IsolationError(RuntimeError):
+class IsolationError(LlmosError, RuntimeError):
     """The configuration asks for more isolation than this host gives (fail closed)."""
 
 

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import zmq
 from jupyter_client.session import Session
+from llmos_errors import LlmosError
 
 from llmos_sandbox.isolation import (
     CLONE_NEWNET,
@@ -91,7 +92,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _counter = itertools.count(1)
 
 
-class SandboxError(RuntimeError):
+class SandboxError(LlmosError, RuntimeError):
     """A kernel could not be started or used (not the code's fault)."""
 
 

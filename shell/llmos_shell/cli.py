@@ -116,32 +116,30 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
-# Every error a person can meet at the command line, by where it is defined, and its exit code:
-# one line on stderr, never a traceback. Subclasses count (ContextOverflow, ModelNotFound and
-# ChatTemplateError are CPUErrors; PageNotFound a StoreError). tests/test_cli.py walks every
-# exception class of llmos and its packages against this table.
-USER_ERRORS: tuple[tuple[str, str, int], ...] = (
-    ("llmos_shell.task", "TaskError", EXIT_USAGE),
-    ("llmos.policy", "PolicyConfigError", EXIT_USAGE),
-    ("llmos_tools.mcp", "MCPConfigError", EXIT_USAGE),
-    ("llmos.cpu.base", "CPUError", EXIT_ERROR),
-    ("llmos.pull", "PullError", EXIT_ERROR),
-    ("llmos_memory.store", "StoreError", EXIT_ERROR),
-    ("llmos_memory.extract", "ExtractError", EXIT_ERROR),
-    ("llmos_sandbox.kernel", "SandboxError", EXIT_ERROR),
-    ("llmos_sandbox.isolation", "IsolationError", EXIT_ERROR),
+# Every error llmos raises derives from llmos_errors.LlmosError and reaches the person as one line
+# on stderr, never a traceback: exit code 2 for what the person must fix in what they typed or
+# configured (these, by where they are defined), 1 for everything else. tests/test_cli.py walks
+# every exception class of llmos and its packages.
+USAGE_ERRORS: tuple[tuple[str, str], ...] = (
+    ("llmos_shell.task", "TaskError"),
+    ("llmos.policy", "PolicyConfigError"),
+    ("llmos_tools.mcp", "MCPConfigError"),
 )
 
 
 def exit_code_for(error: BaseException) -> int | None:
-    """The exit code of an error a person can meet (:data:`USER_ERRORS`), or ``None`` for a bug."""
+    """The exit code of an error llmos raised, or ``None`` for anything else (a bug: its traceback helps)."""
+    from llmos_errors import LlmosError
+
     if isinstance(error, KeyError):  # a name the person typed that does not exist (a session id)
         return EXIT_USAGE
-    for module, name, code in USER_ERRORS:
+    if not isinstance(error, LlmosError):
+        return None
+    for module, name in USAGE_ERRORS:
         loaded = sys.modules.get(module)  # an error class whose module never loaded cannot have been raised
         if loaded is not None and isinstance(error, getattr(loaded, name)):
-            return code
-    return None
+            return EXIT_USAGE
+    return EXIT_ERROR
 
 
 def _default(args: argparse.Namespace) -> int:

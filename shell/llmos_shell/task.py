@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmos_errors import LlmosError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 Action = Literal["allow", "ask", "deny"]
 
 
-class TaskError(ValueError):
+class TaskError(LlmosError, ValueError):
     """The task file is not valid; the message says where (file:line) and why."""
 
 

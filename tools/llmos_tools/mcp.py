@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from llmos_errors import LlmosError
+
 from llmos_tools.abi import Artifact, Effect, Tool, ToolResult, Trust
 from llmos_tools.cache import llmos_home
 from llmos_tools.plugins import hookimpl
@@ -61,7 +63,7 @@ CAUTIOUS: frozenset[Effect] = frozenset({Effect.NETWORK, Effect.WRITES, Effect.S
 T = TypeVar("T")
 
 
-class MCPConfigError(ValueError):
+class MCPConfigError(LlmosError, ValueError):
     """The configuration file is not what the module docstring describes."""
 
 

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpcore
 import httpx
+from llmos_errors import LlmosError
 
 from llmos_apps.browser.config import BrowserSettings
 from llmos_apps.browser.guard import BlockedURL, Guard, GuardedBackend
@@ -49,7 +50,7 @@ MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x7fELF", b"MZ",
 CHUNK = 64 * 1024
 
 
-class FetchError(Exception):
+class FetchError(LlmosError):
     """A fetch that cannot or may not complete; the message is meant for the model."""
 
 

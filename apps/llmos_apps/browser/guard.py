@@ -28,13 +28,14 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import httpcore
+from llmos_errors import LlmosError
 
 from llmos_apps.browser.config import BrowserSettings
 
 BLOCKED_NAMES = ("localhost", "metadata.google.internal", "metadata", "instance-data")
 
 
-class BlockedURL(Exception):
+class BlockedURL(LlmosError):
     """The guard refused a URL or an address; the message says why, for the model."""
 
 
