@@ -106,19 +106,31 @@ def throughput_once(
     return ours_tokens / ours, plain_tokens / theirs, ours_tokens
 
 
-def throughput(repeats: int, threads: int) -> dict[str, float]:
+def throughput_medians(repeats: int, model: Path, n_tokens: int, threads: int, **once: Any) -> dict[str, Any]:
+    """:func:`throughput_once` ``repeats`` times: medians of the ratio, both rates and the tokens; each ratio."""
     ours, theirs, counts = [], [], []
     for _ in range(repeats):
-        a, b, n = throughput_once(STORIES, 200, threads)
+        a, b, n = throughput_once(model, n_tokens, threads, **once)
         ours.append(a)
         theirs.append(b)
         counts.append(n)
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     return {
-        "throughput_ratio": round(statistics.median(ratios), 3),
-        "kernel_tokens_per_s": round(statistics.median(ours), 1),
-        "plain_loop_tokens_per_s": round(statistics.median(theirs), 1),
-        "throughput_tokens": int(statistics.median(counts)),
+        "ratio": round(statistics.median(ratios), 3),
+        "ours": round(statistics.median(ours), 1),
+        "theirs": round(statistics.median(theirs), 1),
+        "tokens": int(statistics.median(counts)),
+        "ratios": [round(r, 3) for r in ratios],
+    }
+
+
+def throughput(repeats: int, threads: int) -> dict[str, float]:
+    medians = throughput_medians(repeats, STORIES, 200, threads)
+    return {
+        "throughput_ratio": medians["ratio"],
+        "kernel_tokens_per_s": medians["ours"],
+        "plain_loop_tokens_per_s": medians["theirs"],
+        "throughput_tokens": medians["tokens"],
     }
 
 

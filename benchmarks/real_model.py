@@ -123,31 +123,26 @@ def real_text() -> str:
 
 # ---------------------------------------------------------------- throughput
 def throughput(path: Path, repeats: int, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
-    from kernel import throughput_once
+    from kernel import throughput_medians
 
     from llmos.testing import plain_llama
 
-    ours, theirs, counts = [], [], []
-    for _ in range(repeats):
-        a, b, n = throughput_once(
-            path,
-            sizes["throughput_tokens"],
-            threads,
-            prompt=PROMPT,
-            n_ctx=sizes["throughput_ctx"],
-            dialect="hermes",
-            plain=plain_llama,
-        )
-        ours.append(a)
-        theirs.append(b)
-        counts.append(n)
-    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    medians = throughput_medians(
+        repeats,
+        path,
+        sizes["throughput_tokens"],
+        threads,
+        prompt=PROMPT,
+        n_ctx=sizes["throughput_ctx"],
+        dialect="hermes",
+        plain=plain_llama,
+    )
     return {
-        "throughput_ratio": round(statistics.median(ratios), 3),
-        "decode_tokens_per_s": round(statistics.median(ours), 1),
-        "plain_decode_tokens_per_s": round(statistics.median(theirs), 1),
-        "throughput_tokens": int(statistics.median(counts)),
-        "throughput_ratios": [round(r, 3) for r in ratios],
+        "throughput_ratio": medians["ratio"],
+        "decode_tokens_per_s": medians["ours"],
+        "plain_decode_tokens_per_s": medians["theirs"],
+        "throughput_tokens": medians["tokens"],
+        "throughput_ratios": medians["ratios"],
     }
 
 
