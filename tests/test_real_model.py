@@ -147,3 +147,10 @@ def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
         assert "help" in " ".join(lines[asked + 1 : asked + 4])  # a greeting streamed in, not a call or an error
     finally:
         screen.close()
+
+
+def test_a_template_that_writes_content_twice_is_refused() -> None:
+    twice = "{% for m in messages %}{{ m.content }}|{{ m.content }}{% endfor %}"
+    dialect = HermesDialect(twice)
+    with pytest.raises(ChatTemplateError, match="twice"):
+        dialect.render([Turn("user", "hi <|im_start|>", id=1)], [])

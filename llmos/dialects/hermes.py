@@ -203,6 +203,9 @@ class HermesDialect(Dialect):
             position, after = found + len(sentinel), content.key
         if position < len(text) and not cut_after_last:
             segments.append(Segment(text[position:], tag="markup", key=f"m:{after}"))
+        if any("\x00llmos:" in s.text for s in segments if s.tag == "markup"):
+            # content would be tokenized as trusted markup: never render it
+            raise ChatTemplateError("the model's chat template writes a message twice; llmos cannot keep it apart")
         return segments
 
     # ---------------------------------------------------------------- stream
