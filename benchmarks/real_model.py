@@ -24,6 +24,10 @@ measured side by side with its baseline in this process, repeated, medians:
 * ``pageout_speedup``: paging a 512-token span out of 8,192 tokens of context (3,072 tokens in) by
   KV shift (``LlamaCPU.replace_span``) ÷ re-prefilling everything from the cut
   (``benchmarks/_paging.py``), at most 3 repeats (each re-prefill is long). Target ≥ 30.
+* ``tool_call_right`` / ``tool_answer_right``: not speed but the model's zero-shot competence, the
+  baseline a fine-tune must beat: over 15 arithmetic questions worded as people ask (none is the
+  issue's), each on a fresh conversation with the calculator call forced, the share whose first
+  result is the right value, and whose final answer contains it. No target here.
 
 ``--quick`` shrinks every size (a smoke test: the speed figures then mean little; the
 recompute session is the same ten calls). Thread count: ``--threads`` (all cores by default).
@@ -176,6 +180,51 @@ def tool_session(path: Path, threads: int, sizes: dict[str, Any]) -> dict[str, A
     }
 
 
+# ---------------------------------------------------------------- tool use, zero-shot
+# Worded as people ask (none is the issue's "15% of 1,240"): the model's own competence, not a speed figure.
+WORDED = [
+    ("What is 12% of 850?", "102"),
+    ("What is 23 times 47?", "1081"),
+    ("How much is 1,234 plus 5,678?", "6912"),
+    ("What is 7.5% of 2,400?", "180"),
+    ("What is 999 divided by 3?", "333"),
+    ("What is the square root of 144?", "12"),
+    ("What is 2 to the power of 10?", "1024"),
+    ("Compute 45 * 12.", "540"),
+    ("What is 20% of 3,500?", "700"),
+    ("What is 1,500 minus 275?", "1225"),
+    ("What is 8% of 625?", "50"),
+    ("Calculate 17 squared.", "289"),
+    ("What is 360 divided by 8?", "45"),
+    ("What is 30% of 90?", "27"),
+    ("What is 125 times 8?", "1000"),
+]
+
+
+def tool_use(path: Path, threads: int, n: int) -> dict[str, Any]:
+    """Each question on a fresh conversation, the calculator call forced: is the result right, is it used?"""
+    from llmos_tools import load_tools
+
+    from llmos.kernel import Budgets, Kernel
+    from llmos.models import open_machine
+
+    machine = open_machine(str(path), n_ctx=4096, n_threads=threads)
+    tools = load_tools(allow={"calculator"})
+    call_right = answer_right = 0
+    for question, expected in WORDED[:n]:
+        kernel = Kernel(machine.cpu, machine.dialect, tools, budgets=Budgets(max_steps=2, max_step_tokens=120))
+        events = list(kernel.ask(question, force_call=True))
+        first = next((e for e in events if e.kind == "result"), None)
+        call_right += first is not None and first.text.strip() == expected
+        answer_right += expected in events[-1].answer.replace(",", "")
+    machine.cpu.close()
+    return {
+        "tool_questions": n,
+        "tool_call_right": round(call_right / n, 3),
+        "tool_answer_right": round(answer_right / n, 3),
+    }
+
+
 # ---------------------------------------------------------------- time to first token after a result
 def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any]) -> dict[str, Any]:
     """A long user message, a forced calculator call, its result: the first token after it.
@@ -311,6 +360,7 @@ def main() -> int:
     ttft_repeats = max(2, repeats - repeats % 2)  # even: as many runs with the kernel first as with naive first
     results.update(ttft_after_tool(path, ttft_repeats, args.threads, sizes))
     results.update(pageout(path, repeats, args.threads, sizes))
+    results.update(tool_use(path, args.threads, 3 if args.quick else len(WORDED)))
     results["targets"] = TARGETS
     print(json.dumps(results, indent=None if args.json else 2))
     return 0
