@@ -46,86 +46,86 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmos_memory.store import StoreError  # one error for every store: the message says which file and why
+from llmos_memory.migrations import StoreError, migrate  # one error and one migration runner for every store
 
 from llmos.dialects.base import Turn
 from llmos.events import CallEvent, Done, Event, PolicyDecision, ResultEvent, Token
 
 BUSY_TIMEOUT_S = 5.0
 
-# Each script runs once, in a transaction, and sets PRAGMA user_version to its position
-# (1-based). Never edit a released script: append a new one.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        created TEXT NOT NULL,
-        updated TEXT NOT NULL,
-        title TEXT NOT NULL DEFAULT '',
-        model TEXT NOT NULL DEFAULT '',
-        dialect TEXT NOT NULL DEFAULT '',
-        meta TEXT NOT NULL DEFAULT '{}',
-        status TEXT NOT NULL DEFAULT 'new'
-    );
-    CREATE INDEX sessions_created ON sessions (created);
-    CREATE TABLE turns (
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        text TEXT NOT NULL,
-        tokens TEXT,
-        trusted INTEGER NOT NULL,
-        source TEXT NOT NULL,
-        ended INTEGER NOT NULL,
-        meta TEXT NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    );
-    CREATE TABLE events (
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        data TEXT NOT NULL,
-        created TEXT NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    );
-    -- call ids are the kernel's; they are not assumed unique, so rows get their own key
-    CREATE TABLE calls (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        call_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        arguments TEXT NOT NULL,
-        raw TEXT NOT NULL,
-        decision TEXT,
-        created TEXT NOT NULL
-    );
-    CREATE INDEX calls_session ON calls (session_id, call_id);
-    CREATE TABLE results (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        call_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        text TEXT NOT NULL,
-        is_error INTEGER NOT NULL,
-        trust TEXT NOT NULL,
-        source TEXT NOT NULL,
-        seconds REAL NOT NULL,
-        artifacts TEXT NOT NULL,
-        created TEXT NOT NULL
-    );
-    CREATE INDEX results_session ON results (session_id, call_id);
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        call_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        decision TEXT NOT NULL,
-        reasons TEXT NOT NULL,
-        approved INTEGER,
-        created TEXT NOT NULL
-    );
-    CREATE INDEX audit_session ON audit (session_id);
-    """,
+# Each migration (a list of statements) runs once, in a transaction (llmos_memory.migrations),
+# and sets PRAGMA user_version to its position (1-based). Never edit a released one: append.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            dialect TEXT NOT NULL DEFAULT '',
+            meta TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'new'
+        )""",
+        "CREATE INDEX sessions_created ON sessions (created)",
+        """CREATE TABLE turns (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            text TEXT NOT NULL,
+            tokens TEXT,
+            trusted INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            ended INTEGER NOT NULL,
+            meta TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        )""",
+        """CREATE TABLE events (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            created TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        )""",
+        # call ids are the kernel's; they are not assumed unique, so rows get their own key
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            call_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            raw TEXT NOT NULL,
+            decision TEXT,
+            created TEXT NOT NULL
+        )""",
+        "CREATE INDEX calls_session ON calls (session_id, call_id)",
+        """CREATE TABLE results (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            call_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            text TEXT NOT NULL,
+            is_error INTEGER NOT NULL,
+            trust TEXT NOT NULL,
+            source TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            artifacts TEXT NOT NULL,
+            created TEXT NOT NULL
+        )""",
+        "CREATE INDEX results_session ON results (session_id, call_id)",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            call_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            reasons TEXT NOT NULL,
+            approved INTEGER,
+            created TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_session ON audit (session_id)",
+    ],
 ]
 
 SESSION_SELECT = """
@@ -203,7 +203,7 @@ class SessionStore:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate(conn)
+        migrate(conn, MIGRATIONS, self.path)
 
     def _check_is_ours(self, conn: sqlite3.Connection) -> None:
         # One statement, so both numbers come from the same snapshot even while another
@@ -218,19 +218,6 @@ class SessionStore:
                 f"{self.path} has schema version {version}, newer than this llmos knows ({len(MIGRATIONS)}): "
                 "upgrade llmos"
             )
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if user_version(conn) >= version:
-                continue
-            try:
-                # executescript commits any open transaction first, so BEGIN goes inside it.
-                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if user_version(conn) < version:  # not just another process migrating first
-                    raise StoreError(f"cannot upgrade {self.path} to schema version {version}: {exc}") from exc
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -448,10 +435,6 @@ def insert(conn: sqlite3.Connection, table: str, verb: str = "INSERT", **values:
     """One row; table and column names come from this module, never from data."""
     columns, marks = ", ".join(values), ", ".join("?" * len(values))
     conn.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
-
-
-def user_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def session_info(row: sqlite3.Row) -> SessionInfo:

@@ -152,7 +152,7 @@ def test_upgrade_from_an_older_version(tmp_path: Path, monkeypatch: pytest.Monke
     path = tmp_path / "sessions.db"
     with SessionStore(path) as store:
         sid = store.new_session(title="old")
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, "ALTER TABLE sessions ADD COLUMN note TEXT;"])
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, ["ALTER TABLE sessions ADD COLUMN note TEXT"]])
     with SessionStore(path) as store:
         assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
         row = store._conn.execute("SELECT title, note FROM sessions WHERE id = ?", (sid,)).fetchone()

@@ -40,9 +40,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmos_errors import LlmosError
-
 from llmos_memory.extract import extract_file, html_to_text
+from llmos_memory.migrations import StoreError, migrate
 from llmos_memory.pages import _STOPWORDS, DEFAULT_PAGE_TOKENS, TokenCounter, estimate_tokens, split_pages
 
 TRUST_LEVELS = ("trusted", "untrusted")
@@ -98,10 +97,6 @@ MIGRATIONS: list[list[str]] = [
         )""",
     ],
 ]
-
-
-class StoreError(LlmosError):
-    """The store cannot do what was asked (schema too new, bad input)."""
 
 
 class PageNotFound(StoreError, KeyError):
@@ -180,7 +175,7 @@ class Store:
         try:
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "cache_size=-65536"):
                 self._db.execute(f"PRAGMA {pragma}")
-            self._migrate()
+            migrate(self._db, MIGRATIONS, self.path)
         except BaseException:
             self._db.close()
             raise
@@ -200,21 +195,6 @@ class Store:
     @property
     def version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        if self.version == len(MIGRATIONS):
-            return
-        with self._write() as db:  # IMMEDIATE: two processes opening a new file migrate one after the other
-            version = self.version
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this llmos understands "
-                    f"({len(MIGRATIONS)}); upgrade llmos to open it"
-                )
-            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in statements:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
