@@ -157,7 +157,7 @@ def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
     script += [call("recall", query="miller counted 2100 sacks"), f"It was paragraph 300.{END}"]
     cpu = scripted_llama(model, script, n_ctx=4096, n_threads=1)
     cpu.can_shift = can_shift
-    pager = Pager(folder / f"memory-{can_shift}.sqlite", page_tokens=200, count_tokens=cpu.count_tokens)
+    pager = Pager(cpu, folder / f"memory-{can_shift}.sqlite", page_tokens=200)
     tools = load_tools(allow={"memory"})
     tools.add(read_file)
     kernel = Kernel(

@@ -38,7 +38,9 @@ Contract
   several); each is dispatched in order, each is a step, each gets its own result turn.
   Token backends stop decoding at the first close, so there a chunk holds one call.
 
-Not covered: paging (the memory manager wraps the turns before rendering).
+* Paging: with a :class:`~llmos.pager.Pager`, each step renders once; when the pager says
+  results must go, the kernel puts their stubs in its own turns and renders again
+  (:meth:`Kernel._context`). The pager never changes a turn itself.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from typing import Any
 
 from llmos_tools import Registry, Tool, ToolContext, ToolError, ToolResult, Trust
 
-from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling, TokenCPU
+from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling, Segment, TokenCPU
 from llmos.dialects.base import CallClosed, CallSyntaxError, Dialect, Malformed, Text, Turn, TurnEnded
 from llmos.events import (
     ApprovalRequest,
@@ -251,10 +253,23 @@ class Kernel:
             return [outcome]
         return [CallClosed(raw) for raw in self.dialect.split_calls(outcome.raw)]
 
+    def _context(self) -> Generator[Event, None, list[Segment]]:
+        """The conversation rendered once; with a pager, results are evicted until it fits the window
+        (the pager plans, the kernel changes its turns, renders again, and the pager edits the cache)."""
+        segments = self.dialect.render(self.turns, self.specs)
+        if self.pager is None:
+            return segments
+        while evictions := self.pager.plan(self.turns, segments):
+            for eviction in evictions:
+                eviction.apply(self.turns[eviction.turn_id])
+            before, segments = segments, self.dialect.render(self.turns, self.specs)
+            yield from self.pager.page_out(evictions, before, segments)
+        self.pager.swap_in(self.turns, segments)
+        return segments
+
     def _generate(self, sampling: Sampling, step: _Step, started: float) -> Iterator[Event]:
-        if self.pager is not None:
-            yield from self.pager.fit(self)
-        self.cpu.load(self.dialect.render(self.turns, self.specs))
+        segments = yield from self._context()
+        self.cpu.load(segments)
         parser = self.dialect.parser(controls=_reports_controls(self.cpu))
         stream = self.cpu.generate(sampling)
         try:
@@ -437,15 +452,14 @@ class Kernel:
             yield from self.pager.page_in_events(result.page_ins)
             first = result.page_ins[0]
             meta.update(document=first.document, page=first.page, title=first.title)
-            original = self.pager.reusable_text(first, result.source) if len(result.page_ins) == 1 else None
+            original = self.pager.swapped_text(self.turns, first, result.source) if len(result.page_ins) == 1 else None
             if original is not None:  # render it as it was, so its saved KV state can be put back
-                meta["restore"] = True
                 return original
             return text
         if result.is_error or not text.strip():
             return text
         text, page_meta = self.pager.admit(
-            self, text, source=result.source or f"tool:{name}", trusted=trusted, whole=result.whole_text
+            text, source=result.source or f"tool:{name}", trusted=trusted, whole=result.whole_text
         )
         meta.update(page_meta)
         return text

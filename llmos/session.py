@@ -75,9 +75,7 @@ class Session:
         if "pager" not in kernel_options:
             home = db.path.parent if isinstance(db.path, Path) else default_store_path().parent
             memory_path = Path(memory) if memory else home / "memory.sqlite"
-            kernel_options["pager"] = Pager(
-                memory_path, count_tokens=machine.cpu.count_tokens, reserve=min(512, machine.cpu.n_ctx // 4)
-            )
+            kernel_options["pager"] = Pager(machine.cpu, memory_path, reserve=min(512, machine.cpu.n_ctx // 4))
         if resume:
             info = db.session(resume)
             turns = db.load_turns(info.id)

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 from helpers import need_module
-from llmos_memory import MIGRATIONS, ExtractError, PageNotFound, Store, StoreError, estimate_tokens, split_pages
+from llmos_memory import (
+    MIGRATIONS,
+    ExtractError,
+    KVState,
+    PageNotFound,
+    Store,
+    StoreError,
+    estimate_tokens,
+    split_pages,
+)
 
 # -- pages --------------------------------------------------------------------------------------
 
@@ -187,18 +196,18 @@ def test_bad_input_raises_clearly_and_loses_nothing(store: Store, tmp_path: Path
     store.check()
 
 
-def test_pins_last_use_and_saved_kv_states(store: Store) -> None:
+def test_last_use_and_saved_kv_states(store: Store) -> None:
     doc = store.add_text("a page worth keeping", "user", trust="trusted")
     page = store.page(doc.id, 1)
-    store.pin(page.id)
     store.touch([page.id], when=123.0)
     again = store.page(doc.id, 1)
-    assert (again.pins, again.last_used, again.trust) == (1, 123.0, "trusted")
-    store.save_kv(page.id, "llmos-tiny", 5, b"\x00kv-bytes")
-    assert store.load_kv(page.id, "llmos-tiny") == b"\x00kv-bytes"
+    assert (again.last_used, again.trust) == (123.0, "trusted")
+    state = KVState(b"\x00kv-bytes", (5, 6, 70_000), start=12)
+    store.save_kv(page.id, "llmos-tiny", state)
+    assert store.load_kv(page.id, "llmos-tiny") == state and store.has_kv(page.id, "llmos-tiny")
     assert store.load_kv(page.id, "other-model") is None
     with pytest.raises(PageNotFound):
-        store.save_kv(999_999, "llmos-tiny", 1, b"x")
+        store.save_kv(999_999, "llmos-tiny", KVState(b"x", (1,)))
     store.delete_document(doc.id)
     assert store.load_kv(page.id, "llmos-tiny") is None  # swap goes with its page
     assert store.search("keeping") == []
@@ -329,3 +338,30 @@ def test_memory_app_defaults_to_a_store_under_workdir(tmp_path: Path) -> None:
     assert memory_app.store_path(context) == tmp_path / "memory.sqlite"
     assert "no stored page matches" in memory_app.recall.run({"query": "anything"}, context).text
     assert (tmp_path / "memory.sqlite").exists()
+
+
+def test_saved_kv_states_keep_within_their_byte_budget(store: Store) -> None:
+    """Swap is bounded: the oldest states of a model go first, the newest always stays."""
+    pages = [store.page(store.add_text(f"page number {i}", "user").id, 1) for i in range(4)]
+    for page in pages:
+        store.save_kv(page.id, "m", KVState(b"x" * 100, (1,)), max_bytes=250)
+    assert [store.has_kv(p.id, "m") for p in pages] == [False, False, True, True]
+    store.save_kv(pages[0].id, "m", KVState(b"x" * 1000, (1,)), max_bytes=250)
+    assert [store.has_kv(p.id, "m") for p in pages] == [True, False, False, False]
+    assert store.drop_kv("m", page_id=pages[0].id) == 1
+
+
+def test_a_version_1_file_is_upgraded_and_keeps_its_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmos_memory.store as store_module
+
+    path = tmp_path / "old.sqlite"
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])
+    with Store(path) as old:
+        document = old.add_text("a page from before the upgrade", "user")
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    with Store(path) as store:
+        assert store.version == len(MIGRATIONS) == 2
+        page = store.page(document.id, 1)
+        assert page.text == "a page from before the upgrade"
+        store.save_kv(page.id, "m", KVState(b"kv", (1, 2), start=3))
+        assert store.load_kv(page.id, "m") == KVState(b"kv", (1, 2), start=3)

@@ -57,7 +57,7 @@ def test_a_long_document_through_a_small_window(llmos_gguf, tmp_path):
     ]
     cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
     # this vocabulary is one character per token, so pages are small (200 tokens = 200 characters)
-    pager = Pager(tmp_path / "memory.sqlite", reserve=256, page_tokens=200, count_tokens=cpu.count_tokens)
+    pager = Pager(cpu, tmp_path / "memory.sqlite", reserve=256, page_tokens=200)
     tools = load_tools(allow={"memory"})
     tools.add(read_file)
     kernel = Kernel(
@@ -83,8 +83,8 @@ def test_a_long_document_through_a_small_window(llmos_gguf, tmp_path):
     assert FACT in "".join(t.text for t in kernel.turns if t.role == "result" and "paged_out" not in t.meta)
     assert len(cpu.tokens) <= cpu.n_ctx
     assert cpu.counters.reprefilled_tokens == 0
-    summary = pager.summary(kernel)
-    assert summary.used <= cpu.n_ctx and summary.paged_out >= 3
+    summary = pager.summary()
+    assert summary.used <= summary.capacity and summary.stubs >= 3
     cpu.close()
     pager.close()
 
@@ -103,7 +103,7 @@ def test_page_out_falls_back_to_reprefill_when_the_cpu_cannot_shift(llmos_gguf, 
     script = [call("read_file", path="a.txt")] + [call("read_file", path=f"{i}.txt") for i in range(4)] + [f"x{END}"]
     cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
     cpu.can_shift = shift
-    pager = Pager(tmp_path / "memory.sqlite", count_tokens=lambda text: cpu.count_tokens(text))
+    pager = Pager(cpu, tmp_path / "memory.sqlite")
     kernel = Kernel(cpu, LlmosDialect(), [read_file], pager=pager, workdir=tmp_path, budgets=Budgets(max_steps=10))
     events = list(kernel.ask("read them"))
     outs = [e for e in events if e.kind == "page_out"]
@@ -125,7 +125,7 @@ def test_a_page_brought_back_reuses_its_saved_kv_state(llmos_gguf, tmp_path):
         f"Done.{END}",
     ]
     cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
-    pager = Pager(tmp_path / "memory.sqlite", reserve=256, page_tokens=200, count_tokens=cpu.count_tokens)
+    pager = Pager(cpu, tmp_path / "memory.sqlite", reserve=256, page_tokens=200)
     tools = load_tools(allow={"memory"})
     tools.add(read_file)
     kernel = Kernel(cpu, LlmosDialect(), tools, pager=pager, workdir=tmp_path, budgets=Budgets(max_steps=10))
@@ -159,10 +159,36 @@ def test_the_kernel_reads_typed_fields_not_a_tools_data_layout(tmp_path) -> None
     registry = Registry()
     registry.add(read)
     cpu = ScriptedCPU([CALL + '{"name": "read", "arguments": {"url": "http://x.test/"}}' + CALL_END, "done" + END])
-    pager = Pager(tmp_path / "memory.sqlite", count_tokens=cpu.count_tokens, reserve=100)
+    pager = Pager(cpu, tmp_path / "memory.sqlite", reserve=100)
     kernel = Kernel(cpu, LlmosDialect(), registry, pager=pager)
     events = list(kernel.ask("read it"))
     assert events[-1].kind == "done" and events[-1].answer == "done"
     assert not [e for e in events if e.kind == "page_in"]  # a count of pages is not a page-in
     assert kernel.documents["http://x.test/"] == "page one two three"
+    pager.close()
+
+
+def test_one_render_per_step_and_one_more_per_eviction_round(llmos_gguf, tmp_path):
+    """The kernel renders the conversation once a step; only a step that evicts renders again."""
+    renders: list[int] = []
+
+    class CountingDialect(LlmosDialect):
+        def render(self, turns, specs):
+            renders.append(len(turns))
+            return super().render(turns, specs)
+
+    script = [call("read_file", path="a.txt")] + [call("read_file", path=f"{i}.txt") for i in range(4)] + [f"x{END}"]
+    cpu = scripted_llama(llmos_gguf, script, n_ctx=2048, n_threads=1)
+    pager = Pager(cpu, tmp_path / "memory.sqlite")
+    rounds = []
+    plan = pager.plan
+    pager.plan = lambda turns, segments: rounds.append(evictions := plan(turns, segments)) or evictions  # type: ignore[method-assign]
+    kernel = Kernel(cpu, CountingDialect(), [read_file], pager=pager, workdir=tmp_path, budgets=Budgets(max_steps=10))
+    events = list(kernel.ask("read them"))
+    assert events[-1].reason == "answer"
+    generations = sum(1 for t in kernel.turns if t.role == "assistant")
+    evicting = sum(1 for r in rounds if r)
+    assert evicting >= 1 and [e.kind for e in events].count("page_out") >= evicting
+    assert len(renders) == generations + evicting
+    cpu.close()
     pager.close()

@@ -12,7 +12,7 @@ Front door::
 from llmos_memory.extract import ExtractError, extract_file, html_to_text, pdf_to_text
 from llmos_memory.pages import DEFAULT_PAGE_TOKENS, TokenCounter, estimate_tokens, recall_hint, split_pages
 from llmos_memory.pagetable import AdmitPlan, Eviction, PageRef, PageTable, RamFull, RamSummary, Span, stub_text
-from llmos_memory.store import MIGRATIONS, Document, Hit, Page, PageNotFound, Store, StoreError, query_terms
+from llmos_memory.store import MIGRATIONS, Document, Hit, KVState, Page, PageNotFound, Store, StoreError, query_terms
 
 __all__ = [
     "DEFAULT_PAGE_TOKENS",
@@ -22,6 +22,7 @@ __all__ = [
     "Eviction",
     "ExtractError",
     "Hit",
+    "KVState",
     "Page",
     "PageNotFound",
     "PageRef",

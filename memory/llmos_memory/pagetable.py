@@ -1,9 +1,10 @@
 """The page table: which spans of text sit in RAM (the context window), where, and what to evict.
 
-Pure bookkeeping: no model, no KV cache, no store. The kernel mirrors every span it puts
-in the context here (system prompt, user turns, model turns, tool results, pages) and
-asks :meth:`PageTable.plan_admit` before appending; the plan says which spans to cut out
-of the KV cache and which one-line stub to leave in each one's place.
+Pure bookkeeping: no model, no KV cache, no store. The pager (``llmos.pager``) mirrors
+the rendered context here before each generation (:meth:`PageTable.load`: system prompt,
+user turns, model turns, tool results, pages, stubs) and asks :meth:`PageTable.plan_admit`;
+the plan says which spans to cut out of the KV cache and which one-line stub to leave in
+each one's place. Callers that grow a context span by span use :meth:`PageTable.admit`.
 
 RAM is the context size minus a reserve kept free for generation. Spans are contiguous:
 span i ends where span i+1 starts, and the last one ends at :attr:`PageTable.used`.
@@ -36,7 +37,8 @@ Not covered: the KV operations themselves (the kernel's CPU does them), tokenizi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from llmos_errors import LlmosError
 
@@ -199,6 +201,22 @@ class PageTable:
         return self._clock
 
     # -- changes -------------------------------------------------------------------------------
+
+    def load(self, spans: Iterable[Span]) -> None:
+        """Mirror a context as it stands, replacing what the table held.
+
+        The spans are laid out contiguously from position 0 in the order given (their own
+        ``start``/``end`` only give their sizes). The context may be over capacity:
+        ``plan_admit(0)`` then says what to evict so it fits.
+        """
+        position, laid = 0, []
+        for span in spans:
+            size = span.n_tokens
+            laid.append(replace(span, start=position, end=position + size))
+            position += size
+            self._clock = max(self._clock, span.last_use)
+        self.spans = laid
+        self._generation += 1
 
     def append(self, key: str, n_tokens: int, kind: str, *, pinned: bool = False, page: PageRef | None = None) -> Span:
         """Record a span appended at the end of the context. It must fit: plan and apply first."""

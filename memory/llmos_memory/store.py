@@ -29,6 +29,7 @@ than the one that counted them (the kernel recounts when it pages text in).
 
 from __future__ import annotations
 
+import array
 import hashlib
 import itertools
 import re
@@ -96,6 +97,12 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (page_id, model)
         )""",
     ],
+    [  # swap keeps what a page-in needs (its tokens, where it sat); pins were never used
+        "ALTER TABLE kv_states ADD COLUMN tokens BLOB NOT NULL DEFAULT x''",
+        "ALTER TABLE kv_states ADD COLUMN start INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX kv_states_created ON kv_states (created)",
+        "ALTER TABLE pages DROP COLUMN pins",
+    ],
 ]
 
 
@@ -130,7 +137,15 @@ class Page:
     trust: str  # "trusted" or "untrusted"
     title: str
     last_used: float
-    pins: int
+
+
+@dataclass(frozen=True)
+class KVState:
+    """A span's KV cells as the model saved them, the tokens they hold, and where they sat."""
+
+    data: bytes
+    tokens: tuple[int, ...]
+    start: int = 0  # context position of the first token when saved
 
 
 @dataclass(frozen=True)
@@ -140,11 +155,11 @@ class Hit:
     snippet: str  # matched words in [brackets]
 
 
-_PAGE_COLUMNS = "p.id, p.document_id, p.number, p.text, p.n_tokens, d.source, d.trust, d.title, p.last_used, p.pins"
+_PAGE_COLUMNS = "p.id, p.document_id, p.number, p.text, p.n_tokens, d.source, d.trust, d.title, p.last_used"
 
 
 def _page(row: Sequence) -> Page:
-    return Page(*row[:10])
+    return Page(*row[:9])
 
 
 def query_terms(query: str) -> list[str]:
@@ -387,7 +402,7 @@ class Store:
                 f"ORDER BY top.{'score' if ranked else 'rowid DESC'}",
                 (expression, limit),
             ).fetchall()
-        return [Hit(_page(row), -float(row[10]), row[11]) for row in rows]
+        return [Hit(_page(row), -float(row[9]), row[10]) for row in rows]
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -404,44 +419,48 @@ class Store:
         with self._write() as db:
             db.executemany("UPDATE pages SET last_used = ? WHERE id = ?", [(stamp, i) for i in page_ids])
 
-    def pin(self, page_id: int) -> None:
-        """Pin a page (pins count: each pin needs its own unpin)."""
-        self._change_pins(page_id, +1)
-
-    def unpin(self, page_id: int) -> None:
-        self._change_pins(page_id, -1)
-
-    def _change_pins(self, page_id: int, delta: int) -> None:
-        with self._write() as db:
-            if not db.execute("UPDATE pages SET pins = max(0, pins + ?) WHERE id = ?", (delta, page_id)).rowcount:
-                raise PageNotFound(f"no page with id {page_id}")
-
     # -- saved KV states (swap) ------------------------------------------------------------------
 
-    def save_kv(self, page_id: int, model: str, n_tokens: int, data: bytes) -> None:
-        """Keep a page's evaluated KV state for ``model`` so paging it back in can skip prefill."""
+    def save_kv(self, page_id: int, model: str, state: KVState, *, max_bytes: int | None = None) -> None:
+        """Keep a page's evaluated KV state for ``model`` so paging it back in can skip prefill.
+
+        With ``max_bytes``, the oldest states of that model are dropped until theirs fit.
+        """
+        tokens = array.array("i", state.tokens).tobytes()
         with self._write() as db:
             try:
                 db.execute(
-                    "INSERT OR REPLACE INTO kv_states (page_id, model, n_tokens, data, created) VALUES (?, ?, ?, ?, ?)",
-                    (page_id, model, n_tokens, sqlite3.Binary(data), time.time()),
+                    "INSERT OR REPLACE INTO kv_states (page_id, model, n_tokens, data, created, tokens, start) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (page_id, model, len(state.tokens), sqlite3.Binary(state.data), time.time(), tokens, state.start),
                 )
             except sqlite3.IntegrityError as exc:
                 raise PageNotFound(f"no page with id {page_id}") from exc
+            if max_bytes is not None:
+                _trim_kv(db, model, max_bytes)
 
-    def load_kv(self, page_id: int, model: str) -> bytes | None:
+    def load_kv(self, page_id: int, model: str) -> KVState | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT data FROM kv_states WHERE page_id = ? AND model = ?", (page_id, model)
+                "SELECT data, tokens, start FROM kv_states WHERE page_id = ? AND model = ?", (page_id, model)
             ).fetchone()
-        return bytes(row[0]) if row else None
+        if row is None:
+            return None
+        tokens = array.array("i")
+        tokens.frombytes(row[1])
+        return KVState(bytes(row[0]), tuple(tokens), int(row[2]))
 
-    def drop_kv(self, model: str | None = None) -> int:
-        """Forget saved KV states (of one model, or all); returns how many were dropped."""
+    def has_kv(self, page_id: int, model: str) -> bool:
+        with self._lock:
+            query = "SELECT 1 FROM kv_states WHERE page_id = ? AND model = ?"
+            return self._db.execute(query, (page_id, model)).fetchone() is not None
+
+    def drop_kv(self, model: str | None = None, page_id: int | None = None) -> int:
+        """Forget saved KV states (of one model, of one page, or all); returns how many were dropped."""
+        clauses = [(c, v) for c, v in (("model = ?", model), ("page_id = ?", page_id)) if v is not None]
+        where = " AND ".join(c for c, _ in clauses) or "1"
         with self._write() as db:
-            if model is None:
-                return db.execute("DELETE FROM kv_states").rowcount
-            return db.execute("DELETE FROM kv_states WHERE model = ?", (model,)).rowcount
+            return db.execute(f"DELETE FROM kv_states WHERE {where}", [v for _, v in clauses]).rowcount
 
     # -- maintenance -----------------------------------------------------------------------------
 
@@ -460,3 +479,15 @@ class Store:
                 self._db.execute("INSERT INTO pages_fts (pages_fts, rank) VALUES ('integrity-check', 1)")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"{self.path}: the full-text index does not match the pages: {exc}") from exc
+
+
+def _trim_kv(db: sqlite3.Connection, model: str, max_bytes: int) -> None:
+    """Drop the oldest saved states of ``model`` (never the newest) until they total ``max_bytes``."""
+    rows = db.execute(
+        "SELECT page_id, length(data) FROM kv_states WHERE model = ? ORDER BY created DESC, rowid DESC", (model,)
+    ).fetchall()
+    total = 0
+    for index, (page_id, size) in enumerate(rows):
+        total += size
+        if index and total > max_bytes:
+            db.execute("DELETE FROM kv_states WHERE page_id = ? AND model = ?", (page_id, model))
