@@ -9,14 +9,15 @@ Front door::
     from llmos_memory import Store, PageTable, PageRef
 """
 
-from llmos_memory.extract import ExtractError, extract_file, html_to_text, pdf_to_text
-from llmos_memory.pages import DEFAULT_PAGE_TOKENS, TokenCounter, estimate_tokens, recall_hint, split_pages
+from llmos_memory.extract import ExtractError, extract_file, html_to_text, pdf_to_text, read_pdf
+from llmos_memory.pages import DEFAULT_PAGE_TOKENS, STOPWORDS, TokenCounter, estimate_tokens, recall_hint, split_pages
 from llmos_memory.pagetable import AdmitPlan, Eviction, PageRef, PageTable, RamFull, RamSummary, Span, stub_text
 from llmos_memory.store import MIGRATIONS, Document, Hit, KVState, Page, PageNotFound, Store, StoreError, query_terms
 
 __all__ = [
     "DEFAULT_PAGE_TOKENS",
     "MIGRATIONS",
+    "STOPWORDS",
     "AdmitPlan",
     "Document",
     "Eviction",
@@ -38,6 +39,7 @@ __all__ = [
     "html_to_text",
     "pdf_to_text",
     "query_terms",
+    "read_pdf",
     "recall_hint",
     "split_pages",
     "stub_text",

@@ -108,6 +108,12 @@ def html_to_text(markup: str) -> tuple[str, str]:
 
 def pdf_to_text(data: bytes, name: str = "document.pdf") -> str:
     """The text layer of a PDF, one paragraph per page at least."""
+    return "\n\n".join(p for p in read_pdf(data, name)[1] if p)
+
+
+def read_pdf(data: bytes, name: str = "document.pdf", max_pages: int | None = None) -> tuple[str, list[str]]:
+    """``(title, text of each page)`` of a PDF (the first ``max_pages``); :class:`ExtractError`
+    (a ``ValueError``) when it cannot be read. The one PDF reader of llmos (store and browser)."""
     try:
         import io
 
@@ -118,9 +124,10 @@ def pdf_to_text(data: bytes, name: str = "document.pdf") -> str:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise ExtractError(f"cannot read {name!r}: the PDF is encrypted")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        pages = [(page.extract_text() or "").strip() for page in reader.pages[:max_pages]]
+        title = str(reader.metadata.get("/Title") or "") if reader.metadata else ""
     except ExtractError:
         raise
     except Exception as exc:  # pypdf raises many types for damaged files; all mean the same to the caller
         raise ExtractError(f"cannot read {name!r}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
-    return "\n\n".join(p for p in pages if p)
+    return title, pages

@@ -28,9 +28,10 @@ DEFAULT_PAGE_TOKENS = 400
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 _WORD = re.compile(r"\S+\s*")
-_STOPWORDS = frozenset([
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of",
-    "on", "or", "that", "the", "this", "to", "was", "were", "will", "with",
+# Words too common to search by: the one list of llmos (the page store and the browser's archive).
+STOPWORDS = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "how", "in", "is", "it",
+    "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "what", "will", "with",
 ])  # fmt: skip
 
 
@@ -115,5 +116,5 @@ def _hard_cut(word: str, count_tokens: TokenCounter, limit: int) -> list[str]:
 
 def recall_hint(text: str, words: int = 6) -> str:
     """A short query that finds this page again: its first few content words, safe inside quotes."""
-    found = [w for w in re.findall(r"\w+", text[:2000]) if w.lower() not in _STOPWORDS]
+    found = [w for w in re.findall(r"\w+", text[:2000]) if w.lower() not in STOPWORDS]
     return " ".join(found[:words])

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from llmos_memory.extract import extract_file, html_to_text
 from llmos_memory.migrations import StoreError, migrate
-from llmos_memory.pages import _STOPWORDS, DEFAULT_PAGE_TOKENS, TokenCounter, estimate_tokens, split_pages
+from llmos_memory.pages import DEFAULT_PAGE_TOKENS, STOPWORDS, TokenCounter, estimate_tokens, split_pages
 
 TRUST_LEVELS = ("trusted", "untrusted")
 MAX_QUERY_TERMS = 16
@@ -168,7 +168,7 @@ def query_terms(query: str) -> list[str]:
     Words are split as the index splits them: letters and digits, with ``_`` and punctuation as separators.
     """
     words = list(dict.fromkeys(w.lower() for w in re.findall(r"[^\W_]+", query)))
-    content = [w for w in words if w not in _STOPWORDS]
+    content = [w for w in words if w not in STOPWORDS]
     return (content or words)[:MAX_QUERY_TERMS]
 
 

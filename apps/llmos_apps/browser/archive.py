@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from llmos_memory import STOPWORDS
+
 from llmos_apps.browser.extract import decode_html, html_to_markdown, pdf_to_text
 from llmos_apps.browser.fetch import Response, is_text_type
 
 FORMAT = "llmos-web-archive/1"
 WORDS = re.compile(r"[a-z0-9][a-z0-9.\-]*[a-z0-9]|[a-z0-9]", re.I)
-STOPWORDS = {"the", "a", "an", "of", "and", "or", "in", "on", "for", "to", "is", "what", "how", "with", "by"}
 EXTENSIONS = {"text/html": ".html", "application/pdf": ".pdf", "application/json": ".json", "text/plain": ".txt"}
 
 

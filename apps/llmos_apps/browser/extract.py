@@ -22,11 +22,11 @@ milliseconds. Not covered: images (alt text is not read), forms, and frames.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
+from llmos_memory import read_pdf
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 DROP = (
@@ -280,15 +280,9 @@ def _int(value: str | None, default: int) -> int:
 
 
 def pdf_to_text(body: bytes, max_pages: int = 300) -> tuple[str, str]:
-    """(title, text) of a PDF; raises ``ValueError`` when it cannot be read."""
-    from pypdf import PdfReader  # lazy: only PDFs pay for the import
-
-    try:
-        reader = PdfReader(io.BytesIO(body))
-        pages = [(page.extract_text() or "").strip() for page in reader.pages[:max_pages]]
-        title = str(reader.metadata.get("/Title") or "") if reader.metadata else ""
-    except Exception as exc:  # pypdf raises many types on broken files
-        raise ValueError(f"could not read PDF: {type(exc).__name__}: {exc}") from None
+    """(title, text) of a PDF with a ``[PDF page N]`` line before each page; raises ``ValueError``
+    (``llmos_memory.ExtractError``) when it cannot be read."""
+    title, pages = read_pdf(body, "the PDF", max_pages)
     return title, "\n\n".join(f"[PDF page {i + 1}]\n{p}" for i, p in enumerate(pages) if p)
 
 
