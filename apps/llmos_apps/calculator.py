@@ -82,15 +82,15 @@ ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": oper
 
 
 @dataclass(frozen=True)
-class Token:
+class _Token:
     kind: str  # "number", "name", "end", or the operator itself
     text: str
     position: int
     value: Value | None = None
 
 
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
+def tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
     parens: list[str] = []  # "call" or "group" for each open parenthesis
     i = 0
     while i < len(text):
@@ -99,19 +99,19 @@ def tokenize(text: str) -> list[Token]:
             continue
         grouping = not parens or parens[-1] == "group"  # inside f(...) commas separate arguments
         if match := (grouping and GROUPED_NUMBER.match(text, i)) or NUMBER.match(text, i):
-            tokens.append(Token("number", match.group(), i, _literal(match.group())))
+            tokens.append(_Token("number", match.group(), i, _literal(match.group())))
         elif match := NAME.match(text, i):
-            tokens.append(Token("name", match.group(), i))
+            tokens.append(_Token("name", match.group(), i))
         elif match := OPERATOR.match(text, i):
             if match.group() == "(":
                 parens.append("call" if tokens and tokens[-1].kind == "name" else "group")
             elif match.group() == ")" and parens:
                 parens.pop()
-            tokens.append(Token(match.group(), match.group(), i))
+            tokens.append(_Token(match.group(), match.group(), i))
         else:
             raise ToolError(f"unexpected character {text[i]!r} at position {i}")
         i = match.end()
-    tokens.append(Token("end", "end of input", len(text)))
+    tokens.append(_Token("end", "end of input", len(text)))
     return tokens
 
 
@@ -131,7 +131,7 @@ class Number:
 
 
 @dataclass(frozen=True)
-class Call:
+class _Call:
     name: str
     args: tuple[Node, ...]
 
@@ -156,19 +156,19 @@ class Chain:
     rest: tuple[tuple[str, Node], ...]
 
 
-Node = Number | Call | Unary | Power | Chain
+Node = Number | _Call | Unary | Power | Chain
 
 
 class Parser:
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
         self.index = 0
         self.depth = 0
 
-    def peek(self) -> Token:
+    def peek(self) -> _Token:
         return self.tokens[self.index]
 
-    def take(self) -> Token:
+    def take(self) -> _Token:
         self.index += 1
         return self.tokens[self.index - 1]
 
@@ -246,14 +246,14 @@ class Parser:
             raise ToolError("expression ends unexpectedly" if self.index > 1 else "empty expression")
         raise ToolError(f"expected a number, name or '(' but found {token.text!r} at position {token.position}")
 
-    def constant(self, token: Token) -> Node:
+    def constant(self, token: _Token) -> Node:
         if token.text in CONSTANTS:
             return Number(CONSTANTS[token.text])
         if token.text in FUNCTIONS:
             raise ToolError(f"{token.text} is a function: write {token.text}(x)")
         raise ToolError(f"unknown name {token.text!r}; constants are {', '.join(CONSTANTS)}")
 
-    def call(self, token: Token) -> Node:
+    def call(self, token: _Token) -> Node:
         if token.text not in FUNCTIONS:
             raise ToolError(f"unknown function {token.text!r}; functions are {', '.join(FUNCTIONS)}")
         self.take()  # "("
@@ -269,7 +269,7 @@ class Parser:
             wanted = str(fewest) if fewest == most else f"{fewest} to {most}" if most < MANY else f"at least {fewest}"
             hint = " (inside a function call every comma separates arguments: write 1000000, not 1,000,000)"
             raise ToolError(f"{token.text} takes {wanted} argument(s), got {len(args)}" + (hint if args else ""))
-        return Call(token.text, tuple(args))
+        return _Call(token.text, tuple(args))
 
 
 def _fit(value: Value) -> Value:
@@ -454,7 +454,7 @@ def _evaluate(node: Node) -> Value:
             return _arithmetic("/", _evaluate(operand), Fraction(100))
         case Power(base, exponent):
             return _power(_evaluate(base), _evaluate(exponent))
-        case Call(name, args):
+        case _Call(name, args):
             return _fit(FUNCTIONS[name][0](*(_evaluate(arg) for arg in args)))
         case Chain(first, rest):
             total = _evaluate(first)

@@ -3,7 +3,7 @@
 Layout, outermost first:
 
 * :mod:`.plugin`   the tools and the ``register_tools`` hook (entry point ``browser``)
-* :mod:`.web`      live / archive / record, engine choice, page to :class:`~.web.Document`
+* :mod:`.web`      live / archive / record, engine choice, page to :class:`~.web.WebPage`
 * :mod:`.fetch`    guarded httpx fetching (size cap, content types, redirects, timeouts)
 * :mod:`.chromium` one shared headless Chromium for pages that need JavaScript
 * :mod:`.extract`  HTML to Markdown (tables kept), PDF to text, paging

@@ -51,7 +51,7 @@ EXTENSIONS = {"text/html": ".html", "application/pdf": ".pdf", "application/json
 
 
 @dataclass
-class Hit:
+class SearchHit:
     title: str
     url: str
     snippet: str
@@ -137,7 +137,7 @@ class Archive:
             self.texts[url] = (title, text)
         return self.texts[url]
 
-    def search(self, query: str, limit: int = 5) -> list[Hit]:
+    def search(self, query: str, limit: int = 5) -> list[SearchHit]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -155,7 +155,7 @@ class Archive:
             if matched * 2 >= len(terms) and score > 0:
                 scored.append((score, final, title, _snippet(text, terms)))
         scored.sort(key=lambda item: -item[0])
-        return [Hit(title or url, url, snippet) for _, url, title, snippet in scored[:limit]]
+        return [SearchHit(title or url, url, snippet) for _, url, title, snippet in scored[:limit]]
 
 
 def _snippet(text: str, terms: list[str], width: int = 240) -> str:

@@ -31,7 +31,7 @@ from llmos_tools import Effect, Tool, ToolContext, ToolError, ToolResult, Trust,
 
 from llmos_apps.browser.config import BrowserSettings
 from llmos_apps.browser.fetch import FetchError
-from llmos_apps.browser.web import Document, Web, web_for
+from llmos_apps.browser.web import Web, WebPage, web_for
 
 DOCS_PER_SESSION = 8
 MAX_SESSIONS = 64
@@ -42,10 +42,10 @@ class SessionDocuments:
     """session id -> recently opened documents (most recent last) and a reading cursor."""
 
     def __init__(self) -> None:
-        self.sessions: OrderedDict[str, OrderedDict[str, tuple[Document, int]]] = OrderedDict()
+        self.sessions: OrderedDict[str, OrderedDict[str, tuple[WebPage, int]]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def put(self, session: str, doc: Document, page: int) -> None:
+    def put(self, session: str, doc: WebPage, page: int) -> None:
         with self.lock:
             docs = self.sessions.setdefault(session, OrderedDict())
             self.sessions.move_to_end(session)
@@ -56,7 +56,7 @@ class SessionDocuments:
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
 
-    def get(self, session: str, url: str = "") -> tuple[Document, int] | None:
+    def get(self, session: str, url: str = "") -> tuple[WebPage, int] | None:
         with self.lock:
             docs = self.sessions.get(session)
             if not docs:
@@ -87,7 +87,7 @@ def _normalize(url: str) -> str:
     return url
 
 
-def _page_result(doc: Document, page: int, whole: bool = False) -> ToolResult:
+def _page_result(doc: WebPage, page: int, whole: bool = False) -> ToolResult:
     """One page for the model; ``whole`` also hands the kernel the full text (``whole_text``),
     so the kernel can keep the document in paged memory."""
     total = len(doc.pages)

@@ -1,6 +1,6 @@
 """Search providers: SearXNG's JSON API, Brave Search's API, DuckDuckGo's HTML endpoint, the archive.
 
-Contract: a provider is any object with ``name`` and ``search(query, limit) -> list[Hit]``;
+Contract: a provider is any object with ``name`` and ``search(query, limit) -> list[SearchHit]``;
 it raises :class:`~.fetch.FetchError` when the service fails. The network providers go
 through the guarded :class:`~.fetch.Fetcher`, with their configured endpoint trusted
 (the user chose it; a SearXNG instance on localhost is common). Base URLs are settings,
@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-from llmos_apps.browser.archive import Archive, Hit
+from llmos_apps.browser.archive import Archive, SearchHit
 from llmos_apps.browser.config import BrowserSettings
 from llmos_apps.browser.fetch import Fetcher, FetchError
 
@@ -28,7 +28,7 @@ from llmos_apps.browser.fetch import Fetcher, FetchError
 class Provider(Protocol):
     name: str
 
-    def search(self, query: str, limit: int) -> list[Hit]: ...
+    def search(self, query: str, limit: int) -> list[SearchHit]: ...
 
 
 def endpoint_host(base_url: str) -> str:
@@ -57,11 +57,11 @@ class SearxngProvider:
     def __init__(self, fetcher: Fetcher, base_url: str) -> None:
         self.fetcher, self.base_url = fetcher, base_url.rstrip("/")
 
-    def search(self, query: str, limit: int) -> list[Hit]:
+    def search(self, query: str, limit: int) -> list[SearchHit]:
         data = _json(self.fetcher, f"{self.base_url}/search?" + urlencode({"q": query, "format": "json"}))
         results = data.get("results") or []
-        return [Hit(str(r.get("title", "")), str(r["url"]), _strip_tags(str(r.get("content", "")))) for r in results
-                if isinstance(r, dict) and r.get("url")][:limit]  # fmt: skip
+        return [SearchHit(str(r.get("title", "")), str(r["url"]), _strip_tags(str(r.get("content", ""))))
+                for r in results if isinstance(r, dict) and r.get("url")][:limit]  # fmt: skip
 
 
 class BraveProvider:
@@ -70,13 +70,14 @@ class BraveProvider:
     def __init__(self, fetcher: Fetcher, base_url: str, api_key: str) -> None:
         self.fetcher, self.base_url, self.api_key = fetcher, base_url.rstrip("/"), api_key
 
-    def search(self, query: str, limit: int) -> list[Hit]:
+    def search(self, query: str, limit: int) -> list[SearchHit]:
         if not self.api_key:
             raise FetchError("Brave search needs an API key (set BRAVE_API_KEY)")
         url = f"{self.base_url}/res/v1/web/search?" + urlencode({"q": query, "count": limit})
         data = _json(self.fetcher, url, {"Accept": "application/json", "X-Subscription-Token": self.api_key})
         results = (data.get("web") or {}).get("results") or []
-        return [Hit(_strip_tags(str(r.get("title", ""))), str(r["url"]), _strip_tags(str(r.get("description", ""))))
+        return [SearchHit(_strip_tags(str(r.get("title", ""))), str(r["url"]),
+                          _strip_tags(str(r.get("description", ""))))
                 for r in results if isinstance(r, dict) and r.get("url")][:limit]  # fmt: skip
 
 
@@ -86,12 +87,12 @@ class DuckDuckGoProvider:
     def __init__(self, fetcher: Fetcher, base_url: str) -> None:
         self.fetcher, self.base_url = fetcher, base_url.rstrip("/")
 
-    def search(self, query: str, limit: int) -> list[Hit]:
+    def search(self, query: str, limit: int) -> list[SearchHit]:
         response = self.fetcher.get(f"{self.base_url}/html/?" + urlencode({"q": query}), accept_pdf=False)
         if response.status != 200:
             raise FetchError(f"DuckDuckGo answered HTTP {response.status}")
         tree = LexborHTMLParser(response.body.decode("utf-8", errors="replace"))
-        hits: list[Hit] = []
+        hits: list[SearchHit] = []
         for result in tree.css(".result"):
             anchor = result.css_first("a.result__a")
             if anchor is None:
@@ -100,7 +101,7 @@ class DuckDuckGoProvider:
             snippet = result.css_first(".result__snippet")
             if url.startswith(("http://", "https://")):
                 hits.append(
-                    Hit(" ".join(anchor.text().split()), url, " ".join(snippet.text().split()) if snippet else "")
+                    SearchHit(" ".join(anchor.text().split()), url, " ".join(snippet.text().split()) if snippet else "")
                 )
             if len(hits) >= limit:
                 break
@@ -121,7 +122,7 @@ class ArchiveProvider:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
 
-    def search(self, query: str, limit: int) -> list[Hit]:
+    def search(self, query: str, limit: int) -> list[SearchHit]:
         return self.archive.search(query, limit)
 
 

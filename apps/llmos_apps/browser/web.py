@@ -6,7 +6,7 @@ Contract
   (``archive:PATH``; a URL not in it is an error, nothing goes out), or from the network
   while saving every response into the archive (``record:PATH``). The guard's URL check
   (scheme, domain lists, private addresses) applies in every mode.
-* :meth:`Web.open` turns a response into a :class:`Document`: HTML through the fast
+* :meth:`Web.open` turns a response into a :class:`WebPage`: HTML through the fast
   extractor, re-rendered in Chromium when ``engine=chromium`` or when ``engine=auto``
   and the page looks script-built; PDFs through pypdf; plain text and JSON as they are.
   Invisible characters are stripped and the document says so.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from llmos_apps.browser.archive import Archive, Hit
+from llmos_apps.browser.archive import Archive, SearchHit
 from llmos_apps.browser.chromium import shared_chromium
 from llmos_apps.browser.config import BrowserSettings
 from llmos_apps.browser.extract import decode_html, html_to_markdown, needs_javascript, paginate, pdf_to_text
@@ -33,7 +33,7 @@ from llmos_apps.browser.warc import WarcArchive
 
 
 @dataclass
-class Document:
+class WebPage:
     url: str
     final_url: str
     title: str
@@ -74,7 +74,7 @@ class Web:
             self.archive.put(response)
         return response
 
-    def open(self, url: str) -> Document:
+    def open(self, url: str) -> WebPage:
         response = self.get(url)
         if response.status >= 400:
             raise FetchError(f"HTTP {response.status} for {response.final_url}")
@@ -111,9 +111,9 @@ class Web:
         if unseen:
             text += "\n\n## Links\n\n" + "\n".join(f"- [{t}]({u})" for t, u in unseen[:60])
         pages = paginate(text, self.settings.page_chars)
-        return Document(url, response.final_url, title, text, pages, links, engine, notes)
+        return WebPage(url, response.final_url, title, text, pages, links, engine, notes)
 
-    def search(self, query: str, limit: int) -> tuple[str, list[Hit]]:
+    def search(self, query: str, limit: int) -> tuple[str, list[SearchHit]]:
         provider = choose_provider(self.settings, self.search_fetcher, self.archive)
         return provider.name, provider.search(query, limit)
 
