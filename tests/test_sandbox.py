@@ -287,6 +287,19 @@ def test_code_runs_unprivileged_under_a_seccomp_filter(box: Sandbox) -> None:
     assert run_ok(box, code) == "[(-1, 1), (-1, 1)]"  # EPERM, from the filter
 
 
+def test_the_host_never_follows_a_link_the_kernel_planted(box: Sandbox, tmp_path: Path) -> None:
+    from llmos_sandbox import documents
+
+    target = tmp_path / "victim"
+    target.mkdir()
+    run_ok(
+        box, f"import os, shutil\nshutil.rmtree('.llmos', ignore_errors=True)\nos.symlink({str(target)!r}, '.llmos')"
+    )
+    written = documents.write(box.workdir, {"https://example.com": "page"})
+    assert list(target.iterdir()) == [] and not written.parent.is_symlink()
+    assert documents.read_page(folder=box.workdir) == "page"
+
+
 HANDED = "a document the user handed to the sandbox"
 
 
