@@ -8,7 +8,10 @@ sandbox API, limits, isolation and capture on; target < 8), ``cold_start_s``,
 answered; target < 50), ``plot_capture_ms`` (a matplotlib plot through the python app,
 saved as PNG and attached), ``vs_raw_jupyter_ratio`` (sandbox ÷ bare jupyter-client
 ``execute_interactive`` on an unconfined kernel, measured interleaved; target ≤ 1.1)
-and ``vs_subprocess_ratio`` (sandbox ÷ a fresh ``python -c`` per call; target < 0.5).
+``vs_subprocess_ratio`` (sandbox ÷ a fresh ``python -c`` per call; target < 0.5) and
+``confined_roundtrip_ratio`` (a trivial cell with every layer the host gives: reads
+confined, nobody, seccomp, quota ÷ the same sandbox without those four layers, as
+before they existed; measured interleaved; target ≤ 1.1).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from jupyter_client.manager import KernelManager
@@ -58,6 +62,21 @@ def sandbox_vs_raw(rounds: int) -> tuple[float, float, float]:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
         box.close()
+
+
+def confined_vs_before(rounds: int) -> tuple[float, float]:
+    """(p50 ms with every layer, p50 ms without reads/user/seccomp/quota), interleaved."""
+    host = probe()
+    before = replace(host, reads=False, user=False, seccomp=False, quota=False)
+    with Sandbox(SandboxConfig(), host) as confined, Sandbox(SandboxConfig(), before) as legacy:
+        ours, theirs = [], []
+        for index in range(rounds + 20):
+            mine = timed_ms(lambda: confined.run(CELL))
+            old = timed_ms(lambda: legacy.run(CELL))
+            if index >= 20:
+                ours.append(mine)
+                theirs.append(old)
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def subprocess_p50(rounds: int) -> float:
@@ -103,6 +122,7 @@ def main() -> None:
     level = probe()
     cold, ours, raw = sandbox_vs_raw(args.rounds)
     spawn = subprocess_p50(max(5, args.rounds // 10))
+    confined, before = confined_vs_before(args.rounds)
     figures = {
         "warm_roundtrip_p50_ms": round(ours, 3),
         "raw_jupyter_p50_ms": round(raw, 3),
@@ -112,6 +132,9 @@ def main() -> None:
         "plot_capture_ms": round(plot_capture_ms(10), 3),
         "vs_raw_jupyter_ratio": round(ours / raw, 3),
         "vs_subprocess_ratio": round(ours / spawn, 3),
+        "confined_p50_ms": round(confined, 3),
+        "before_confinement_p50_ms": round(before, 3),
+        "confined_roundtrip_ratio": round(confined / before, 3),
         "isolation": level.level,
     }
     if args.json:

@@ -6,9 +6,11 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,18 @@ def test_fails_closed_when_more_is_required_than_the_host_gives(tmp_path: Path) 
         effective_isolation(SandboxConfig(confine_writes="require"), weak)
     assert list(tmp_path.iterdir()) == []  # nothing was started or created
     assert effective_isolation(SandboxConfig(network="allow"), probe()).network is False
+
+
+def test_strict_mode_refuses_a_missing_layer() -> None:
+    partial = Isolation(True, True, True, reads=True, user=False, seccomp=True, quota=False, notes=("quota: refused",))
+    with pytest.raises(IsolationError, match="strict mode: this sandbox would lack user, quota"):
+        effective_isolation(SandboxConfig(strict=True), partial)
+    with pytest.raises(IsolationError, match="read confinement is required"):
+        effective_isolation(SandboxConfig(confine_reads="require", confine_writes="off"), probe())
+    assert effective_isolation(SandboxConfig(), partial).missing == ("user", "quota")  # prefer: runs, says so
+    host = probe()
+    need(not host.missing, f"this host lacks {host.missing}: {host.notes}")
+    assert effective_isolation(SandboxConfig(strict=True), host).missing == ()
 
 
 # --- ordinary use ------------------------------------------------------------------------
@@ -222,6 +236,112 @@ def test_background_processes_do_not_outlive_their_cell(box: Sandbox) -> None:
     result = box.run("import subprocess\np = subprocess.Popen(['sleep', '60'])\np.pid")
     assert any("child process" in note for note in result.notes)
     assert run_ok(box, "p.poll() is not None") == "True"
+
+
+def test_host_secrets_cannot_be_read(box: Sandbox) -> None:
+    need(box.isolation.reads, f"read confinement unavailable here: {box.isolation.level}")
+    for code in ("open('/etc/shadow').read()", "import os; os.listdir('/root')", "open('/etc/hostname').read()"):
+        result = box.run(code)
+        assert result.error is not None and result.error.name == "PermissionError", (code, result.value)
+    assert run_ok(box, "import numpy; int(numpy.arange(4).sum())") == "6"  # what it needs still loads
+
+
+def test_a_user_file_outside_the_allow_list_cannot_be_read(box: Sandbox, tmp_path: Path) -> None:
+    need(box.isolation.reads, f"read confinement unavailable here: {box.isolation.level}")
+    private = tmp_path / "notes.txt"
+    private.write_text(SECRET)
+    private.chmod(0o644)  # readable by any uid: only the sandbox's rules stand in the way
+    tmp_path.chmod(0o755)
+    result = box.run(f"open({str(private)!r}).read()")
+    assert result.error is not None and result.error.name == "PermissionError"
+    assert SECRET not in (result.value or "") + result.stdout
+
+
+def test_other_processes_are_invisible_in_proc(box: Sandbox) -> None:
+    need(box.isolation.reads, f"read confinement unavailable here: {box.isolation.level}")
+    env = {"PATH": os.defpath, "LLMOS_FAKE_API_KEY": SECRET}
+    with subprocess.Popen(["sh", "-c", "sleep 30", SECRET], env=env) as host:  # a host process holding the secret
+        try:
+            for _ in range(100):  # until it has exec'd
+                if SECRET in Path(f"/proc/{host.pid}/environ").read_text(errors="replace"):
+                    break
+                time.sleep(0.02)
+            assert SECRET in Path(f"/proc/{host.pid}/environ").read_text(errors="replace")
+            for name in ("environ", "cmdline"):
+                result = box.run(f"open('/proc/{host.pid}/{name}', 'rb').read()")
+                assert result.error is not None and result.error.name in ("FileNotFoundError", "PermissionError")
+                assert SECRET not in (result.value or "")
+        finally:
+            host.kill()
+    pids = run_ok(box, "import os; sorted(int(p) for p in os.listdir('/proc') if p.isdigit())")
+    assert pids is not None and max(eval(pids)) < 100  # only the sandbox's own pid namespace
+
+
+def test_code_runs_unprivileged_under_a_seccomp_filter(box: Sandbox) -> None:
+    need(box.isolation.user and box.isolation.seccomp, f"layers missing here: {box.isolation.missing}")
+    status = run_ok(box, "open('/proc/self/status').read()") or ""
+    fields = dict(line.split(":", 1) for line in eval(status).splitlines() if ":" in line)
+    assert fields["Uid"].split()[0] != "0" and int(fields["CapEff"], 16) == 0 and fields["Seccomp"].strip() == "2"
+    code = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    code += "[(libc.ptrace(16, 1, 0, 0), ctypes.get_errno()), (libc.unshare(0x20000), ctypes.get_errno())]"
+    assert run_ok(box, code) == "[(-1, 1), (-1, 1)]"  # EPERM, from the filter
+
+
+def test_the_host_never_follows_a_link_the_kernel_planted(box: Sandbox, tmp_path: Path) -> None:
+    from llmos_sandbox import documents
+
+    target = tmp_path / "victim"
+    target.mkdir()
+    run_ok(
+        box, f"import os, shutil\nshutil.rmtree('.llmos', ignore_errors=True)\nos.symlink({str(target)!r}, '.llmos')"
+    )
+    written = documents.write(box.workdir, {"https://example.com": "page"})
+    assert list(target.iterdir()) == [] and not written.parent.is_symlink()
+    assert documents.read_page(folder=box.workdir) == "page"
+
+
+HANDED = "a document the user handed to the sandbox"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A sandbox with a small quota, and one file handed to it."""
+    handed = tmp_path_factory.mktemp("handed") / "report.txt"
+    handed.write_text(HANDED)
+    limits = replace(CONFIG.limits, disk_files=2_000, disk_bytes=12 * 2**20)
+    with Sandbox(replace(CONFIG, limits=limits, read_paths=(str(handed),))) as sandbox:
+        sandbox.handed = handed  # type: ignore[attr-defined]
+        yield sandbox
+
+
+def test_files_handed_to_the_sandbox_are_readable(small: Sandbox) -> None:
+    handed = small.handed  # type: ignore[attr-defined]
+    assert run_ok(small, f"open({str(handed)!r}).read()") == repr(HANDED)
+    result = small.run(f"open({str(handed)!r}, 'a').write('x')")
+    assert result.error is not None and result.error.name == "PermissionError"  # read-only
+    assert handed.read_text() == HANDED
+
+
+def test_two_hundred_thousand_small_files_stop_at_the_quota(small: Sandbox) -> None:
+    need(small.isolation.quota, f"no disk quota on this host: {small.isolation.level}")
+    code = "import os\nos.mkdir('many')\nfor n in range(200_000):\n    open(f'many/{n}', 'w').close()"
+    started = time.monotonic()
+    result = small.run(code, timeout=20)
+    assert time.monotonic() - started < 10 and not result.timed_out
+    assert result.error is not None and "No space left on device" in result.error.value
+    assert any("folder is full" in note and "2,000 files" in note for note in result.notes)
+    assert len(os.listdir(small.workdir / "many")) < 2_000
+    assert run_ok(small, "import shutil; shutil.rmtree('many'); open('after.txt', 'w').write('ok')") == "2"
+
+
+def test_bytes_across_many_files_stop_at_the_quota(small: Sandbox) -> None:
+    need(small.isolation.quota, f"no disk quota on this host: {small.isolation.level}")
+    code = "for n in range(4):\n    open(f'big{n}.bin', 'wb').write(b'0' * (6 * 2**20))"  # each under the file limit
+    result = small.run(code)
+    assert result.error is not None and "No space left on device" in result.error.value
+    used = sum(p.stat().st_size for p in small.workdir.glob("big*.bin"))
+    assert used <= 12 * 2**20
+    assert run_ok(small, "import glob, os\nfor p in glob.glob('big*.bin'): os.remove(p)\n'freed'") == "'freed'"
 
 
 # --- the pool ----------------------------------------------------------------------------

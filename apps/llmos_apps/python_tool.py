@@ -16,15 +16,22 @@ Contract
 * The text the model reads is compact: stdout, the repr of the last value, the
   error's last lines, what the sandbox did (timeout, restart) and the artifacts'
   file names. It is marked untrusted: code can print anything it reads.
-* Effects follow the measured isolation: ``Effect.NETWORK`` when the sandbox cannot
-  cut the network, ``Effect.WRITES`` when it cannot confine writes. The level is
-  available to the policy and the audit log as :func:`isolation` (an
-  :class:`llmos_sandbox.Isolation`), on the tool as ``tool.function.isolation``,
-  and in every result's ``data["isolation"]``.
+* Effects say what the code can reach, from the measured isolation, so the policy
+  weighs the ``code`` argument like any tool's: ``Effect.NETWORK`` and
+  ``Effect.SENDS_OUT`` when the sandbox cannot cut the network (the code could carry
+  the pages, files and results it holds to any host), ``Effect.WRITES`` when it cannot
+  confine writes. With every layer in force (network, writes, reads, uid, seccomp,
+  quota) the code reaches only its folder and the files handed to it, and the tool
+  is read-only. Its output is private data for the policy either way (it may hold
+  what the code read). The level is available to the policy and the audit log as
+  :func:`isolation` (an :class:`llmos_sandbox.Isolation`), on the tool as
+  ``tool.function.isolation``, and in every result's ``data["isolation"]``.
 
 Settings (``ToolContext.settings``, read when the first session starts): ``python.timeout``
-(seconds per call, default 60), ``python.pool_size`` (default 1). Not covered: stdin
-(``input()`` fails), GPU access, packages beyond what the environment has.
+(seconds per call, default 60), ``python.pool_size`` (default 1), ``python.strict``
+(default false: refuse to run unless every isolation layer is there), ``python.read_paths``
+(files and folders the user hands the code, read-only). Not covered: stdin (``input()``
+fails), GPU access, packages beyond what the environment has.
 """
 
 from __future__ import annotations
@@ -92,7 +99,7 @@ def effects_for(level: Isolation) -> frozenset[Effect]:
     """What the policy must assume the python tool can do at ``level``."""
     effects = set()
     if not level.network:
-        effects.add(Effect.NETWORK)
+        effects |= {Effect.NETWORK, Effect.SENDS_OUT}
     if not level.writes:
         effects.add(Effect.WRITES)
     return frozenset(effects)
@@ -104,7 +111,12 @@ def sandbox_for(session_id: str, settings: Any = None) -> Sandbox:
     with _lock:
         if _pool is None:
             settings = settings or {}
-            config = SandboxConfig(timeout=float(settings.get("python.timeout", 60)), startup_code=STARTUP_CODE)
+            config = SandboxConfig(
+                timeout=float(settings.get("python.timeout", 60)),
+                startup_code=STARTUP_CODE,
+                strict=bool(settings.get("python.strict", False)),
+                read_paths=tuple(str(p) for p in settings.get("python.read_paths", ())),
+            )
             _pool = SandboxPool(config, size=int(settings.get("python.pool_size", 1)))
         pool = _pool
     return pool.for_session(session_id or "default")

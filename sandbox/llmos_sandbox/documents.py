@@ -4,7 +4,8 @@ Contract
 --------
 * The host writes the documents with :func:`write` (source -> text, oldest first) into
   ``.llmos/documents.json`` of a sandbox's working folder before each cell; the folder is
-  hidden, so the files are never taken for the cell's own output.
+  hidden, so the files are never taken for the cell's own output. A link the kernel
+  planted there (``.llmos`` or the file) is removed, never followed.
 * Code in the kernel calls :func:`read_page` for a page's text and :func:`page_tables`
   for its Markdown tables as pandas DataFrames (the browser renders HTML tables as
   Markdown). Without a source, both take the last web page (``http(s)://`` source) read.
@@ -27,6 +28,7 @@ inside code blocks, pages the model has not read in this session.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,8 +45,13 @@ _PIPE = re.compile(r"(?<!\\)\|")
 def write(folder: str | Path, documents: Mapping[str, str]) -> Path:
     """Save ``documents`` (source -> text, oldest first) where kernel code reads them."""
     path = Path(folder) / FILE
+    for link in (path.parent, path):  # the kernel owns the folder: never follow a link it planted
+        if link.is_symlink():
+            link.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(documents.items())), encoding="utf-8")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(path, flags, 0o644), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(list(documents.items())))
     return path
 
 

@@ -10,6 +10,13 @@ Contract
   anything the code does; it raises :class:`SandboxError` only when a kernel
   cannot be started at all (and :class:`IsolationError` when the host gives less
   isolation than the configuration requires: fail closed).
+* Isolation follows the probe (:mod:`llmos_sandbox.isolation`): what the host gives
+  is applied, what it lacks is named in ``isolation.missing``; ``strict`` refuses to
+  start unless every layer is there. Reads are confined to the interpreter, the
+  system's libraries, the sandbox's folders and ``read_paths`` (files the user hands
+  the kernel, read-only); when we are root the kernel runs as ``nobody``; the session
+  folder is a tmpfs of ``disk_bytes`` and ``disk_files`` (a full folder is an ``OSError``
+  in the cell, with a note saying the quota was reached).
 * Always on: a separate process group (and pid namespace where allowed), an
   environment built from scratch (nothing of the parent's leaks in), a private
   working folder, resource limits, IPC transport in a private 0700 folder, JSON
@@ -47,6 +54,7 @@ import zmq
 from jupyter_client.session import Session
 from llmos_errors import LlmosError
 
+from llmos_sandbox.filesystem import mount_quota, read_allowlist, unmount
 from llmos_sandbox.isolation import (
     CLONE_NEWNET,
     Isolation,
@@ -56,6 +64,7 @@ from llmos_sandbox.isolation import (
     cgroup_remove,
     probe,
     want_namespaces,
+    want_user,
 )
 from llmos_sandbox.outputs import Capture, KernelError, RunResult
 
@@ -105,6 +114,8 @@ class Limits:
     file_size_bytes: int = 256 * 2**20  # largest file a kernel may write
     processes: int = 64
     open_files: int = 512
+    disk_bytes: int = 2**30  # the session folder's quota (tmpfs size), where the host gives one
+    disk_files: int = 20_000  # ... and its inode limit: files and folders together
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,9 @@ class SandboxConfig:
     max_rich_outputs: int = 50
     network: Literal["require", "prefer", "allow"] = "prefer"
     confine_writes: Literal["require", "prefer", "off"] = "prefer"
+    confine_reads: Literal["require", "prefer", "off"] = "prefer"  # needs write confinement (one ruleset)
+    strict: bool = False  # refuse to start unless every isolation layer is there
+    read_paths: tuple[str, ...] = ()  # files and folders the user hands the kernel (read-only)
     startup_code: str = ""  # run once after each (re)start, e.g. imports
     python: str = sys.executable
     root: str | None = None  # parent folder for session folders (default: the temp folder)
@@ -132,25 +146,44 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None, isolation: Isolation | None = None) -> None:
         self.config = config or SandboxConfig()
         self.isolation = effective_isolation(self.config, isolation or probe())
+        missing = [path for path in self.config.read_paths if not os.path.exists(path)]
+        if missing:
+            raise SandboxError(f"read_paths: no such file or folder: {', '.join(missing)}")
         self.session_id = ""
         self.root = Path(tempfile.mkdtemp(prefix="llmos-sbx-", dir=self.config.root))
         self.root.chmod(0o700)
         self.workdir, self.home, self.rundir = self.root / "work", self.root / "home", self.root / "run"
-        for folder in (self.workdir, self.home, self.home / "tmp", self.rundir):
-            folder.mkdir(mode=0o700)
+        self._owner = want_user() if self.isolation.user else None
+        self._quota = False
         self._cgroup = None
-        if "cgroup_pids" in self.isolation.mechanisms:
-            self._cgroup = cgroup_create(f"llmos-{os.getpid()}-{next(_counter)}", self.config.limits.processes)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._process: subprocess.Popen[bytes] | None = None
         self._sockets: list[zmq.Socket[bytes]] = []
         self._cells = 0
         self.closed = False
         try:
+            self._make_folders()
+            if "cgroup_pids" in self.isolation.mechanisms:
+                self._cgroup = cgroup_create(f"llmos-{os.getpid()}-{next(_counter)}", self.config.limits.processes)
             self._start()
         except BaseException:
             self.close()
             raise
+
+    def _make_folders(self) -> None:
+        """The session folder (a tmpfs with the quota, where the host gives one), owned by the kernel's uid."""
+        owner = self._owner or {"uid": os.getuid(), "gid": os.getgid()}
+        if self.isolation.quota:
+            limits = self.config.limits
+            try:
+                mount_quota(self.root, limits.disk_bytes, limits.disk_files, owner["uid"], owner["gid"])
+            except OSError as exc:
+                raise IsolationError(f"the disk quota could not be mounted: {exc}") from exc
+            self._quota = True
+        for folder in (self.workdir, self.home, self.home / "tmp", self.rundir):
+            folder.mkdir(mode=0o700)
+            os.chown(folder, owner["uid"], owner["gid"])
+        os.chown(self.root, owner["uid"], owner["gid"])
 
     # --- public --------------------------------------------------------------------------
 
@@ -172,9 +205,15 @@ class Sandbox:
         result = self._execute(code, timeout or self.config.timeout, capture)
         result.notes[:0] = notes
         result.restarted = result.restarted or bool(notes)
+        limits = self.config.limits
         if result.error and result.error.name == "MemoryError":
             result.memory_exceeded = True
-            result.notes.append(f"the cell ran out of memory (limit {self.config.limits.memory_bytes // 2**20} MiB)")
+            result.notes.append(f"the cell ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
+        if result.error and "[Errno 28]" in result.error.value and self._quota:
+            result.notes.append(
+                f"the sandbox's folder is full (quota: {limits.disk_files:,} files and folders, "
+                f"{limits.disk_bytes // 2**20} MiB); delete files to go on"
+            )
         if self.alive and not result.restarted:
             killed = self._kill_strays()
             if killed:
@@ -200,6 +239,9 @@ class Sandbox:
         self._stop()
         if self._cgroup:
             cgroup_remove(self._cgroup)
+        if self._quota:
+            with contextlib.suppress(OSError):
+                unmount(self.root)  # the files go with the tmpfs
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
@@ -322,6 +364,8 @@ class Sandbox:
         connection_file = self.rundir / "connection.json"
         connection_file.write_text(json.dumps(connection))
         connection_file.chmod(0o600)
+        if self._owner:
+            os.chown(connection_file, self._owner["uid"], self._owner["gid"])
         plan = self._plan(connection_file)
         launcher_env = {"PATH": os.defpath, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         with (self.root / "kernel.log").open("ab") as log:
@@ -377,9 +421,13 @@ class Sandbox:
             rlimits["RLIMIT_NPROC"] = [count, count]
         landlock = None
         if self.isolation.writes:
+            reads = None
+            if self.isolation.reads:
+                reads = [*read_allowlist(self.config.python, self.config.env), *self.config.read_paths]
             landlock = {
                 "write_dirs": [str(self.workdir), str(self.home), str(self.rundir)],
                 "write_files": ["/dev/null"],
+                "read_paths": reads,
                 "deny_tcp": self.config.network != "allow",
             }
         argv = [self.config.python, "-m", "ipykernel_launcher", "-f", str(connection_file)]
@@ -389,6 +437,8 @@ class Sandbox:
             "cgroup": str(self._cgroup) if self._cgroup else None,
             "unshare": flags,
             "landlock": landlock,
+            "user": self._owner,
+            "seccomp": self.isolation.seccomp,
             "rlimits": rlimits,
             "cwd": str(self.workdir),
             "argv": argv,
@@ -488,11 +538,21 @@ def effective_isolation(config: SandboxConfig, host: Isolation) -> Isolation:
         raise IsolationError(f"network isolation is required but this host cannot give it: {host.level}")
     if config.confine_writes == "require" and not host.writes:
         raise IsolationError(f"write confinement is required but this host cannot give it: {host.level}")
-    return replace(
+    if config.confine_reads == "require" and not (host.reads and host.writes and config.confine_writes != "off"):
+        raise IsolationError(f"read confinement is required but this sandbox cannot give it: {host.level}")
+    writes = host.writes and config.confine_writes != "off"
+    level = replace(
         host,
         network=host.network and config.network != "allow",
-        writes=host.writes and config.confine_writes != "off",
+        writes=writes,
+        reads=host.reads and writes and config.confine_reads != "off",
     )
+    if config.strict and level.missing:
+        why = "; ".join(level.notes) or "see the level"
+        raise IsolationError(
+            f"strict mode: this sandbox would lack {', '.join(level.missing)} ({why}); it refuses to run: {level.level}"
+        )
+    return level
 
 
 def describe_exit(process: subprocess.Popen[bytes] | None) -> str:

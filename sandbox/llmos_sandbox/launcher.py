@@ -8,8 +8,11 @@ Contract
     launcher  joins the cgroup, unshares the namespaces, waits for init; exits with
               init's status, and kills init when its own parent disappears
     init      pid 1 of the new pid namespace (when there is one) and a child
-              subreaper: orphans land here; applies Landlock and drops every
-              capability, forks the kernel, reaps, exits with the kernel's status
+              subreaper: orphans land here; in its mount namespace makes every
+              mount private, mounts a /proc of its own and reveals the allowed
+              paths under folders nobody may enter; applies Landlock, switches to
+              the unprivileged uid, drops every capability, loads the seccomp
+              filter; forks the kernel, reaps, exits with the kernel's status
     kernel    applies the resource limits, clears signal dispositions, execs
               ``argv`` with exactly ``env`` (mode "kernel") or attacks its own
               isolation and prints the findings as JSON (mode "probe")
@@ -33,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmos_sandbox import isolation
+from llmos_sandbox import filesystem, isolation
 
 EXIT_ISOLATION_FAILED = 78
 
@@ -96,17 +99,11 @@ def _run_init(
         isolation.set_parent_death_signal(signal.SIGKILL)
         isolation.set_child_subreaper()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to the kernel, never to init
-        landlock = plan.get("landlock")
-        if landlock:
-            applied["landlock_abi"] = isolation.landlock_abi()
-            step(
-                "landlock",
-                lambda: isolation.landlock_confine(
-                    landlock["write_dirs"], landlock["write_files"], landlock.get("deny_tcp", True), True
-                ),
-            )
-        step("no_new_privs", isolation.set_no_new_privs)
-        step("no_capabilities", isolation.drop_capabilities)
+        if plan.get("unshare", 0) & isolation.CLONE_NEWNS and applied.get("namespaces") is True:
+            step("private_mounts", filesystem.make_mounts_private)
+            if applied.get("private_mounts") is True:
+                step("private_proc", filesystem.mount_private_proc)
+        _confine(plan, applied, step)
         kernel = os.fork()
         if kernel == 0:
             _run_kernel(plan, applied, step)
@@ -117,6 +114,33 @@ def _run_init(
     except BaseException as exc:  # init must never fall back into the launcher's code
         print(f"llmos-sandbox: init failed: {exc!r}", file=sys.stderr, flush=True)
         os._exit(EXIT_ISOLATION_FAILED)
+
+
+def _confine(
+    plan: dict[str, Any], applied: dict[str, object], step: Callable[[str, Callable[[], object]], None]
+) -> None:
+    """Landlock (reads confined to the allow-list when it has one), then uid, capabilities, seccomp."""
+    landlock, user = plan.get("landlock"), plan.get("user")
+    reads = landlock.get("read_paths") if landlock else None
+    if landlock and reads is not None and user and applied.get("private_mounts") is True:
+        revealed = [*reads, *landlock["write_dirs"]]
+        step("reveal", lambda: filesystem.reveal(revealed))
+    if landlock:
+        if reads is not None and applied.get("private_proc") is True:
+            reads = [*reads, "/proc"]  # the sandbox's own /proc: it shows no host process
+        applied["landlock_abi"] = isolation.landlock_abi()
+        step(
+            "landlock",
+            lambda: isolation.landlock_confine(
+                landlock["write_dirs"], landlock["write_files"], landlock.get("deny_tcp", True), True, reads
+            ),
+        )
+    step("no_new_privs", isolation.set_no_new_privs)
+    if user:
+        step("user", lambda: isolation.become_user(user["uid"], user["gid"]))
+    step("no_capabilities", isolation.drop_capabilities)
+    if plan.get("seccomp"):
+        step("seccomp", isolation.install_seccomp)
 
 
 def _run_kernel(
@@ -144,27 +168,47 @@ def _set_rlimits(limits: dict[str, list[int]]) -> None:
 
 def _attack(targets: dict[str, Any], applied: dict[str, object]) -> dict[str, Any]:
     """Try what a kernel must not be able to do; report what got through."""
-    try:
-        socket.create_connection(("127.0.0.1", targets["port"]), timeout=2).close()
-        network_blocked = False
-    except OSError:
-        network_blocked = True
-    try:
-        Path(targets["outside"], "escape").write_text("x")
-        writes_blocked = False
-    except OSError:
-        writes_blocked = True
-    try:
-        Path(targets["inside"], "ok").write_text("x")
-        inside_write_ok = True
-    except OSError:
-        inside_write_ok = False
     return {
         "applied": applied,
-        "network_blocked": network_blocked,
-        "writes_blocked": writes_blocked,
-        "inside_write_ok": inside_write_ok,
+        "network_blocked": _fails(lambda: socket.create_connection(("127.0.0.1", targets["port"]), timeout=2).close()),
+        "writes_blocked": _fails(lambda: Path(targets["outside"], "escape").write_text("x")),
+        "inside_write_ok": not _fails(lambda: Path(targets["inside"], "ok").write_text("x")),
+        "reads_blocked": _fails(lambda: Path(targets["outside"], "secret").read_text())
+        and _fails(lambda: Path(f"/proc/{targets['host_pid']}/cmdline").read_bytes())
+        and not _fails(lambda: Path(targets["inside"], "ok").read_text()),
+        "uid": os.getuid(),
+        "capabilities": int(_status("CapEff") or "1", 16),
+        "seccomp_mode": int(_status("Seccomp") or "0"),
+        "quota_stopped": _quota_stops(Path(targets["inside"]), targets["files"]),
     }
+
+
+def _fails(action: Callable[[], object]) -> bool:
+    try:
+        action()
+    except OSError:
+        return True
+    return False
+
+
+def _status(field: str) -> str:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _quota_stops(folder: Path, attempts: int) -> bool:
+    """Create up to ``attempts`` empty files; True when the quota (ENOSPC) stopped us first."""
+    try:
+        for number in range(attempts):
+            Path(folder, f"f{number}").touch()
+    except OSError as exc:
+        return exc.errno == 28
+    return False
 
 
 if __name__ == "__main__":
