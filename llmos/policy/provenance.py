@@ -31,6 +31,10 @@ Labels (documented, conservative rules):
   address is on www.dora-website.com" -> ``dora@…`` from that page).
 * hosts the user named in their own turns (URLs or bare domains) are **user-named**;
   a host matches a user-named host or any of its subdomains.
+* **user values** (:func:`llmos.policy.user_data.user_values`): the values in the user's
+  own turns that can carry a secret (tokens with a digit: codes, account numbers, dates).
+  The user's words are trusted for control, but these values are private: the rules let
+  them go only where the user's words send them.
 
 Matching is on normalized identifiers: whole short values, URLs, e-mail addresses,
 IBAN-like and other long alphanumeric tokens, and (for private data) lines of text
@@ -227,6 +231,11 @@ class ArgumentOrigin:
             for ident, labels in self.labels.items()
             if any(label.startswith("untrusted:") for label in labels) and not vouched(labels)
         ]
+
+    def named_by_user(self) -> bool:
+        """The whole value is in the user's words, or a delegated lookup the user asked for found it."""
+        labels = self.labels.get(normalize(unquote(self.value)), [])
+        return any(label == "user" or label.startswith("delegated:") for label in labels)
 
     def unvouched(self) -> list[str]:
         """Identifiers found nowhere in the context: the model wrote them."""

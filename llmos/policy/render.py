@@ -8,7 +8,15 @@ that a renderer would fetch or follow into plain text:
 * ``![alt](url)`` and ``![alt][ref]`` → ``[image: alt <url>]``;
 * ``[text](url)`` → ``text <url>``; reference definitions ``[ref]: url`` → ``[ref] <url>``;
 * HTML tags (``<img src>``, ``<iframe>``, ``<script>``, ``<link>`` …) → their text
-  with the angle brackets replaced (``‹img src=…›``); autolinks ``<https://…>`` → the URL.
+  with the angle brackets replaced (``‹img src=…›``); autolinks ``<https://…>`` → the URL;
+* control characters (terminal escape sequences: OSC 8 hyperlinks, OSC 52 clipboard
+  writes, title changes, a carriage return that overwrites a line) are removed; newlines
+  and tabs stay.
+
+:class:`SafeStream` does the same for text that arrives in pieces (a console printing
+tokens as they come): text is passed on at once up to the first character that may open
+a construct (``![``, ``[``, ``<``, an escape), and from there on once the line ends, so a
+construct is always rendered whole.
 
 URLs are shown, never removed, so a person can still see where a link points;
 the output contains no markdown image, link or HTML syntax, so rendering it again as
@@ -26,6 +34,8 @@ LINK_INLINE = re.compile(r"\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'][^)]*[\"'])
 REF_DEFINITION = re.compile(r"^\s{0,3}\[([^\]]+)\]:\s*<?(\S+?)>?(?:\s+.*)?$", re.MULTILINE)
 AUTOLINK = re.compile(r"<((?:https?|ftp|data|file)[^>\s]*)>", re.IGNORECASE)
 HTML_TAG = re.compile(r"<(/?[A-Za-z!][^>]*)>")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+OPENERS = re.compile(r"[\[<\x1b\x9b\x9d]|!(?=\[|$)")  # "!" alone at the end may be the start of "!["
 
 
 def render_safe(markdown: str) -> str:
@@ -38,7 +48,29 @@ def render_safe(markdown: str) -> str:
     text = AUTOLINK.sub(lambda m: m.group(1), text)
     text = HTML_TAG.sub(lambda m: "\u2039" + m.group(1) + "\u203a", text)
     text = text.replace("<", "\u2039").replace(">", "\u203a")  # what is left: no tag can re-form
+    text = CONTROL.sub("", text)  # no terminal escape sequence survives
     return text.replace("![", "!\u200b[")  # an image opener that survived nesting stays inert
+
+
+class SafeStream:
+    """:func:`render_safe` for text that arrives in pieces: ``feed`` each piece, then ``finish``."""
+
+    def __init__(self) -> None:
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        """What can be shown now; the rest of a line that may hold a construct is held back."""
+        text = self.held + piece
+        cut = text.rfind("\n") + 1  # whole lines are rendered whole
+        opener = OPENERS.search(text, cut)
+        keep = opener.start() if opener else len(text)
+        shown, self.held = text[:keep], text[keep:]
+        return render_safe(shown) if shown else ""
+
+    def finish(self) -> str:
+        """The text still held back, rendered."""
+        shown, self.held = self.held, ""
+        return render_safe(shown) if shown else ""
 
 
 def _image(alt: str, url: str) -> str:

@@ -13,9 +13,16 @@ provenance it used, as its reasons; they reach the ``audit`` table):
    addresses a host the user never named *and* the call carries private data
    verbatim (a token or a line from a file, mail, memory, sandbox output) →
    ``exfiltration`` (default **deny**; per-tool ``allow`` does not lift it).
-3. **private network**: such a call to an un-named host while both untrusted text and
-   private data are in the context (the data could be encoded, so not found
-   verbatim) → ``private_network`` (default **ask**).
+2b. **user data** (tools with ``NETWORK`` or ``SENDS_OUT``), once untrusted text is in
+   the context: the call carries a value the user typed (:mod:`llmos.policy.user_data`:
+   verbatim, percent-encoded, base64, hex or reversed) to a destination the user did not
+   name: a host, a recipient (``to``, ``iban``, ``channel`` …) whose whole value is not
+   in the user's words (a *record* does not count: an attacker who mailed the user is
+   recorded as a sender), or no destination the arguments show (a search query, code)
+   → ``user_data`` (default **deny**; per-tool ``allow`` does not lift it).
+3. **private network**: such a call to an un-named host while untrusted text and
+   private data (a private result, or a value the user typed) are both in the context
+   (the data could be encoded, so not found verbatim) → ``private_network`` (default **ask**).
 4. **untrusted argument** (tools with ``WRITES`` or ``SENDS_OUT``): a *target* (where
    data, money or access goes: recipient, IBAN, URL, invitee, hotel; which object is
    changed: ``id``, ``*_id``; or a credential) holds an identifier found in an untrusted
@@ -35,9 +42,9 @@ Config shape (a mapping; the task runner passes a task file's ``policy:`` throug
       taint: derived            # derived (default) | context
       hosts: [example.com]      # hosts that count as user-named, besides those in the user's turns
       tools: {python: ask, send_email: allow}
-      actions: {exfiltration: deny, private_network: ask, untrusted_argument: ask}
+      actions: {exfiltration: deny, user_data: deny, private_network: ask, untrusted_argument: ask}
 
-Not covered: values the model transforms before use (see provenance), side channels
+Not covered: values the model transforms before use (see provenance and user_data), side channels
 through read-only tools (a search query is ``NETWORK`` and is checked; a tool that
 under-declares its effects is not), and the number of calls (the kernel's step
 budget bounds it).
@@ -63,14 +70,20 @@ from llmos.policy.provenance import (
     origins,
     vouched,
 )
+from llmos.policy.user_data import UserValue, carried, user_values
 
 if TYPE_CHECKING:
     from llmos.dialects.base import Turn
 
 Action = Literal["allow", "ask", "deny"]
 ACTIONS: tuple[Action, ...] = ("allow", "ask", "deny")
-RULES = ("exfiltration", "private_network", "untrusted_argument")
-DEFAULT_ACTIONS: dict[str, Action] = {"exfiltration": "deny", "private_network": "ask", "untrusted_argument": "ask"}
+RULES = ("exfiltration", "user_data", "private_network", "untrusted_argument")
+DEFAULT_ACTIONS: dict[str, Action] = {
+    "exfiltration": "deny",
+    "user_data": "deny",
+    "private_network": "ask",
+    "untrusted_argument": "ask",
+}
 CONFIG_KEYS = {"taint", "hosts", "tools", "actions"}
 # Arguments that say where data or money goes: they must come from the user or a trusted result.
 DESTINATIONS = frozenset(
@@ -82,6 +95,8 @@ CREDENTIALS = frozenset({"password", "passphrase", "token", "secret", "api_key",
 # Arguments that say which existing object a call changes or deletes (also any ``*_id``).
 REFERENCES = frozenset({"id", "ids"})
 LINK_ARGUMENTS = frozenset({"url", "uri", "link", "href"})
+# Arguments that say who receives what a SENDS_OUT call carries (hosts are read from every argument).
+RECIPIENTS = DESTINATIONS - LINK_ARGUMENTS - {"host", "address", "hotel", "restaurant", "company"}
 
 
 @dataclass(frozen=True)
@@ -133,25 +148,53 @@ class Policy:
             return Decision("deny", (f"configured: {tool.name} -> deny",))
         context = context_from(turns, self.hosts)
         found = origins(arguments, context)
-        findings = self._findings(tool, context, found)
+        values = user_values(context)
+        findings = self._findings(tool, context, found, values)
         if override == "allow":
             findings = [(a, r) for a, r in findings if a == "deny"]  # a leak stays denied
         elif override == "ask":
             findings.append(("ask", f"configured: {tool.name} -> ask"))
         action = strictest(a for a, _ in findings)
         reasons = [r for _, r in findings] or [_allowed_because(tool, override)]
-        reasons += [context.describe(), *(f"arg {o.describe()}" for o in found)]
+        shown = ", ".join(v.masked() for v in values) or "none"
+        reasons += [f"{context.describe()}; user values [{shown}]", *(f"arg {o.describe()}" for o in found)]
         return Decision(action, tuple(reasons))
 
-    def _findings(self, tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[tuple[Action, str]]:
+    def _findings(
+        self, tool: Tool, context: Context, found: list[ArgumentOrigin], values: list[UserValue]
+    ) -> list[tuple[Action, str]]:
         findings: list[tuple[Action, str]] = []
         if tool.effects & {Effect.NETWORK, Effect.SENDS_OUT}:
-            findings += self._network(tool, context, found)
+            findings += self._user_data(tool, context, found, values)
+            findings += self._network(tool, context, found, bool(values))
         if tool.effects & {Effect.WRITES, Effect.SENDS_OUT}:
             findings += self._consequential(tool, context, found)
         return findings
 
-    def _network(self, tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[tuple[Action, str]]:
+    def _user_data(
+        self, tool: Tool, context: Context, found: list[ArgumentOrigin], values: list[UserValue]
+    ) -> list[tuple[Action, str]]:
+        """A value the user typed, on its way to a destination the user did not name, after untrusted text."""
+        if not context.untrusted or not values:
+            return []
+        seen: dict[str, str] = {}
+        for origin in found:
+            for value, how in carried(origin.value, values):
+                seen.setdefault(value.key, f"{value.masked()} in {origin.path} ({how})")
+        unnamed = _unnamed_destinations(tool, context, found) if seen else []
+        if not unnamed:
+            return []
+        pages = ", ".join(f"{s.name}@{s.turn}" for s in context.untrusted)
+        why = (
+            f"user data: {tool.name} would carry the user's own value(s) {'; '.join(seen.values())} to "
+            f"{'; '.join(unnamed)}, which the user never named, after untrusted pages ({pages}) entered the "
+            "context; the user's values go only where the user's words send them"
+        )
+        return [(self.actions["user_data"], why)]
+
+    def _network(
+        self, tool: Tool, context: Context, found: list[ArgumentOrigin], user_values_in_context: bool = False
+    ) -> list[tuple[Action, str]]:
         foreign = sorted({h for o in found for h in o.hosts if not context.host_is_user_named(h)})
         if not foreign:
             return []
@@ -163,10 +206,11 @@ class Policy:
             )
             return [(self.actions["exfiltration"], why)]
         composed = sorted({h for o in found if not o.is_followed_link for h in o.hosts if h in foreign})
-        if composed and context.untrusted and context.private:
+        if composed and context.untrusted and (context.private or user_values_in_context):
+            private = "private data" if context.private else "values the user typed"
             why = (
                 f"private network: {tool.name} addresses host(s) the user never named ({', '.join(composed)}) "
-                "while untrusted text and private data are both in the context"
+                f"in a link it composed, while untrusted text and {private} are both in the context"
             )
             return [(self.actions["private_network"], why)]
         return []
@@ -197,6 +241,21 @@ def _is_target(origin: ArgumentOrigin) -> bool:
     or a credential."""
     name = origin.name
     return name in DESTINATIONS or name in CREDENTIALS or name in REFERENCES or name.endswith(("_id", "_ids"))
+
+
+def _unnamed_destinations(tool: Tool, context: Context, found: list[ArgumentOrigin]) -> list[str]:
+    """Where the call sends what it carries, unless the user named it: hosts, recipients, or nowhere visible.
+
+    A recipient counts as named only when its whole value is in the user's words (or a
+    delegated lookup the user asked for): a *record* vouches that an address exists in
+    the user's account, not that the user wants their data to go there.
+    """
+    unnamed = [f"host {h}" for h in sorted({h for o in found for h in o.hosts if not context.host_is_user_named(h)})]
+    recipients = [o for o in found if o.name in RECIPIENTS] if Effect.SENDS_OUT in tool.effects else []
+    unnamed += [f"{o.path} {o.value!r}" for o in recipients if not o.named_by_user()]
+    if not recipients and not any(o.hosts for o in found):
+        unnamed.append(f"wherever {tool.name} sends it (its arguments name no host or recipient)")
+    return unnamed
 
 
 def _unnamed_links(origin: ArgumentOrigin, context: Context) -> list[tuple[str, str]]:

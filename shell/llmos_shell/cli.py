@@ -4,6 +4,10 @@ Everything heavy is imported inside the command that needs it, so ``llmos --help
 answers in a fraction of a second. The CLI is a consumer of the kernel's event
 stream like any other shell: it prints tokens as they come and shows calls and
 results on their own lines (on stderr, so stdout carries only the answer).
+Everything a model, a page or a tool wrote is shown through
+:func:`llmos.policy.render_safe` (:class:`~llmos.policy.render.SafeStream` for the
+streamed tokens): markdown images, links and HTML are text, terminal escapes are
+removed. The raw text stays in the session store, ``answer.md`` and ``--json``.
 
 ``llmos`` alone opens the terminal assistant (``llmos tui``) when it runs in a terminal and
 textual is installed, and the line chat otherwise.
@@ -163,35 +167,43 @@ def _tool_names(value: str | None) -> list[str] | None:
     return [name.strip() for name in value.split(",") if name.strip()] if value else None
 
 
-def _show(event: Any, out=sys.stdout, err=sys.stderr) -> None:
-    """Print one event the way a person wants to read it."""
+def _show(event: Any, stream: Any, out=sys.stdout, err=sys.stderr) -> None:
+    """Print one event the way a person wants to read it; ``stream`` is the turn's SafeStream."""
+    from llmos.policy import render_safe
+
     kind = event.kind
     if kind == "token":
-        out.write(event.text)
+        out.write(stream.feed(event.text))
         out.flush()
-    elif kind == "call":
-        err.write(f"\n[call {event.name} {json.dumps(event.arguments, ensure_ascii=False)}]\n")
+        return
+    out.write(stream.finish())  # the text before this event, whole
+    out.flush()
+    if kind == "call":
+        err.write(f"\n[call {event.name} {render_safe(json.dumps(event.arguments, ensure_ascii=False))}]\n")
     elif kind == "result":
         text = event.text if len(event.text) < 400 else event.text[:400] + " …"
-        err.write(f"[result{' error' if event.is_error else ''} {event.name}: {text}]\n")
+        err.write(f"[result{' error' if event.is_error else ''} {event.name}: {render_safe(text)}]\n")
     elif kind == "approval_request":
-        err.write(f"[approval needed for {event.name}: {event.reason}]\n")
+        err.write(f"[approval needed for {event.name}: {render_safe(event.reason)}]\n")
     elif kind == "artifact":
-        err.write(f"[artifact {event.path}]\n")
+        err.write(f"[artifact {render_safe(event.path)}]\n")
     elif kind in ("page_in", "page_out"):
         err.write(f"[{kind} {event.page} ({event.tokens} tokens)]\n")
     elif kind == "error":
-        err.write(f"\n[{event.code}] {event.message}\n")
+        err.write(f"\n[{event.code}] {render_safe(event.message)}\n")
 
 
 def _approve_on_terminal(request: Any) -> bool:
     if not sys.stdin.isatty():
         return False  # no person to ask: deny
-    answer = input(f"Allow {request.name}({json.dumps(request.arguments)})? [y/N] ")
+    from llmos.policy import render_safe
+
+    answer = input(f"Allow {request.name}({render_safe(json.dumps(request.arguments))})? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from llmos.policy.render import SafeStream
     from llmos.session import Session
 
     session = Session.open(
@@ -217,9 +229,10 @@ def _chat(args: argparse.Namespace) -> int:
                 return EXIT_OK
             if not text.strip():
                 continue
+            stream = SafeStream()
             for event in session.ask(text, force_call=args.force_call):
-                _show(event)
-            print()
+                _show(event, stream)
+            print(stream.finish())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -274,11 +287,12 @@ def _display(args: argparse.Namespace, label: str, task, single: bool):
 
 
 def _finish(args: argparse.Namespace, results: list) -> int:
+    from llmos.policy import render_safe
     from llmos_shell import runner
 
     if not args.json:
         if len(results) == 1:
-            print(results[0].answer)
+            print(render_safe(results[0].answer))  # the raw answer is in answer.md
         else:
             for result in results:
                 print(f"{result.status:<14} exit {result.exit_code}  {result.folder}")
@@ -322,8 +336,10 @@ def _logs(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(data, indent=2, default=str))
                 return EXIT_OK
+            from llmos.policy import render_safe
+
             for turn in data.get("turns", []):
-                print(f"--- {turn['role']}\n{turn['text']}")
+                print(f"--- {turn['role']}\n{render_safe(turn['text'])}")
             return EXIT_OK
         sessions = store.sessions(limit=args.limit)
         if args.json:

@@ -12,6 +12,11 @@ Contract
   or ``<img src>``: a markdown image is the classic way to exfiltrate data to a URL.
   In ``report.md`` model text goes inside a fenced block, so a Markdown viewer renders none of it.
   The text goes through :func:`llmos.policy.render.render_safe` first (the TUI uses it too).
+* Every tool call lists the policy's decision (allow, ask and whether it was approved, deny)
+  and every reason the policy gave (the rules that fired, the context, each argument's
+  provenance), in a fenced block in ``report.md`` and escaped in ``report.html``: reasons
+  quote arguments the model wrote. A call the kernel refused before the policy (a malformed
+  call, an unknown tool) says so.
 
 Not covered: charts beyond tool timings, diffing two runs.
 """
@@ -95,16 +100,36 @@ def markdown_report(record: RunRecord) -> str:
             lines.append(f"| `{_cell(check['check'])}` | {mark} | {_cell(check['detail'])} |")
         lines.append("")
     calls = [e for e in record.events if e["kind"] == "result"]
+    decisions = policy_decisions(record)
     if calls:
         lines += ["## Tool calls", ""]
         for result in calls:
             status = "error" if result["is_error"] else "ok"
-            lines += [f"### {result['name']} ({status}, {result['seconds']:.2f} s)", "", fenced(result["text"]), ""]
+            decision = decisions.get(result["id"])
+            lines += [f"### {_cell(result['name'])} ({status}, {result['seconds']:.2f} s)", ""]
+            lines += [f"- policy: **{decision_label(decision)}**", ""]
+            if decision is not None:
+                lines += [fenced("\n".join(decision["reasons"])), ""]
+            lines += [fenced(result["text"]), ""]
     if record.artifacts:
         lines += ["## Artifacts", ""]
         lines += [f"- `{p.relative_to(record.folder)}`" for p in record.artifacts]
         lines.append("")
     return "\n".join(lines)
+
+
+def policy_decisions(record: RunRecord) -> dict[str, dict[str, Any]]:
+    """Each call's policy event, by call id."""
+    return {e["id"]: e for e in record.events if e["kind"] == "policy"}
+
+
+def decision_label(decision: dict[str, Any] | None) -> str:
+    """``allow``, ``deny``, ``ask: approved`` / ``ask: not approved``, or why there was none."""
+    if decision is None:
+        return "none (the call never reached the policy: malformed, or no such tool)"
+    if decision["decision"] == "ask":
+        return f"ask: {'approved' if decision.get('approved') else 'not approved'}"
+    return str(decision["decision"])
 
 
 def _cell(text: str) -> str:
@@ -215,12 +240,17 @@ def _calls_html(record: RunRecord) -> list[str]:
     plot = timing_plot(results)
     if plot:
         parts.append(f'<img alt="seconds per tool call" src="{plot}">')
+    decisions = policy_decisions(record)
     for result in results:
         arguments = calls.get(result["id"], {}).get("arguments", {})
-        summary = f"{result['name']} · {'error' if result['is_error'] else 'ok'} · {result['seconds']:.2f} s"
+        decision = decisions.get(result["id"])
+        label = decision_label(decision)
+        summary = f"{result['name']} · {'error' if result['is_error'] else 'ok'} · {result['seconds']:.2f} s · {label}"
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in (decision or {}).get("reasons", []))
         parts += [
             f"<details><summary>{html.escape(summary)}</summary>",
             f"<pre>{html.escape(json.dumps(arguments, ensure_ascii=False, indent=2))}</pre>",
+            f'<p>policy: <strong>{html.escape(label)}</strong></p><ul class="reasons">{reasons}</ul>',
             f"<pre>{html.escape(result['text'])}</pre></details>",
         ]
     return parts

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmos.events import Done, Event
+from llmos.policy import render_safe
 from llmos_shell.report import RunRecord, write_reports
 from llmos_shell.task import Task, TaskError
 
@@ -179,7 +180,15 @@ class LiveDisplay(PlainDisplay):
 
 
 def describe(event: Event) -> str:
-    """One readable line for the events a person follows (tokens are not lines)."""
+    """One readable line for the events a person follows (tokens are not lines).
+
+    What a model, page or tool wrote (arguments, results, reasons that quote them) is
+    shown through :func:`~llmos.policy.render_safe`: no image, link, tag or terminal escape.
+    """
+    return render_safe(_describe(event))
+
+
+def _describe(event: Event) -> str:
     data = event.to_dict()
     kind = event.kind
     if kind == "call":
