@@ -34,6 +34,7 @@ _EXPORTS = {
     "Piece": "llmos.cpu.base",
     "Policy": "llmos.policy",
     "PolicyConfigError": "llmos.policy",
+    "Processes": "llmos.processes",
     "Sampling": "llmos.cpu.base",
     "ScriptedCPU": "llmos.testing",
     "Segment": "llmos.cpu.base",

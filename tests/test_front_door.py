@@ -29,6 +29,7 @@ PUBLIC = [
     "Piece",
     "Policy",
     "PolicyConfigError",
+    "Processes",
     "Sampling",
     "ScriptedCPU",
     "Segment",

@@ -6,7 +6,8 @@ the high-level ``Llama`` helpers re-derive all of that on each call.
 
 Contract (in addition to :mod:`llmos.cpu.base`)
 -----------------------------------------------
-* One sequence (id 0). ``self.tokens`` is the context; the first ``n_evaluated`` of
+* One sequence (``seq``, id 0; :mod:`llmos.cpu.batch` runs several on one context, each a
+  subclass whose ``seq`` is its slot). ``self.tokens`` is the context; the first ``n_evaluated`` of
   them are in the KV cache at positions ``0..n_evaluated-1``. The last sampled
   token is in ``tokens`` but not yet evaluated: it is evaluated with whatever comes
   next, so a call's closing marker costs nothing extra.
@@ -18,7 +19,7 @@ Contract (in addition to :mod:`llmos.cpu.base`)
 * Threads: ``n_threads`` defaults to the number of cores, because llama.cpp threads
   spin, and oversubscribing a small machine slows decoding by orders of magnitude.
 
-Not covered: several sequences, GPU offload settings beyond ``n_gpu_layers``,
+Not covered: several sequences here (see :mod:`llmos.cpu.batch`), GPU offload settings beyond ``n_gpu_layers``,
 LoRA adapters, embeddings.
 """
 
@@ -89,6 +90,8 @@ class LlamaCPU:
     """A GGUF model run in-process by llama.cpp."""
 
     reports_controls = True  # pieces carry token ids and a control flag
+    seq = 0  # the sequence id of this context in the KV cache
+    scratch = SCRATCH  # a second sequence, scratch space for replace_span and save/restore_span
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class LlamaCPU:
         n_gpu_layers: int = 0,
         seed: int = 0,
         flash_attn: bool = False,
+        sequences: int = 2,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -122,8 +126,9 @@ class LlamaCPU:
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.no_perf = True
-        # a second sequence, sharing one KV buffer, is scratch space for replace_span
-        ctx_params.n_seq_max = 2
+        # a second sequence, sharing one KV buffer, is scratch space for replace_span; more are
+        # for llmos.cpu.batch, whose sessions each own one (their cells share the n_ctx of the buffer)
+        ctx_params.n_seq_max = sequences
         ctx_params.kv_unified = True
         # llama.cpp's default (auto) turns flash attention on; on a CPU it is slower for
         # small models, so it is opt-in here, as in llama-cpp-python's Llama.
@@ -262,7 +267,7 @@ class LlamaCPU:
     def truncate(self, position: int) -> None:
         """Forget everything from ``position`` on."""
         if position < self.n_evaluated:
-            self.lib.llama_memory_seq_rm(self._memory, 0, position, -1)
+            self.lib.llama_memory_seq_rm(self._memory, self.seq, position, -1)
             self.n_evaluated = position
             self._logits_ready = False
         del self.tokens[position:]
@@ -283,9 +288,9 @@ class LlamaCPU:
             self.tokens.extend(suffix)
             return False
         lib = self.lib
-        if not lib.llama_memory_seq_rm(self._memory, 0, start, end):
+        if not lib.llama_memory_seq_rm(self._memory, self.seq, start, end):
             raise CPUError("llama_memory_seq_rm refused a partial removal")
-        lib.llama_memory_seq_add(self._memory, 0, end, -1, -(end - start))
+        lib.llama_memory_seq_add(self._memory, self.seq, end, -1, -(end - start))
         del self.tokens[start:end]
         self.n_evaluated -= end - start
         return True
@@ -309,16 +314,17 @@ class LlamaCPU:
             self.tokens.extend(suffix)
             return False
         lib, memory = self.lib, self._memory
-        if not lib.llama_memory_seq_rm(memory, 0, start, end):
+        if not lib.llama_memory_seq_rm(memory, self.seq, start, end):
             raise CPUError("llama_memory_seq_rm refused a partial removal")
         if delta:
-            lib.llama_memory_seq_add(memory, 0, end, -1, delta)  # the suffix moves, leaving a hole
+            lib.llama_memory_seq_add(memory, self.seq, end, -1, delta)  # the suffix moves, leaving a hole
         # llama.cpp only decodes a sequence at its end, so the new tokens are decoded in a
         # scratch sequence holding a copy of the prefix, then handed to sequence 0.
-        lib.llama_memory_seq_cp(memory, 0, SCRATCH, 0, start)
-        self._decode_at(list(tokens), start, seq=SCRATCH)
-        lib.llama_memory_seq_cp(memory, SCRATCH, 0, start, start + len(tokens))
-        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+        seq, scratch = self.seq, self.scratch
+        lib.llama_memory_seq_cp(memory, seq, scratch, 0, start)
+        self._decode_at(list(tokens), start, seq=scratch)
+        lib.llama_memory_seq_cp(memory, scratch, seq, start, start + len(tokens))
+        lib.llama_memory_seq_rm(memory, scratch, -1, -1)
         self.tokens[start:end] = list(tokens)
         self.n_evaluated += delta
         return True
@@ -348,7 +354,7 @@ class LlamaCPU:
         lib, batch = self.lib, self._batch
         if self.n_evaluated == len(self.tokens) and not self._logits_ready and self.tokens:
             # nothing new, but the last logits are gone (a span was edited): run the last token again
-            self.lib.llama_memory_seq_rm(self._memory, 0, self.n_evaluated - 1, -1)
+            self.lib.llama_memory_seq_rm(self._memory, self.seq, self.n_evaluated - 1, -1)
             self.n_evaluated -= 1
         started = time.perf_counter()
         while self.n_evaluated < len(self.tokens):
@@ -358,7 +364,7 @@ class LlamaCPU:
                 batch.token[i] = token
                 batch.pos[i] = self.n_evaluated + i
                 batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
+                batch.seq_id[i][0] = self.seq
                 batch.logits[i] = i == len(chunk) - 1
             status = lib.llama_decode(self._ctx, batch)
             if status != 0:
@@ -410,10 +416,7 @@ class LlamaCPU:
             for _ in range(sampling.max_tokens):
                 if len(self.tokens) >= self.n_ctx:
                     raise ContextOverflow(f"the context window of {self.n_ctx} tokens is full")
-                self._evaluate_pending()
-                started = time.perf_counter()
-                token = self.lib.llama_sampler_sample(chain, self._ctx, -1)
-                self.counters.sample_seconds += time.perf_counter() - started
+                token = self._next_token(chain)
                 self.counters.tokens_sampled += 1
                 end = self.is_end(token)
                 if self._is_eog(token) and sampling.grammar and sampling.forced_suffix:
@@ -429,6 +432,14 @@ class LlamaCPU:
         finally:
             self.lib.llama_sampler_free(chain)
 
+    def _next_token(self, chain) -> int:
+        """Evaluate what is pending and sample the next token (:mod:`llmos.cpu.batch` batches this step)."""
+        self._evaluate_pending()
+        started = time.perf_counter()
+        token = self.lib.llama_sampler_sample(chain, self._ctx, -1)
+        self.counters.sample_seconds += time.perf_counter() - started
+        return token
+
     def _force(self, markup: str) -> Iterator[Piece]:
         for token in self.tokenize(markup, special=True) if markup else []:
             self.tokens.append(token)
@@ -439,15 +450,15 @@ class LlamaCPU:
     def save_state(self) -> bytes:
         """The KV state of the sequence (``llama_state_seq_get_data``)."""
         self._evaluate_pending()
-        size = self.lib.llama_state_seq_get_size(self._ctx, 0)
+        size = self.lib.llama_state_seq_get_size(self._ctx, self.seq)
         buffer = (ctypes.c_uint8 * size)()
-        written = self.lib.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+        written = self.lib.llama_state_seq_get_data(self._ctx, buffer, size, self.seq)
         return ctypes.string_at(buffer, written)  # one copy: slicing a ctypes array builds a list
 
     def restore_state(self, data: bytes, tokens: Sequence[int]) -> None:
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        self.lib.llama_memory_seq_rm(self._memory, 0, -1, -1)
-        if not self.lib.llama_state_seq_set_data(self._ctx, buffer, len(data), 0):
+        self.lib.llama_memory_seq_rm(self._memory, self.seq, -1, -1)
+        if not self.lib.llama_state_seq_set_data(self._ctx, buffer, len(data), self.seq):
             raise CPUError("llama_state_seq_set_data failed")
         self.tokens = list(tokens)
         self.n_evaluated = len(tokens)
@@ -460,13 +471,13 @@ class LlamaCPU:
         holds that span alone (with its positions); see :meth:`restore_span`.
         """
         self._evaluate_pending()
-        lib, memory = self.lib, self._memory
-        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
-        lib.llama_memory_seq_cp(memory, 0, SCRATCH, start, end)
-        size = lib.llama_state_seq_get_size(self._ctx, SCRATCH)
+        lib, memory, scratch = self.lib, self._memory, self.scratch
+        lib.llama_memory_seq_rm(memory, scratch, -1, -1)
+        lib.llama_memory_seq_cp(memory, self.seq, scratch, start, end)
+        size = lib.llama_state_seq_get_size(self._ctx, scratch)
         buffer = (ctypes.c_uint8 * size)()
-        written = lib.llama_state_seq_get_data(self._ctx, buffer, size, SCRATCH)
-        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+        written = lib.llama_state_seq_get_data(self._ctx, buffer, size, scratch)
+        lib.llama_memory_seq_rm(memory, scratch, -1, -1)
         return ctypes.string_at(buffer, written)  # one copy: slicing a ctypes array builds a list
 
     def restore_span(self, data: bytes, tokens: Sequence[int], saved_start: int) -> None:
@@ -477,16 +488,16 @@ class LlamaCPU:
         had when saved: exact when that prefix is unchanged, an approximation otherwise.
         """
         self._evaluate_pending()
-        lib, memory = self.lib, self._memory
+        lib, memory, scratch = self.lib, self._memory, self.scratch
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
-        if not lib.llama_state_seq_set_data(self._ctx, buffer, len(data), SCRATCH):
+        lib.llama_memory_seq_rm(memory, scratch, -1, -1)
+        if not lib.llama_state_seq_set_data(self._ctx, buffer, len(data), scratch):
             raise CPUError("llama_state_seq_set_data refused the saved span")
         delta = self.n_evaluated - saved_start
         if delta:
-            lib.llama_memory_seq_add(memory, SCRATCH, -1, -1, delta)
-        lib.llama_memory_seq_cp(memory, SCRATCH, 0, self.n_evaluated, self.n_evaluated + len(tokens))
-        lib.llama_memory_seq_rm(memory, SCRATCH, -1, -1)
+            lib.llama_memory_seq_add(memory, scratch, -1, -1, delta)
+        lib.llama_memory_seq_cp(memory, scratch, self.seq, self.n_evaluated, self.n_evaluated + len(tokens))
+        lib.llama_memory_seq_rm(memory, scratch, -1, -1)
         self.tokens.extend(tokens)
         self.n_evaluated += len(tokens)
         self._logits_ready = False

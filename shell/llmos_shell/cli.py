@@ -78,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="the run folder (one task only; default runs/<time>-<name>/)")
     run.add_argument("--runs-dir", metavar="DIR", default="runs", help="where new run folders go (default: runs)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its run folder")
-    run.add_argument("--jobs", type=int, default=1, help="run N tasks at once (threads; for HTTP backends)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run N tasks at once (threads; tasks on one local model share it: batched, N KV slots, see `llmos ps`)",
+    )
 
     models = commands.add_parser("models", help="list bundled, pulled and known models")
     models.add_argument("--json", action="store_true")
@@ -93,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--limit", type=int, default=20)
 
     commands.add_parser("tools", help="list the installed tools and plugin problems")
+    from llmos_shell import ps
+
+    ps.add_parser(commands)
     return parser
 
 
@@ -106,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "tui": _tui,
         "models": _models,
         "pull": _pull,
+        "ps": _ps,
         None: _default,
     }
     try:
@@ -354,6 +363,12 @@ def dataclasses_asdict(value: Any) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(value)
+
+
+def _ps(args: argparse.Namespace) -> int:
+    from llmos_shell import ps
+
+    return ps.run(args)
 
 
 def _tools(args: argparse.Namespace) -> int:

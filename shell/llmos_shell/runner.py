@@ -23,9 +23,10 @@ Contract
   the interruption is dispatched (see :mod:`llmos.kernel`). A run that had answered but was
   killed before its files were written only gets them written. Budgets start afresh for
   the resumed part; ``force_call`` applies only if the model had not said anything yet.
-* Several tasks (:func:`run_many`, ``--jobs N``) run in threads, each with its own session,
-  store connection and CPU. That is only sensible against an HTTP backend: N local GGUF runs
-  load the model N times and share the same cores.
+* Several tasks (:func:`run_many`, ``--jobs N``) run in threads, each with its own session and
+  store connection. Tasks on one local GGUF model share it (:mod:`llmos.processes`: one loaded
+  model, ``N`` KV slots, their decode steps batched, idle sessions swapped out; ``llmos ps``
+  lists them); tasks on a server each get their own client.
 
 Not covered: cancelling one job of several, retrying failed runs, remote run folders.
 """
@@ -295,6 +296,8 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
         meta = {"run": str(folder)}
         session_id = store.new_session(title=title, model=machine.spec, dialect=machine.dialect.name, meta=meta)
         turns = None
+    if hasattr(machine.cpu, "session_id"):  # a process of a shared model: `llmos ps` shows its session
+        machine.cpu.session_id = session_id
     kernel = Kernel(machine.cpu, machine.dialect, registry, session_id=session_id, turns=turns, **kernel_options)
     return Session(kernel, store, session_id, machine)
 
@@ -426,17 +429,64 @@ def worst(codes: list[int]) -> int:
 def run_many(
     tasks: list[tuple[Path, Task]], options: RunOptions, jobs: int, make_display: Callable[[str], Display]
 ) -> list[RunResult]:
-    """Run several validated tasks, ``jobs`` at a time, each into its own run folder."""
+    """Run several validated tasks, ``jobs`` at a time, each into its own run folder.
+
+    Tasks on the same local GGUF model share one loaded copy (:class:`llmos.processes.Processes`:
+    ``jobs`` KV slots, batched decoding, listed by ``llmos ps``) unless ``options.machine_factory``
+    chooses the machines.
+    """
+    shared: dict[str, Any] = {}
+    factory = options.machine_factory or _shared_machines(tasks, min(jobs, len(tasks)), shared)
 
     def one(item: tuple[Path, Task]) -> RunResult:
         source, task = item
-        job_options = RunOptions(
-            None, options.runs_dir, options.store, options.approver, options.machine_factory, options.registry
-        )
+        job_options = RunOptions(None, options.runs_dir, options.store, options.approver, factory, options.registry)
         return run_task(task, job_options, make_display(source.name), source)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, tasks))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            return list(pool.map(one, tasks))
+    finally:
+        for processes in shared.values():
+            processes.close()
+
+
+def _shared_machines(tasks: list[tuple[Path, Task]], slots: int, shared: dict[str, Any]) -> Callable[[Task], Any]:
+    """A machine factory: a task on a local model gets a session of that model's shared engine."""
+    lock = threading.Lock()
+    windows: dict[str, int] = {}
+    for _, task in tasks:
+        spec = _local_spec(task.model)
+        if spec is not None:
+            windows[spec] = max(windows.get(spec, 0), task.n_ctx)
+
+    def factory(task: Task) -> Any:
+        from llmos.processes import Processes
+
+        spec = _local_spec(task.model)
+        if spec is None or slots <= 1:
+            return None  # a server, or nothing to share: opened the usual way
+        with lock:
+            if spec not in shared:
+                shared[spec] = Processes.open(spec, slots=slots, n_ctx=windows[spec])
+        title = task.title or task.prompt[:80]
+        return shared[spec].machine(dialect=task.dialect, title=title, budget=task.budgets.tokens)
+
+    return factory
+
+
+def _local_spec(model: str | None) -> str | None:
+    """The model file a task's model names, or ``None`` (a server, or no such model: the task reports it)."""
+    from llmos.cpu.base import CPUError
+    from llmos.models import default_model, resolve_spec
+
+    try:
+        spec = resolve_spec(model)
+        if spec and spec.startswith(("http://", "https://")):
+            return None
+        return str(default_model()) if spec in (None, "", "default") else str(Path(spec).expanduser())
+    except CPUError:
+        return None
 
 
 def _write_json(path: Path, data: Any) -> None:
