@@ -73,3 +73,12 @@ def test_the_published_schema_is_up_to_date():
     published = (REPO / "docs" / "task.schema.json").read_text(encoding="utf-8")
     assert published == schema_text(), "regenerate: python -m llmos_shell.task > docs/task.schema.json"
     assert json.loads(published)["additionalProperties"] is False
+
+
+def test_model_names_stay_names_and_paths_resolve_against_the_task_file(tmp_path):
+    """``smollm2`` (a packaged model) and pulled short names are names, not files beside the task."""
+    for name in ("smollm2", "qwen2.5-0.5b", "default", "http://127.0.0.1:8080", "hf:o/r/f.gguf"):
+        (tmp_path / "t.yaml").write_text(f"prompt: hi\nmodel: {name}\n")
+        assert load_task(tmp_path / "t.yaml").model == name
+    (tmp_path / "t.yaml").write_text("prompt: hi\nmodel: models/mine.gguf\n")
+    assert load_task(tmp_path / "t.yaml").model == str(tmp_path / "models/mine.gguf")

@@ -205,12 +205,14 @@ class Task(_Strict):
 
 
 def _is_path_spec(model: str) -> bool:
-    """Everything that is not the bundled model, a URL, a hub id or a known short name is a path."""
+    """Everything that is not the bundled model, a URL, a hub id, a known short name or a packaged model
+    (``smollm2``) is a path."""
     if model == "default" or model.startswith(("http://", "https://", "hf:")):
         return False
+    from llmos.models import PACKAGED_MODELS
     from llmos.pull import KNOWN_MODELS  # light: a dict, no hub import
 
-    return model not in KNOWN_MODELS
+    return model not in KNOWN_MODELS and model not in PACKAGED_MODELS
 
 
 def _against(base: Path, value: str) -> Path:
