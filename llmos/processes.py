@@ -42,16 +42,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from llmos_memory.migrations import migrate
+
 from llmos.cpu.batch import BatchEngine, ProcessInfo
 from llmos.models import Machine, ModelNotFound, _dialect_for, default_model, resolve_spec
 
 ACTIONS = ("pause", "resume", "kill")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS processes (
-    id TEXT PRIMARY KEY, pid INTEGER, owner TEXT, state TEXT, slot INTEGER, title TEXT, session TEXT, model TEXT,
-    tokens INTEGER, evaluated INTEGER, budget INTEGER, context INTEGER, swaps INTEGER, updated REAL);
-CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, action TEXT, made REAL);
-"""
+# Schema migrations (llmos_memory.migrations): append, never edit a released one.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE processes (
+            id TEXT PRIMARY KEY, pid INTEGER, owner TEXT, state TEXT, slot INTEGER, title TEXT, session TEXT,
+            model TEXT, tokens INTEGER, evaluated INTEGER, budget INTEGER, context INTEGER, swaps INTEGER,
+            updated REAL)""",
+        "CREATE TABLE requests (id TEXT PRIMARY KEY, action TEXT, made REAL)",
+    ],
+]
 
 
 def default_table_path() -> Path:
@@ -76,8 +82,11 @@ class ProcessTable:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else default_table_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            migrate(db, MIGRATIONS, self.path)
+        finally:
+            db.close()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
