@@ -43,7 +43,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from llmos_sandbox import Isolation, RunResult, Sandbox, SandboxConfig, SandboxPool, documents, probe
+from llmos_sandbox import CellResult, Isolation, Sandbox, SandboxConfig, SandboxPool, documents, probe
 from llmos_tools import Artifact, Effect, Tool, ToolContext, ToolResult, Trust, hookimpl, make_tool
 
 STARTUP_CODE = """
@@ -166,7 +166,7 @@ def python(code: str, context: ToolContext) -> ToolResult:
     )
 
 
-def render(result: RunResult, artifacts: list[Artifact]) -> str:
+def render(result: CellResult, artifacts: list[Artifact]) -> str:
     """The compact text the model reads."""
     parts: list[str] = []
     if result.stdout.strip():
@@ -221,7 +221,7 @@ def _collect_files(folder: Path, before: dict[Path, tuple[int, int]], target: Pa
     return artifacts
 
 
-def _save_images(result: RunResult, target: Path) -> list[Artifact]:
+def _save_images(result: CellResult, target: Path) -> list[Artifact]:
     artifacts: list[Artifact] = []
     for index, output in enumerate(result.outputs):
         if "image/png" in output.data and len(artifacts) < MAX_ARTIFACTS:

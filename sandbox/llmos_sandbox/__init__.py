@@ -12,16 +12,16 @@ Front door::
 from llmos_sandbox import documents
 from llmos_sandbox.isolation import Isolation, IsolationError, probe
 from llmos_sandbox.kernel import Limits, Sandbox, SandboxConfig, SandboxError
-from llmos_sandbox.outputs import KernelError, Output, RunResult
+from llmos_sandbox.outputs import CellResult, KernelError, Output
 from llmos_sandbox.pool import SandboxPool
 
 __all__ = [
+    "CellResult",
     "Isolation",
     "IsolationError",
     "KernelError",
     "Limits",
     "Output",
-    "RunResult",
     "Sandbox",
     "SandboxConfig",
     "SandboxError",

@@ -3,7 +3,7 @@
 Contract
 --------
 * ``Sandbox(config).run(code, timeout)`` executes a cell in a kernel that keeps its
-  variables between calls and returns a :class:`RunResult`: stdout, stderr, rich
+  variables between calls and returns a :class:`CellResult`: stdout, stderr, rich
   outputs (mime bundles: ``text/plain``, ``image/png`` in base64, ``text/html``),
   the error with its traceback, and flags: ``timed_out``, ``memory_exceeded``,
   ``killed``, ``restarted``, ``output_truncated``. ``run`` never raises for
@@ -66,7 +66,7 @@ from llmos_sandbox.isolation import (
     want_namespaces,
     want_user,
 )
-from llmos_sandbox.outputs import Capture, KernelError, RunResult
+from llmos_sandbox.outputs import Capture, CellResult, KernelError
 
 # Run in every kernel after start. ipykernel buffers a cell's prints without bound before it
 # sends them, so a flood must be stopped inside the kernel; the client's byte count is the backstop.
@@ -191,7 +191,7 @@ class Sandbox:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def run(self, code: str, timeout: float | None = None) -> RunResult:
+    def run(self, code: str, timeout: float | None = None) -> CellResult:
         """Execute ``code`` in the kernel; contained, whatever it does."""
         if self.closed:
             raise SandboxError("this sandbox is closed")
@@ -252,7 +252,7 @@ class Sandbox:
 
     # --- one cell ------------------------------------------------------------------------
 
-    def _execute(self, code: str, timeout: float, capture: Capture) -> RunResult:
+    def _execute(self, code: str, timeout: float, capture: Capture) -> CellResult:
         result = capture.result
         content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
         message = self._session.msg("execute_request", {**content, "allow_stdin": False, "stop_on_error": True})
@@ -319,7 +319,7 @@ class Sandbox:
             if message["parent_header"].get("msg_id") == msg_id:
                 found = message
 
-    def _kill_and_restart(self, result: RunResult, why: str) -> None:
+    def _kill_and_restart(self, result: CellResult, why: str) -> None:
         result.killed = True
         self._stop()
         self._start()

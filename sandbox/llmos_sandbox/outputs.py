@@ -1,4 +1,4 @@
-"""What one cell gives back (:class:`RunResult`), and the capped collector that builds it.
+"""What one cell gives back (:class:`CellResult`), and the capped collector that builds it.
 
 Contract: a :class:`Capture` keeps at most ``max_output_chars`` of each stream in the
 result, writes the whole stream into ``spill_dir/cell-N-stdout.txt`` once it overflows
@@ -46,7 +46,7 @@ class Output:
 
 
 @dataclass
-class RunResult:
+class CellResult:
     stdout: str = ""
     stderr: str = ""
     outputs: list[Output] = field(default_factory=list)
@@ -85,7 +85,7 @@ class Capture:
         self.kept_chars = {"stdout": 0, "stderr": 0}
         self.spill: dict[str, IO[str]] = {}
         self.total_bytes = 0
-        self.result = RunResult()
+        self.result = CellResult()
 
     @property
     def over_limit(self) -> bool:
@@ -122,7 +122,7 @@ class Capture:
         texts = {mime: v if isinstance(v, str) else json.dumps(v) for mime, v in data.items()}
         self.result.outputs.append(Output(kind, texts))
 
-    def finish(self) -> RunResult:
+    def finish(self) -> CellResult:
         for handle in self.spill.values():
             handle.close()
         for name in ("stdout", "stderr"):
