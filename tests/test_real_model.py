@@ -8,6 +8,7 @@ template says, token for token, and so answer exactly as llama-cpp-python's
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -134,7 +135,8 @@ def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
 def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
     main = "import sys; from llmos_shell.cli import main; sys.exit(main())"
     options = f"--model smollm2 --tools calculator --n-ctx 4096 --store {tmp_path / 's.db'}"
-    command = f"{sys.executable} -c '{main}' tui {options}"
+    home = tmp_path / "home"
+    command = f"LLMOS_HOME={home} {sys.executable} -c '{main}' tui {options}"
     screen = TmuxScreen(command)
     try:
         screen.shows("llmos — session ")  # the model is loaded and the session open
@@ -145,6 +147,13 @@ def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
         lines = shown.splitlines()
         asked = next(i for i, line in enumerate(lines) if "> Hello! Who are you?" in line)
         assert "help" in " ".join(lines[asked + 1 : asked + 4])  # a greeting streamed in, not a call or an error
+        # the session is a process on the shared model: another terminal's `llmos ps` lists it
+        ps = subprocess.run(
+            [sys.executable, "-c", main, "ps", "--json"], env={**os.environ, "LLMOS_HOME": str(home)},
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        (row,) = json.loads(ps.stdout)
+        assert row["title"] == "tui" and row["tokens"] > 0 and row["model"].endswith(".gguf")
     finally:
         screen.close()
 
