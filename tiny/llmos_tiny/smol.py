@@ -17,8 +17,15 @@ Contract
   8 bits, PyTorch by the dequantized weights in float32. :class:`Parity` reports the largest
   logit difference, the correlation and whether the top token agrees at every position.
 
-Not covered: architectures other than llama, GGUF files split in parts, and writing a GGUF
-back (the fine-tune ships a LoRA adapter; see issue 25).
+LoRA adapters (what the fine-tune ships): ``adapters`` map a linear layer's ``transformers``
+name (``model.layers.3.self_attn.q_proj``) to ``(A, B)`` with ``A: (r, in)`` and ``B: (out, r)``;
+the layer becomes ``W + alpha / r · B A``. :func:`merge_lora` applies them to the PyTorch model,
+:func:`export_lora` writes them as a llama.cpp LoRA GGUF (``general.type = adapter``,
+``adapter.lora.alpha``, tensors ``blk.N.attn_q.weight.lora_a`` / ``.lora_b``, Q and K rows of B
+permuted as the converter permutes the base), which llama.cpp loads over the base model.
+
+Not covered: architectures other than llama, GGUF files split in parts, and writing a whole
+model GGUF back.
 """
 
 from __future__ import annotations
@@ -102,6 +109,58 @@ def _hf_name(name: str, array: np.ndarray, config: dict[str, Any], weights: dict
     return f"model.layers.{layer}.{_NAMES[part]}.weight"
 
 
+def _permute(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """The converter's interleaving (the inverse of :func:`_unpermute`)."""
+    rows = weight.shape[0]
+    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _gguf_name(hf_name: str) -> tuple[str, str]:
+    """``model.layers.3.self_attn.q_proj`` → (``blk.3.attn_q.weight``, ``attn_q``)."""
+    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", hf_name)
+    part = next((gguf for gguf, hf in _NAMES.items() if match and hf == match.group(2)), None)
+    if match is None or part is None or part.endswith("norm"):
+        raise ValueError(f"{hf_name!r} is not a linear layer of a llama block")
+    return f"blk.{match.group(1)}.{part}.weight", part
+
+
+def merge_lora(model: Any, adapters: dict[str, tuple[np.ndarray, np.ndarray]], alpha: float) -> None:
+    """Add ``alpha / r · B A`` to each adapted layer of the PyTorch model, in place."""
+    import torch
+
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, (a, b) in adapters.items():
+            _gguf_name(name)  # a layer llama.cpp can adapt
+            delta = (alpha / a.shape[0]) * (torch.tensor(b) @ torch.tensor(a))
+            modules[name].weight += delta.to(modules[name].weight.dtype)
+
+
+def export_lora(
+    path: str | Path, adapters: dict[str, tuple[np.ndarray, np.ndarray]], alpha: float, config: dict[str, Any]
+) -> Path:
+    """Write ``adapters`` as a llama.cpp LoRA GGUF (float16) for a model of ``config``; returns the path."""
+    import gguf
+
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    for name, (a, b) in sorted(adapters.items()):
+        base, part = _gguf_name(name)
+        if part in ("attn_q", "attn_k"):  # B's rows follow the base weight's rows
+            heads = config["num_attention_heads"] if part == "attn_q" else config["num_key_value_heads"]
+            b = _permute(np.asarray(b), heads)
+        writer.add_tensor(f"{base}.lora_a", np.ascontiguousarray(a, dtype=np.float16))
+        writer.add_tensor(f"{base}.lora_b", np.ascontiguousarray(b, dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def load_gguf_llama(path: str | Path) -> Any:
     """A ``transformers`` ``LlamaForCausalLM`` (float32, eval mode) with the GGUF's weights."""
     import gguf
@@ -138,13 +197,15 @@ class Parity:
         }
 
 
-def logits_parity(model: Any, gguf_path: str | Path, text: str) -> Parity:
-    """Compare the model's logits with llama.cpp's for every position of ``text`` (tokenized by llama.cpp)."""
+def logits_parity(model: Any, gguf_path: str | Path, text: str, lora: str | Path | None = None) -> Parity:
+    """Compare the model's logits with llama.cpp's for every position of ``text`` (tokenized by llama.cpp),
+    with the LoRA GGUF ``lora`` loaded over the base when given."""
     import torch
 
     from llmos.testing import plain_llama
 
-    llama = plain_llama(gguf_path, n_ctx=512, logits_all=True, n_threads=2)
+    options: dict[str, Any] = {"lora_path": str(lora)} if lora else {}
+    llama = plain_llama(gguf_path, n_ctx=512, logits_all=True, n_threads=2, **options)
     try:
         tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
         llama.eval(tokens)
