@@ -19,8 +19,12 @@ companies are new (phrasings come from the same templates).
   ``ratio`` step is judged from the first calculator call itself: its value within 1% of the
   reference's mean ratio, so a broken python cell no longer hides a wrong ratio);
 * ``demo``: the same on the three real companies of ``examples/web`` (never trained on).
+* ``chat_no_call``: the share of the plain chat prompts of ``benchmarks/data/chat_prompts.txt``
+  (greetings, advice, definitions, short writing; held out of every curriculum) answered with
+  no tool call in a turn that ends with a non-empty answer, every tool offered.
 
-Usage: ``python benchmarks/tiny_eval.py [MODEL.gguf] [--n 40] [--companies 20] [--json]``.
+Usage: ``python benchmarks/tiny_eval.py [MODEL] [--n 40] [--companies 20] [--chat 50] [--json]``
+(MODEL: a GGUF path or a model name such as ``smollm2``; default the bundled llmos-tiny).
 Not covered: sampling with temperature, the recall and imagegen tasks, tasks in other phrasings.
 """
 
@@ -45,6 +49,8 @@ from llmos.dialects.llmos import CALL, CALL_END, LlmosDialect
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"call_valid": 0.99, "right_tool": 0.95, "args_right": 0.90, "answer_right": 0.90, "valuation_success": 0.80}
+CHAT_TARGET = 0.95  # issue 25: plain chat answered without a call, in a turn that ends
+CHAT_PROMPTS = Path(__file__).with_name("data") / "chat_prompts.txt"
 SEED = 424_242  # training uses seeds 0 and 1,000,003
 STEPS = ("search", "open", "calculator", "python")  # the demo's method, call by call
 
@@ -131,6 +137,25 @@ def _as_transcript(turns) -> dict:
     return {"turns": [{"role": t.role, "text": t.text} for t in turns]}
 
 
+def chat_prompts(limit: int) -> list[str]:
+    lines = [line.strip() for line in CHAT_PROMPTS.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")][:limit]
+
+
+def score_plain_chat(prompt: str, model: str, out: Path) -> dict:
+    """A prompt that needs no tool: right when the turn ends with an answer and nothing was called."""
+    result, transcript = run({"prompt": prompt, "tools": all_tool_names()}, model, out)
+    calls = sum(1 for turn in transcript["turns"] if turn["role"] == "result")
+    answer = (result.answer or "").strip()
+    return {
+        "prompt": prompt,
+        "calls": calls,
+        "status": result.status,
+        "no_call": calls == 0 and result.status == "answer" and bool(answer),
+        "answer": answer[:200],
+    }
+
+
 def score_valuation(company, world_root: Path, model: str, out: Path, reference, prompt: str) -> dict:
     from llmos_tiny.funding import TASK_PROMPT
 
@@ -188,11 +213,12 @@ def broke_at(calls: list[str], problems: list[str], status: str, ratio_right: bo
     return None if status == "answer" else "summary"
 
 
-def evaluate(model: str, n: int, companies: int, demo: bool = True) -> dict:
+def evaluate(model: str, n: int, companies: int, demo: bool = True, chat: int = 50) -> dict:
     reference = _reference()
     rng = random.Random(SEED)
     work = Path(tempfile.mkdtemp(prefix="tiny-eval-"))
     chats, valuations, demos = [], [], []
+    plain = [score_plain_chat(p, model, work / f"plain-{i}") for i, p in enumerate(chat_prompts(chat))]
     with World() as world:
         for i in range(n):
             world.reset()
@@ -208,7 +234,7 @@ def evaluate(model: str, n: int, companies: int, demo: bool = True) -> dict:
         for slug, name in reference.companies().items():
             result = score_valuation(name, reference.ARCHIVE, model, work / f"demo-{slug}", reference, "")
             demos.append(result)
-    return summarize(chats, valuations, demos)
+    return summarize(chats, valuations, demos, plain)
 
 
 def by_pairs(valuations: list[dict]) -> dict[str, str]:
@@ -221,7 +247,7 @@ def by_pairs(valuations: list[dict]) -> dict[str, str]:
     return {k: f"{ok}/{n}" for k, (ok, n) in tally.items()}
 
 
-def summarize(chats: list[dict], valuations: list[dict], demos: list[dict]) -> dict:
+def summarize(chats: list[dict], valuations: list[dict], demos: list[dict], plain: list[dict] | None = None) -> dict:
     def share(rows: list[dict], key: str) -> float:
         return round(sum(bool(r[key]) for r in rows) / max(1, len(rows)), 3)
 
@@ -238,7 +264,14 @@ def summarize(chats: list[dict], valuations: list[dict], demos: list[dict]) -> d
         "per_kind": {
             k: {m: share(v, m) for m in ("right_tool", "args_right", "answer_right")} for k, v in by_kind.items()
         },
-        "counts": {"chat_tasks": len(chats), "calls": calls, "companies": len(valuations), "demo": len(demos)},
+        "chat_no_call": share(plain or [], "no_call"),
+        "counts": {
+            "chat_tasks": len(chats),
+            "calls": calls,
+            "companies": len(valuations),
+            "demo": len(demos),
+            "plain_chat": len(plain or []),
+        },
         "targets": {k: f">= {v:.2f}" for k, v in TARGETS.items()},  # as benchmarks/run_all.py reads them
     }
     report["met"] = {k: report[k] >= v for k, v in TARGETS.items()}
@@ -248,6 +281,7 @@ def summarize(chats: list[dict], valuations: list[dict], demos: list[dict]) -> d
     report["valuations"] = valuations
     report["demo"] = demos
     report["failures"] = [r for r in chats if not (r["args_right"] and r["answer_right"])][:8]
+    report["chat_failures"] = [r for r in plain or [] if not r["no_call"]][:8]
     return report
 
 
@@ -257,14 +291,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40, help="calculator and lookup tasks (half each)")
     parser.add_argument("--companies", type=int, default=20, help="invented companies for the valuation task")
     parser.add_argument("--no-demo", action="store_true", help="skip the three real companies")
+    parser.add_argument("--chat", type=int, default=50, help="plain chat prompts (chat_no_call)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = evaluate(str(Path(args.model).resolve()), args.n, args.companies, demo=not args.no_demo)
+    model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model  # a file or a name
+    report = evaluate(model, args.n, args.companies, demo=not args.no_demo, chat=args.chat)
     if args.json:
         print(json.dumps(report, indent=2))
         return
     for key in TARGETS:
         print(f"{key:18} {report[key]:.3f}  (target {TARGETS[key]})")
+    print(f"{'chat_no_call':18} {report['chat_no_call']:.3f}  (target {CHAT_TARGET})")
     print(f"{'demo_success':18} {report['demo_success']:.3f}  {[d['company'] for d in report['demo'] if d['success']]}")
     for row in report["valuations"][:5]:
         print(row["company"], row["status"], row["calls"], row["problems"][:2])

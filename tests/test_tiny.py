@@ -378,3 +378,19 @@ def test_tiny_eval_judges_the_ratio_from_the_calculator_call() -> None:
     assert tiny_eval._is_ratio({"expression": right}, reference, "scale-ai", reference.ARCHIVE)
     assert not tiny_eval._is_ratio({"expression": repeated}, reference, "scale-ai", reference.ARCHIVE)
     assert not tiny_eval._is_ratio({"expression": "mean(1/"}, reference, "scale-ai", reference.ARCHIVE)
+
+
+def test_the_plain_chat_prompts_are_held_out_of_every_curriculum() -> None:
+    """chat_no_call is measured on 50 prompts that no training data may contain."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_eval", ROOT / "benchmarks" / "tiny_eval.py")
+    assert spec and spec.loader
+    tiny_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_eval)
+    prompts = tiny_eval.chat_prompts(1000)
+    assert len(prompts) == len(set(prompts)) == 50
+    training = "\n".join(p.read_text() for p in (ROOT / "tiny").rglob("*.py")).lower()
+    assert not [p for p in prompts if p.lower() in training]
+    rows = [{"no_call": True}, {"no_call": False}]
+    assert tiny_eval.summarize([], [], [], rows)["chat_no_call"] == 0.5
