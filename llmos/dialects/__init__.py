@@ -6,12 +6,17 @@ __all__ = ["Call", "CallSyntaxError", "Dialect", "Turn", "get_dialect"]
 
 
 def get_dialect(name: str, **options: object) -> Dialect:
-    """A dialect by name: ``llmos``, ``hermes`` (the model's chat template, Hermes ``<tool_call>``),
-    ``openai`` (chat-completions messages, for servers) or ``generic``."""
+    """A dialect by name: ``llmos``, ``smol`` (llmos in SmolLM2's control tokens), ``hermes`` (the
+    model's chat template, Hermes ``<tool_call>``), ``openai`` (chat-completions messages, for
+    servers) or ``generic``."""
     if name == "llmos":
         from llmos.dialects.llmos import LlmosDialect
 
         return LlmosDialect()
+    if name == "smol":
+        from llmos.dialects.smol import SmolDialect
+
+        return SmolDialect()
     if name == "hermes":
         from llmos.dialects.hermes import HermesDialect
 
@@ -24,4 +29,4 @@ def get_dialect(name: str, **options: object) -> Dialect:
         from llmos.dialects.generic import GenericDialect
 
         return GenericDialect()
-    raise ValueError(f"unknown dialect {name!r}; choose llmos, hermes, openai or generic")
+    raise ValueError(f"unknown dialect {name!r}; choose llmos, smol, hermes, openai or generic")

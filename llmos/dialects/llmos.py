@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llmos.cpu.base import Segment
@@ -62,55 +63,75 @@ def page_header(turn: Turn) -> str:
     return json.dumps(header, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class Markers:
+    """The strings a special-token dialect is written in: every one a control token of the model's vocabulary."""
+
+    system: tuple[str, str]  # (open, close) of a system message
+    user: tuple[str, str]
+    assistant: str  # opens the model's turn
+    end: str  # the model ends its turn with it
+    call: tuple[str, str]  # the model writes both
+    result: tuple[str, str]  # trusted tool output, written by the kernel
+    page: tuple[str, str]  # untrusted text, written by the kernel
+    after_end: str = ""  # markup between an ended turn and the next message
+
+
+LLMOS_MARKERS = Markers(
+    (SYSTEM, END), (USER, END), ASSISTANT, END, (CALL, CALL_END), (RESULT, RESULT_END), (PAGE, PAGE_END)
+)
+
+
 class LlmosDialect(Dialect):
     name = "llmos"
+    markup: Markers = LLMOS_MARKERS
     markers = SPECIAL_TOKENS
     call_markers = (CALL, CALL_END)
+    forbidden = (RESULT, RESULT_END, PAGE, PAGE_END, SYSTEM, USER, ASSISTANT)  # the kernel's alone
     default_system = DEFAULT_SYSTEM
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:
+        m = self.markup
         out: list[Segment] = []
         previous: Turn | None = None
         for turn in turns:
             key = f"t{turn.id}"
-            if _turn_left_open(previous) and turn.role in ("user", "system"):
-                out.append(Segment(END, tag="markup", key=f"{key}:close"))
+            if turn.role in ("user", "system") and previous is not None and previous.role in ("assistant", "result"):
+                closing = m.after_end if not _turn_left_open(previous) else m.end + m.after_end
+                if closing:
+                    out.append(Segment(closing, tag="markup", key=f"{key}:close"))
             if turn.role == "system":
-                out += _wrap(SYSTEM, render_system(turn.text, tools), END, key, "system")
+                out += _wrap(m.system, render_system(turn.text, tools), key, "system")
             elif turn.role == "user":
-                out += _wrap(USER, turn.text, END, key, "user")
+                out += _wrap(m.user, turn.text, key, "user")
             elif turn.role == "assistant":
                 if previous is None or previous.role in ("user", "system"):
                     # keyed by the turn before, like the generation prompt it replaces
                     opener_key = f"t{previous.id}:gen" if previous else f"{key}:open"
-                    out.append(Segment(ASSISTANT, tag="markup", key=opener_key))
+                    out.append(Segment(m.assistant, tag="markup", key=opener_key))
                 out.append(
                     Segment(turn.text, trusted=False, tokens=turn.tokens, tag="assistant", key=key, generated=True)
                 )
             elif turn.trusted:
-                out += _wrap(RESULT, turn.text, RESULT_END, key, "result")
+                out += _wrap(m.result, turn.text, key, "result")
             elif "paged_out" in turn.meta:  # a stub names its page itself: no header
-                out += _wrap(PAGE, turn.text, PAGE_END, key, "page")
+                out += _wrap(m.page, turn.text, key, "page")
             else:
-                out += _wrap(PAGE, page_header(turn) + "\n" + turn.text, PAGE_END, key, "page")
+                out += _wrap(m.page, page_header(turn) + "\n" + turn.text, key, "page")
             previous = turn
         if generate and previous is not None and previous.role in ("user", "system"):
-            out.append(Segment(ASSISTANT, tag="markup", key=f"t{previous.id}:gen"))
+            out.append(Segment(m.assistant, tag="markup", key=f"t{previous.id}:gen"))
         return out
 
     def parser(self, controls: bool) -> StreamParser:
-        return MarkerParser(
-            CALL,
-            CALL_END,
-            (END,),
-            (RESULT, RESULT_END, PAGE, PAGE_END, SYSTEM, USER, ASSISTANT),
-            controls_only=controls,
-        )
+        m = self.markup
+        return MarkerParser(m.call[0], m.call[1], (m.end,), self.forbidden, controls_only=controls)
 
     def forced_call(self, tools: Sequence[dict[str, Any]], body_rule: str | None = None) -> dict[str, Any]:
         from llmos.dialects.grammar import call_grammar
 
-        return {"grammar": call_grammar(tools, body_rule=body_rule), "forced_prefix": CALL, "forced_suffix": CALL_END}
+        open_, close = self.markup.call
+        return {"grammar": call_grammar(tools, body_rule=body_rule), "forced_prefix": open_, "forced_suffix": close}
 
 
 def _turn_left_open(previous: Turn | None) -> bool:
@@ -120,7 +141,8 @@ def _turn_left_open(previous: Turn | None) -> bool:
     return not (previous.role == "assistant" and previous.ended)
 
 
-def _wrap(open_: str, text: str, close: str, key: str, tag: str) -> list[Segment]:
+def _wrap(markers: tuple[str, str], text: str, key: str, tag: str) -> list[Segment]:
+    open_, close = markers
     return [
         Segment(open_, tag="markup", key=f"{key}:o"),
         Segment(text, trusted=False, tag=tag, key=key),
