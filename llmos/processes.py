@@ -45,7 +45,7 @@ from typing import Any
 from llmos_memory.migrations import migrate
 
 from llmos.cpu.batch import BatchEngine, ProcessInfo
-from llmos.models import Machine, ModelNotFound, _dialect_for, default_model, resolve_spec
+from llmos.models import FINE_TUNES, Machine, ModelNotFound, _dialect_for, default_model, resolve_spec
 
 ACTIONS = ("pause", "resume", "kill")
 # Schema migrations (llmos_memory.migrations): append, never edit a released one.
@@ -159,8 +159,16 @@ class ProcessTable:
 class Processes:
     """One model shared by many sessions (module docstring)."""
 
-    def __init__(self, engine: BatchEngine, spec: str, table: ProcessTable | None = None, interval: float = 0.5):
+    def __init__(
+        self,
+        engine: BatchEngine,
+        spec: str,
+        table: ProcessTable | None = None,
+        interval: float = 0.5,
+        dialect: str | None = None,  # the model's own dialect, when its files cannot say (a fine-tune)
+    ):
         self.engine, self.spec, self.table, self.interval = engine, spec, table, interval
+        self.dialect = dialect
         self.pid = os.getpid()
         self.owner = f"{self.pid}:{id(self):x}"  # several per process are fine: rows are per owner
         self._stop = threading.Event()
@@ -186,23 +194,29 @@ class Processes:
         ``table``: ``True`` for the default process table, a path or a :class:`ProcessTable`, or
         ``False``/``None`` for none (the sessions are then not visible to ``llmos ps``).
         """
-        spec = resolve_spec(model)
-        if spec and spec.startswith(("http://", "https://")):
-            raise ModelNotFound(f"{spec} is a server: many sessions on one local model need a GGUF file")
-        path = default_model() if spec in (None, "", "default") else Path(spec).expanduser()
-        if not path.is_file():
-            raise ModelNotFound(f"model file not found: {path}")
-        engine = BatchEngine(path, slots=slots, n_ctx=n_ctx, n_threads=n_threads, swap_dir=swap_dir, quantum=quantum)
+        tune, adapter = FINE_TUNES.get(model or ""), None
+        if tune is not None:
+            path, adapter = tune.files()
+        else:
+            spec = resolve_spec(model)
+            if spec and spec.startswith(("http://", "https://")):
+                raise ModelNotFound(f"{spec} is a server: many sessions on one local model need a GGUF file")
+            path = default_model() if spec in (None, "", "default") else Path(spec).expanduser()
+            if not path.is_file():
+                raise ModelNotFound(f"model file not found: {path}")
+        engine = BatchEngine(
+            path, slots=slots, n_ctx=n_ctx, n_threads=n_threads, swap_dir=swap_dir, quantum=quantum, lora=adapter
+        )
         if table is True:
             table = ProcessTable()
         elif isinstance(table, str | Path):
             table = ProcessTable(table)
-        return cls(engine, str(path), table or None)
+        return cls(engine, model if tune else str(path), table or None, dialect=tune.dialect if tune else None)
 
     def machine(self, *, dialect: str | None = None, title: str = "", budget: int = 0) -> Machine:
         """A machine for one more session: its own :class:`~llmos.cpu.batch.SessionCPU` on the shared model."""
         cpu = self.engine.session(title=title, budget=budget)
-        return Machine(cpu, _dialect_for(cpu, dialect), self.spec)
+        return Machine(cpu, _dialect_for(cpu, dialect or self.dialect), self.spec)
 
     def session(self, *, dialect: str | None = None, title: str = "", **options: Any) -> Any:
         """A :class:`~llmos.session.Session` on its own machine (``options`` as for ``Session.open``)."""

@@ -16,11 +16,12 @@ Contract (in addition to :mod:`llmos.cpu.base`)
   ``llama_memory_seq_add`` when the cache can shift (``llama_memory_can_shift``),
   else it truncates at ``start`` and re-evaluates the suffix (counted in
   ``reprefilled_tokens``).
+* ``lora``: a LoRA adapter GGUF that llama.cpp applies over the model at every step (llmos-smol).
 * Threads: ``n_threads`` defaults to the number of cores, because llama.cpp threads
   spin, and oversubscribing a small machine slows decoding by orders of magnitude.
 
 Not covered: several sequences here (see :mod:`llmos.cpu.batch`), GPU offload settings beyond ``n_gpu_layers``,
-LoRA adapters, embeddings.
+several LoRA adapters or scales other than 1, embeddings.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class LlamaCPU:
         seed: int = 0,
         flash_attn: bool = False,
         sequences: int = 2,
+        lora: str | Path | None = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -139,6 +141,7 @@ class LlamaCPU:
         if not self._ctx:
             lib.llama_model_free(self._model)
             raise CPUError(f"llama.cpp could not create a context of {n_ctx} tokens for {path}")
+        self._lora = self._apply_lora(Path(lora)) if lora else None
         self.n_ctx = lib.llama_n_ctx(self._ctx)
         self.n_batch = n_batch
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
@@ -502,10 +505,28 @@ class LlamaCPU:
         self.n_evaluated += len(tokens)
         self._logits_ready = False
 
+    def _apply_lora(self, path: Path):
+        """Load a LoRA adapter GGUF over the model and enable it (scale 1) in this context."""
+        lib = self.lib
+        adapter = lib.llama_adapter_lora_init(self._model, str(path).encode()) if path.is_file() else None
+        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+        if adapter and not lib.llama_set_adapters_lora(self._ctx, adapters, 1, (ctypes.c_float * 1)(1.0)):
+            return adapter
+        if adapter:
+            lib.llama_adapter_lora_free(adapter)
+        lib.llama_free(self._ctx)
+        lib.llama_model_free(self._model)
+        self._ctx = None  # nothing left for close()
+        raise CPUError(
+            f"llama.cpp could not apply the LoRA adapter {path} to {self.path} (missing, or not for this model)"
+        )
+
     def close(self) -> None:
         if getattr(self, "_ctx", None):
             self.lib.llama_batch_free(self._batch)
             self.lib.llama_free(self._ctx)
+            if self._lora:
+                self.lib.llama_adapter_lora_free(self._lora)
             self.lib.llama_model_free(self._model)
             self._ctx = None
 

@@ -1,5 +1,8 @@
 """``python -m llmos_tiny build --out DIR [--steps N] [--size default|large|test]``: rebuild llmos-tiny.
 
+``python -m llmos_tiny smol --out DIR`` builds llmos-smol, the LoRA fine-tune of SmolLM2 (see
+:mod:`llmos_tiny.smol_train`), and prints its build record as JSON.
+
 ``python -m llmos_tiny probe DIR`` prints whether a checkpoint copies (see
 :mod:`llmos_tiny.probe`), as JSON.
 
@@ -64,6 +67,16 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="fine-tune: start from another build folder's weights (its tokenizer and shape; fresh schedule)",
     )
+    smol_cmd = commands.add_parser("smol", help="fine-tune llmos-smol (LoRA over SmolLM2-135M-Instruct)")
+    smol_cmd.add_argument("--out", required=True)
+    smol_cmd.add_argument("--conversations", type=int, default=400)
+    smol_cmd.add_argument("--seed", type=int, default=25)
+    smol_cmd.add_argument("--rank", type=int, default=16)
+    smol_cmd.add_argument("--lr", type=float, default=1e-3)
+    smol_cmd.add_argument("--batch-tokens", type=int, default=2048, help="trained-on tokens per optimizer step")
+    smol_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
+    smol_cmd.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu or cuda")
+    smol_cmd.add_argument("--threads", type=int, default=2)
     probe_cmd = commands.add_parser("probe", help="does a checkpoint copy? (teacher-forced, JSON)")
     probe_cmd.add_argument("folder", help="a build folder: checkpoint.pt and tokenizer.json")
     probe_cmd.add_argument("--threads", type=int, default=2)
@@ -75,6 +88,24 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.command == "smol":
+        from pathlib import Path
+
+        from llmos_tiny.smol_train import SmolSettings, build
+
+        settings = SmolSettings(
+            conversations=args.conversations,
+            seed=args.seed,
+            rank=args.rank,
+            lr=args.lr,
+            batch_tokens=args.batch_tokens,
+            max_minutes=args.max_minutes,
+            device=args.device,
+            threads=args.threads,
+        )
+        record = build(Path(args.out), settings)
+        print(json.dumps({k: v for k, v in record.items() if k != "log"}))
+        return
     if args.command == "probe":
         from llmos_tiny.probe import probe
 

@@ -405,10 +405,11 @@ def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     ]
 
 
-def valuation(rng: random.Random, world: World) -> list[Turn]:
-    """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary."""
+def valuation(rng: random.Random, world: World, short_only: bool = False) -> list[Turn]:
+    """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary
+    (``short_only``: never in the demo's own words)."""
     company = _funding_site(rng, world)
-    short = rng.random() < 0.15
+    short = short_only or rng.random() < 0.15
     prompt = (rng.choice(SHORT_PROMPTS) if short else funding.TASK_PROMPT).format(name=company.name)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)

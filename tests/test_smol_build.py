@@ -1,0 +1,119 @@
+"""llmos-smol's recipe: the curriculum keeps held-out data out, speaks the smol dialect, and LoRA starts at the base."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from helpers import need_module
+
+ROOT = Path(__file__).resolve().parent.parent
+CHATS = {"hi": "Hello! How can I help you today?", "What is a verb?": "A verb is a word for an action."}
+
+
+@pytest.fixture(scope="module")
+def curriculum():
+    from llmos_tiny import smol_data
+
+    return smol_data.conversations(40, seed=7, chats=CHATS)
+
+
+def test_the_curriculum_is_reproducible_and_holds_out_the_evaluations_data(curriculum) -> None:
+    from llmos_tiny import funding, smol_data
+
+    again = smol_data.conversations(40, seed=7, chats=CHATS)
+    assert [[t.text for t in c] for c in again] == [[t.text for t in c] for c in curriculum]
+    layouts = {t.meta["layout"] for c in curriculum for t in c if "layout" in t.meta}
+    assert layouts and layouts <= set(smol_data.TRAIN_LAYOUTS) and not layouts & set(smol_data.HELD_OUT_LAYOUTS)
+    users = [t.text for c in curriculum for t in c if t.role == "user"]
+    demo_start = funding.TASK_PROMPT.split("{name}")[0]
+    assert not [u for u in users if u.startswith(demo_start)]
+    archived = {
+        re.search(r"funding history of (.+?)\. ", p.read_text()).group(1) for p in ROOT.glob("examples/valuation*.yaml")
+    }
+    assert len(archived) == 3
+    every_text = "\n".join(t.text for c in curriculum for t in c)
+    assert not [name for name in archived if name in every_text]
+
+
+def test_every_model_chunk_is_in_the_smol_dialect_and_its_calls_parse(curriculum) -> None:
+    from llmos_tiny.world import all_tool_names
+
+    from llmos.cpu.base import Piece
+    from llmos.dialects.base import CallClosed, Malformed
+    from llmos.dialects.smol import SPECIAL_TOKENS, SmolDialect
+
+    dialect, tools = SmolDialect(), set(all_tool_names())
+    pattern = "(" + "|".join(map(re.escape, SPECIAL_TOKENS)) + ")"
+    for conversation in curriculum:
+        assert "<|call|>" not in "".join(t.text for t in conversation)  # the llmos dialect's markers are gone
+        for turn in (t for t in conversation if t.role == "assistant"):
+            parser = dialect.parser(controls=True)
+            events = []
+            for part in re.split(pattern, turn.text):
+                events += parser.feed(Piece(None, part, control=part in SPECIAL_TOKENS)) if part else []
+            assert not [e for e in events if isinstance(e, Malformed)], turn.text
+            for event in (e for e in events if isinstance(e, CallClosed)):
+                assert dialect.parse(event.raw).name in tools
+
+
+def test_the_loss_falls_on_the_models_own_tokens_only(curriculum) -> None:
+    need_module("llama_cpp")
+    from llmos_tiny import smol_data
+
+    from llmos.cpu.llama import LlamaCPU
+    from llmos.dialects.smol import CALL, IM_START
+    from llmos.models import packaged_model
+
+    cpu = LlamaCPU(packaged_model("smollm2"), n_ctx=64, n_threads=1)
+    try:
+        ids, mask = smol_data.encode(curriculum[0], lambda text, special: cpu.tokenize(text, special=special), None)
+        trained = cpu.detokenize([t for t, m in zip(ids, mask, strict=True) if m])
+        untrained = cpu.detokenize([t for t, m in zip(ids, mask, strict=True) if not m])
+    finally:
+        cpu.close()
+    assert len(ids) == len(mask) and 0 < sum(mask) < len(ids)
+    assert IM_START not in trained and "Tools:" in untrained
+    model_text = "".join(t.text for t in curriculum[0] if t.role == "assistant" and t.meta.get("train", True))
+    assert trained.replace(CALL, "") and trained == model_text
+
+
+def test_lora_starts_at_the_base_and_learns() -> None:
+    need_module("transformers")
+    import torch
+    from llmos_tiny.smol_train import SmolSettings, adapters, add_lora, train
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    # initializer_range: a frozen output layer of default (tiny) weights could barely move the logits
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    tokens = torch.randint(0, 64, (1, 24))
+    before = model(tokens).logits
+    wrapped = add_lora(model, rank=4, alpha=8, seed=0)
+    assert len(wrapped) == 2 * 7 and torch.equal(model(tokens).logits, before)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if not n.endswith((".a", ".b")))
+    ids = tokens[0].tolist()
+    data = [(ids, [0] * 8 + [1] * 16)] * 40
+    settings = SmolSettings(lr=1e-2, warmup=1, batch_tokens=16, bf16=False)
+    run = train(model, wrapped, data, settings, "cpu", lambda _: None)
+    assert run["log"][-1]["loss"] < run["log"][0]["loss"] * 0.8
+    a, b = adapters(wrapped)["model.layers.0.self_attn.q_proj"]
+    assert a.shape == (4, 32) and b.shape == (32, 4)
+    json.dumps(run)  # the build record is plain JSON
+
+
+def test_a_missing_or_foreign_adapter_is_a_clear_error(tmp_path) -> None:
+    need_module("llama_cpp")
+    from llmos.cpu.base import CPUError
+    from llmos.cpu.llama import LlamaCPU
+    from llmos.models import packaged_model
+
+    foreign = tmp_path / "not-an-adapter.gguf"
+    foreign.write_bytes(b"GGUF" + b"\0" * 64)
+    for adapter in (tmp_path / "missing.gguf", foreign):
+        with pytest.raises(CPUError, match="LoRA adapter"):
+            LlamaCPU(packaged_model("smollm2"), n_ctx=64, n_threads=1, lora=adapter)

@@ -1,0 +1,424 @@
+# ruff: noqa: E501  (page prose and HTML templates read better unwrapped)
+"""The llmos-smol curriculum: a general assistant's conversations in the smol dialect (issue 25).
+
+Contract
+--------
+* :func:`conversations` returns lists of :class:`~llmos.dialects.base.Turn` written in the smol
+  dialect (:mod:`llmos.dialects.smol`); :func:`encode` renders one exactly as the kernel does and
+  tokenizes it with the model's own tokenizer (llama.cpp): markup and the model's chunks with
+  special parsing on, content with it off, the loss on the model's chunks only.
+* Tasks: plain chat answered by the base model itself (:func:`chat_answers`: its own words, so
+  the fine-tune keeps its manners), arithmetic through the calculator (numbers with thousands
+  separators too), data work through python, look-ups through search and open (with injected
+  pages), recall of a paged-out page, images, tool errors and the retry or the honest answer after
+  them, funding pages in several layouts, currencies and ways of saying "undisclosed", the mean
+  valuation/amount ratio by calculator, and the valuation task (short phrasings only). A
+  conversation holds one to three tasks, so follow-up questions come after earlier answers.
+* Held out of training, for :mod:`benchmarks.tiny_eval`: the ``prose`` layout family of funding
+  pages (:data:`HELD_OUT_LAYOUTS`), the demo's task prompt (:data:`llmos_tiny.funding.TASK_PROMPT`),
+  the three archived companies (every company here is invented), and the plain chat prompts of
+  ``benchmarks/data/chat_prompts.txt`` (a test checks that none of them is here).
+
+The general tasks come from :mod:`llmos_tiny.curriculum` (written in the llmos dialect, whose
+call and end markers :func:`smolify` rewrites); the real apps produce every tool result
+(:class:`~llmos_tiny.world.World`). Not covered: multi-call messages, languages other than
+English, pages other than HTML, the python cell on pages without a table.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmos.dialects import llmos as lm
+from llmos.dialects import smol
+from llmos.dialects.base import Turn
+from llmos_tiny import curriculum, funding
+from llmos_tiny.curriculum import answer, call, lead_in, tool_turn
+from llmos_tiny.world import World, all_tool_names
+from llmos_tiny.world import tool_specs as specs_for
+
+LAYOUTS = ("table", "renamed_table", "list", "prose")
+HELD_OUT_LAYOUTS = ("prose",)  # never in training: tiny_eval's valuation pages use them
+TRAIN_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in HELD_OUT_LAYOUTS)
+CURRENCIES = (("$", ""), ("€", ""), ("£", ""), ("USD ", ""), ("EUR ", ""))
+UNDISCLOSED = ("not disclosed", "undisclosed", "n/a", "not reported", "—", "unknown")
+SCALES = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+WORDS = {"K": "thousand", "M": "million", "B": "billion", "T": "trillion"}
+
+
+def smolify(turns: list[Turn]) -> list[Turn]:
+    """The llmos dialect's call and end markers in the model's chunks become the smol dialect's."""
+    for turn in turns:
+        if turn.role == "assistant":
+            text = turn.text.replace(lm.CALL, smol.CALL).replace(lm.CALL_END, smol.CALL_END)
+            turn.text = text.replace(lm.END, smol.IM_END)
+        elif turn.role == "system":
+            turn.text = smol.DEFAULT_SYSTEM
+    return turns
+
+
+# ---------------------------------------------------------------- money as pages write it
+
+
+def figure(shown: str, style: int, currency: tuple[str, str]) -> tuple[str, str]:
+    """A table figure (``$4.5M``) in a page's style, and the number the calculator should get."""
+    number, unit = float(shown.strip("$")[:-1]), shown[-1]
+    symbol = currency[0]
+    if style == 0:
+        return f"{symbol}{number:g}{unit}", f"{number:g}e{len(str(int(SCALES[unit]))) - 1}"
+    if style == 1:
+        return f"{symbol}{number:g} {WORDS[unit]}", f"{number:g}e{len(str(int(SCALES[unit]))) - 1}"
+    whole = round(number * SCALES[unit])
+    return f"{symbol}{whole:,}", str(whole)
+
+
+# ---------------------------------------------------------------- funding pages in several layouts
+
+
+def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[str, str]:
+    """The company's funding page in ``layout`` and the calculator expression for its mean ratio."""
+    if layout == "table":
+        known = [f"{funding.literal(v)}/{funding.literal(a)}" for _, _, a, v, _ in c.rows if v]
+        return funding.funding_page(c, []), f"mean({', '.join(known)})"
+    style, currency, undisclosed = rng.randrange(3), rng.choice(CURRENCIES), rng.choice(UNDISCLOSED)
+    rows, known = [], []
+    for date, rnd, amount, value, lead in c.rows:
+        shown_amount, amount_number = figure(amount, style, currency)
+        shown_value, value_number = figure(value, style, currency) if value else (undisclosed, "")
+        if value:
+            known.append(f"{value_number}/{amount_number}")
+        rows.append((date, rnd, shown_amount, shown_value, lead, bool(value)))
+    render = {"renamed_table": _renamed_table, "list": _listing, "prose": _prose}[layout]
+    body = render(c, rows, rng)
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(c.title)}</title></head><body>"
+        f"<nav><a href='/'>Home</a> <a href='/companies/'>Companies</a></nav><main><article>"
+        f"<h1>{html.escape(c.name)}: funding history</h1><p>{html.escape(c.intro)}</p>{body}"
+        f"<p>{html.escape(c.after)}</p></article></main><footer><p>Private markets notes</p></footer></body></html>"
+    )
+    return page, f"mean({', '.join(known)})"
+
+
+def _renamed_table(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
+    columns = [("Round", 1), ("Announced", 0), ("Post-money", 3), ("Raised", 2), ("Led by", 4)]
+    if rng.random() < 0.5:
+        columns = [("When", 0), ("Stage", 1), ("Capital raised", 2), ("Valuation (post)", 3), ("Investors", 4)]
+    head = "".join(f"<th>{name}</th>" for name, _ in columns)
+    lines = ["".join(f"<td>{html.escape(str(row[i]))}</td>" for _, i in columns) for row in rows]
+    body = "".join(f"<tr>{line}</tr>" for line in lines)
+    return f"<h2>Rounds</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _listing(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
+    items = []
+    for date, rnd, amount, value, lead, _ in rows:
+        item = rng.choice(
+            [
+                f"<strong>{rnd}</strong> ({date}): raised {amount}; post-money valuation {value}; led by {lead}.",
+                f"{date} &ndash; {rnd}: {amount} raised, valued at {value} (post-money). Lead: {lead}.",
+            ]
+        )
+        items.append(f"<li>{item}</li>")
+    return f"<h2>Funding rounds</h2><ul>{''.join(items)}</ul>"
+
+
+def _prose(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
+    sentences = []
+    for date, rnd, amount, value, lead, known in rows:
+        if known:
+            sentences.append(
+                f"In {date}, {c.name} raised {amount} in its {rnd} round, led by {lead}, at a post-money valuation of {value}."
+            )
+        else:
+            sentences.append(
+                f"In {date}, it raised {amount} in a {rnd} round led by {lead}; the valuation was {value}."
+            )
+    paragraphs = [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)]
+    return "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+
+
+def _funding_world(rng: random.Random, world: World, layouts: Sequence[str], min_rounds: int = 3):
+    """A company's funding page in one of ``layouts`` beside a few other companies' pages."""
+    company = funding.random_company(rng, min_rounds)
+    layout = rng.choice(list(layouts))
+    page, expression = funding_page(company, layout, rng)
+    world.add(company.url, page, company.title, company.keywords)
+    for _ in range(rng.randint(1, 3)):
+        other = funding.random_company(rng)
+        world.add(other.url, funding_page(other, rng.choice(list(layouts)), rng)[0], other.title, other.keywords)
+    return company, layout, expression
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TRAIN_LAYOUTS) -> list[Turn]:
+    """Search, open the funding page (any layout), the mean valuation/amount ratio by calculator."""
+    company, layout, expression = _funding_world(rng, world, layouts)
+    query = f"{company.name} funding rounds"
+    listing, opened = world.call("search", query=query), world.call("open", url=company.url)
+    ratio = world.call("calculator", expression=expression)
+    known = expression.count("/")
+    return [
+        Turn("user", rng.choice(curriculum.RATIO_PROMPTS).format(name=company.name), meta={"layout": layout}),
+        call("search", lead_in(rng, ["I'll search for the funding rounds."]), query=query),
+        tool_turn(listing, rng),
+        call("open", "", url=company.url),
+        tool_turn(opened, rng),
+        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
+        tool_turn(ratio, rng),
+        answer(
+            f"Over the {known} rounds of {company.name} with both figures reported, the mean valuation/amount ratio is {ratio.text}."
+        ),
+    ]
+
+
+def valuation(rng: random.Random, world: World) -> list[Turn]:
+    """The valuation task in its short phrasings (the demo's own prompt is held out), on a table page."""
+    return curriculum.valuation(rng, world, short_only=True)
+
+
+def grouped_arithmetic(rng: random.Random, world: World) -> list[Turn]:
+    """Arithmetic on numbers written with thousands separators, as people type them."""
+    p, n = rng.choice([5, 8, 10, 12, 15, 20, 25, 30, 35, 60]), rng.randint(1001, 99999)
+    if (p, n) == (15, 1240):  # the TUI check of issue 25
+        n += 1
+    kind = rng.randrange(3)
+    if kind == 0:
+        question, expression = (
+            rng.choice([f"What is {p}% of {n:,}?", f"Calculate {p} percent of {n:,}.", f"{p}% of {n:,}?"]),
+            f"{p}% of {n}",
+        )
+    elif kind == 1:
+        a, b = rng.randint(1001, 999999), rng.randint(1001, 999999)
+        question, expression = rng.choice([f"Add {a:,} and {b:,}.", f"What's {a:,} + {b:,}?"]), f"{a}+{b}"
+    else:
+        a, b = rng.randint(1001, 99999), rng.randint(2, 99)
+        question, expression = (
+            rng.choice([f"Split {a:,} into {b} equal parts.", f"What is {a:,} divided by {b}?"]),
+            f"{a}/{b}",
+        )
+    value = world.call("calculator", expression=expression)
+    return [
+        Turn("user", question),
+        call("calculator", lead_in(rng, ["Let me calculate that."]), expression=expression),
+        tool_turn(value, rng),
+        answer(rng.choice([f"The answer is {value.text}.", f"It is {value.text}."])),
+    ]
+
+
+def tool_error(rng: random.Random, world: World) -> list[Turn]:
+    """A call that fails, then a corrected call (calculator) or an honest answer (search, open)."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        a, b = rng.randint(2, 999), rng.randint(2, 999)
+        wrong, right = rng.choice(
+            [(f"{a} x {b}", f"{a}*{b}"), (f"{a} times {b}", f"{a}*{b}"), (f"{a} divided by {b}", f"{a}/{b}")]
+        )
+        first = call("calculator", "", expression=wrong)
+        first.meta["train"] = False  # the mistake is context, not a target
+        value = world.call("calculator", expression=right)
+        return [
+            Turn("user", rng.choice([f"What is {wrong}?", f"Work out {wrong}."])),
+            first,
+            tool_turn(world.call("calculator", expression=wrong), rng),
+            call("calculator", "I'll write the operator instead.", expression=right),
+            tool_turn(value, rng),
+            answer(f"{wrong} is {value.text}."),
+        ]
+    subject = funding.company_name(rng)
+    if kind == 1:
+        query = f"{subject} {rng.choice(['headquarters', 'founders', 'revenue'])}"
+        return [
+            Turn("user", f"Look up the {query.split()[-1]} of {subject}."),
+            call("search", lead_in(rng, ["Let me search."]), query=query),
+            tool_turn(world.call("search", query=query), rng),
+            answer(
+                f"I searched for {query} and found no results, so I can't tell you; it may be listed under another name."
+            ),
+        ]
+    url = f"https://{subject.lower().replace(' ', '')}.example.com/about"
+    failed = tool_turn(world.call("open", url=url), rng)
+    failed.text = failed.text.replace(str(world.root), "/srv/web-archive")  # the same data from the same seed
+    return [
+        Turn("user", f"Open {url} and tell me what it says."),
+        call("open", "", url=url),
+        failed,
+        answer(f"I could not open {url}: the page is not available, so I can't say what it contains."),
+    ]
+
+
+# ---------------------------------------------------------------- plain chat, in the base model's words
+
+TOPICS = (
+    "photosynthesis",
+    "the water cycle",
+    "compound interest",
+    "how vaccines work",
+    "why the sky is blue",
+    "black holes",
+    "how a refrigerator works",
+    "inflation",
+    "the immune system",
+    "plate tectonics",
+    "how bees make honey",
+    "DNA",
+    "the stock market",
+    "how airplanes fly",
+    "recycling",
+    "the moon's phases",
+    "electric cars",
+    "volcanoes",
+    "machine learning",
+    "the internet",
+    "sleep",
+    "rainbows",
+    "gravity",
+    "tides",
+    "coffee",
+    "the Roman Empire",
+)
+TIPS = (
+    "staying focused while studying",
+    "saving money on groceries",
+    "falling asleep faster",
+    "learning a new language",
+    "keeping houseplants alive",
+    "running a first 5k",
+    "writing a cover letter",
+    "cooking rice",
+    "staying hydrated",
+    "organizing a small closet",
+    "preparing for a job interview",
+    "taking better photos with a phone",
+)
+POEMS = (
+    "the ocean",
+    "autumn leaves",
+    "a cat on a windowsill",
+    "city lights",
+    "a rainy morning",
+    "mountains",
+    "friendship",
+)
+GREETINGS = (
+    "hi",
+    "hello!",
+    "hey there",
+    "good evening",
+    "hi, what's your name?",
+    "who made you?",
+    "are you a robot?",
+    "how are you today?",
+    "thank you, that helped",
+    "bye for now",
+    "what can you help me with?",
+    "nice to meet you",
+)
+
+
+def chat_prompts() -> list[str]:
+    """The plain chat prompts the fine-tune is trained on (none from the benchmark's held-out list)."""
+    prompts = list(GREETINGS)
+    prompts += [f"Explain {topic} in simple terms." for topic in TOPICS]
+    prompts += [f"Give me three tips for {tip}." for tip in TIPS]
+    prompts += [f"Write a four-line poem about {theme}." for theme in POEMS]
+    prompts += [f"In two sentences, what is {topic}?" for topic in TOPICS[::2]]
+    return prompts
+
+
+def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max_tokens: int = 320) -> dict[str, str]:
+    """The base model's own greedy answers to :func:`chat_prompts`, rendered as the kernel would
+    (smol dialect, every tool listed), cached in ``path``; answers that do not end are dropped."""
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    from llmos.cpu.base import Sampling
+    from llmos.cpu.llama import LlamaCPU
+
+    cpu = LlamaCPU(model, n_ctx=2048, n_threads=2)
+    end = cpu.token_id(smol.IM_END)
+    answers: dict[str, str] = {}
+    try:
+        for prompt in chat_prompts():
+            turns = [Turn("system", smol.DEFAULT_SYSTEM, id=0), Turn("user", prompt, id=1)]
+            cpu.load(smol.SmolDialect().render(turns, tools))
+            pieces = list(cpu.generate(Sampling(max_tokens=max_tokens, temperature=0.0)))
+            text = "".join(p.text for p in pieces)
+            if pieces and pieces[-1].token == end and text.strip() and not any(p.control for p in pieces[:-1]):
+                answers[prompt] = text.removesuffix(smol.IM_END).strip()
+    finally:
+        cpu.close()
+    path.write_text(json.dumps(answers, indent=1, ensure_ascii=False), encoding="utf-8")
+    return answers
+
+
+# ---------------------------------------------------------------- conversations
+
+Task = Callable[[random.Random, World], list[Turn]]
+TASKS: list[tuple[Task, float]] = [
+    (curriculum.arithmetic, 0.10),
+    (grouped_arithmetic, 0.06),
+    (curriculum.data_question, 0.07),
+    (curriculum.lookup, 0.11),
+    (curriculum.injected_lookup, 0.04),
+    (curriculum.recall_task, 0.03),
+    (curriculum.image, 0.03),
+    (tool_error, 0.07),
+    (ratio_question, 0.15),
+    (valuation, 0.08),
+]
+CHAT_SHARE = 0.26  # of tasks: plain chat, answered in the base model's words
+
+
+def conversation(rng: random.Random, world: World, chats: dict[str, str], max_tasks: int = 3) -> list[Turn]:
+    """A system prompt, then one to ``max_tasks`` tasks; the valuation task is alone, with the demo's tools."""
+    world.reset()
+    turns: list[Turn] = []
+    names: list[str] = []
+    tools = None
+    for _ in range(rng.randint(1, max_tasks)):
+        if chats and rng.random() < CHAT_SHARE:
+            prompt = rng.choice(sorted(chats))
+            turns += [Turn("user", prompt), answer(chats[prompt])]
+            names.append("chat")
+            continue
+        task = rng.choices([t for t, _ in TASKS], weights=[w for _, w in TASKS])[0]
+        if task is valuation and names:
+            continue
+        turns += task(rng, world)
+        names.append(task.__name__)
+        if task is valuation:
+            tools = specs_for(curriculum.DEMO_TOOLS)
+            break
+    system = Turn("system", smol.DEFAULT_SYSTEM, meta={"tasks": names, "tools": tools or curriculum.tool_specs(rng)})
+    turns = smolify([system, *turns])
+    for i, turn in enumerate(turns):
+        turn.id = i
+    return turns
+
+
+def conversations(n: int, seed: int, chats: dict[str, str], max_tasks: int = 3) -> list[list[Turn]]:
+    rng = random.Random(seed)
+    with World() as world:
+        return [conversation(rng, world, chats, max_tasks) for _ in range(n)]
+
+
+def encode(
+    turns: list[Turn], tokenize: Callable[[str, bool], list[int]], bos: int | None
+) -> tuple[list[int], list[int]]:
+    """Token ids and loss mask (1 on the model's own chunks) of a conversation as the kernel renders it."""
+    trainable = {f"t{turn.id}": turn.meta.get("train", True) for turn in turns}
+    tools = turns[0].meta.get("tools") or specs_for(all_tool_names())
+    ids: list[int] = [bos] if bos is not None else []
+    mask: list[int] = [0] * len(ids)
+    for segment in smol.SmolDialect().render(turns, tools, generate=False):
+        is_model = segment.tag == "assistant"
+        tokens = tokenize(segment.text, segment.trusted or is_model)
+        ids += tokens
+        mask += [int(is_model and trainable.get(segment.key, True))] * len(tokens)
+    return ids, mask
