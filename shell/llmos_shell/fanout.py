@@ -86,10 +86,11 @@ def run_on_ray(
     ``options.machine_factory`` and ``options.registry`` travel to the workers (pickled by Ray);
     ``options.store`` and ``options.approver`` do not apply (see the module docstring).
     """
-    jobs = [Job(source, task, _driver_folder(source, task, options, len(tasks))) for source, task in tasks]
     with ray_connection(address, **(init_options or {})):
         import ray
 
+        # the folders here are made once the cluster answers, before any task leaves: names never clash
+        jobs = [Job(source, task, _driver_folder(source, task, options, len(tasks))) for source, task in tasks]
         remote = ray.remote(_run_on_worker).options(max_retries=retries, retry_exceptions=False)
         pending = {
             remote.remote(job.task, job.folder.name, _read(job.source), options.machine_factory, options.registry): n
@@ -160,7 +161,7 @@ def _pack(folder: Path) -> bytes:
 
 
 def _driver_folder(source: Path, task: Task, options: RunOptions, count: int) -> Path:
-    """The run folder on this machine, made before the task leaves, so names never clash."""
+    """The run folder on this machine: ``--out`` for a single task, else a new one under ``--runs-dir``."""
     if options.out is not None and count == 1:
         options.out.mkdir(parents=True, exist_ok=True)
         return options.out
