@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="run N tasks at once (threads; tasks on one local model share it: batched, N KV slots, see `llmos ps`)",
     )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="run each task on a Ray cluster's workers, bringing the run folders back: 'local' starts a Ray head "
+        "here, no value joins the running cluster (ray start / $RAY_ADDRESS), or host:port, ray://host:port "
+        "(pip install 'llmos[ray]')",
+    )
 
     models = commands.add_parser("models", help="list bundled, pulled and known models")
     models.add_argument("--json", action="store_true")
@@ -250,10 +259,15 @@ def _run(args: argparse.Namespace) -> int:
     from llmos_shell import runner
     from llmos_shell.task import TaskError, load_task
 
+    if args.ray is not None and Path(args.ray).suffix in (".yaml", ".yml"):
+        # `--ray` takes an optional value, so in `--ray a.yaml b.yaml` argparse took the first task for it
+        args.task, args.ray = [args.ray, *args.task], "auto"
     if not args.task and not args.resume:
         raise TaskError("give a task file (or --resume RUN_DIR)")
     if args.out and len(args.task) > 1:
         raise TaskError("--out names one run folder: use --runs-dir for several tasks")
+    if args.ray is not None:
+        _check_ray_options(args)
     options = runner.RunOptions(
         out=Path(args.out) if args.out else None,
         runs_dir=Path(args.runs_dir),
@@ -266,12 +280,29 @@ def _run(args: argparse.Namespace) -> int:
         return _finish(args, [result])
     # Validate every file before running any, so a typo in the fifth file costs nothing.
     tasks = [(Path(path), _with_overrides(load_task(path), args)) for path in args.task]
+    if args.ray is not None:
+        from llmos_shell import fanout
+
+        results = fanout.run_on_ray(tasks, options, args.ray, lambda label: _display(args, label, None, False))
+        return _finish(args, results)
     if single:
         source, task = tasks[0]
         result = runner.run_task(task, options, _display(args, "", task, True), source)
         return _finish(args, [result])
     results = runner.run_many(tasks, options, args.jobs, lambda label: _display(args, label, None, False))
     return _finish(args, results)
+
+
+def _check_ray_options(args: argparse.Namespace) -> None:
+    """Options of a local run that mean nothing on a Ray cluster are refused, not ignored."""
+    from llmos_shell.task import TaskError
+
+    if args.resume:
+        raise TaskError("--resume continues a run here: drop --ray")
+    if args.store:
+        raise TaskError("--store names a database here; with --ray each run keeps its session in RUN/sessions.db")
+    if args.jobs != 1:
+        raise TaskError("--jobs and --ray: the cluster's CPUs decide how many tasks run at once")
 
 
 def _with_overrides(task, args: argparse.Namespace):

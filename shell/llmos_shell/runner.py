@@ -28,7 +28,10 @@ Contract
   model, ``N`` KV slots, their decode steps batched, idle sessions swapped out; ``llmos ps``
   lists them); tasks on a server each get their own client.
 
-Not covered: cancelling one job of several, retrying failed runs, remote run folders.
+Several machines: :mod:`llmos_shell.fanout` (``--ray``) runs each task on a Ray worker with this
+same :func:`run_task` and brings its run folder back.
+
+Not covered here: cancelling one job of several, retrying failed runs, remote run folders.
 """
 
 from __future__ import annotations
@@ -372,11 +375,19 @@ def _failed_to_start(task: Task, folder: Path, exc: Exception, display: Display)
         raise TaskError(str(exc).strip("\"'")) from None
     if not isinstance(exc, CPUError | StoreError | OSError):
         raise exc
-    message = f"cannot start: {exc}"
-    record = RunRecord(task.title or task.prompt[:80], task.prompt, task.model or "default", "", "error", 1, "", folder)
-    record.events = [{"kind": "error", "code": "backend", "message": message}]
+    return record_failure(task, folder, f"cannot start: {exc}", display)
+
+
+def record_failure(
+    task: Task, folder: Path, message: str, display: Display, code: int = EXIT_ERROR, kind: str = "backend"
+) -> RunResult:
+    """A run that produced no session (it could not start, or its worker was lost): its report and summary."""
+    title = task.title or task.prompt[:80]
+    # the reason stands in the answer's place, as in the RunResult the command line prints
+    record = RunRecord(title, task.prompt, task.model or "default", "", "error", code, message, folder)
+    record.events = [{"kind": "error", "code": kind, "message": message}]
     write_reports(record)
-    result = RunResult(folder, "error", EXIT_ERROR, message)
+    result = RunResult(folder, "error", code, message)
     _write_json(folder / "summary.json", result.summary())
     display.finish(result)
     return result
