@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import smollm2_model
+from helpers import need_module, smollm2_model
 
 from llmos.cpu.base import Piece
 from llmos.dialects import get_dialect
@@ -44,8 +44,8 @@ def test_rendering_is_chatml_with_calls_and_results_in_notebook_tokens():
     assert text == (
         "<|im_start|>system\nBe brief.\nTools:\ncalculator(expression: string) - Evaluate an arithmetic expression."
         "<|im_end|>\n<|im_start|>user\nWhat is 15% of 1,240?<|im_end|>\n<|im_start|>assistant\n"
-        '<jupyter_code>{"name": "calculator", "arguments": {"expression": "0.15*1240"}}<jupyter_script>'
-        "<jupyter_output>186<jupyter_text>It is 186.<|im_end|>\n"
+        '<filename>{"name": "calculator", "arguments": {"expression": "0.15*1240"}}<reponame>'
+        "<jupyter_output>186<file_sep>It is 186.<|im_end|>\n"
         "<|im_start|>user\nThanks!<|im_end|>\n<|im_start|>assistant\n"
     )
 
@@ -103,3 +103,21 @@ def test_the_model_may_write_calls_and_the_end_but_not_results_pages_or_roles():
     for marker in (RESULT, PAGE, "<|im_start|>"):
         events = feed(dialect.parser(controls=True), [("x", False), (marker, True)])
         assert any(isinstance(e, Malformed) for e in events), marker
+
+
+def test_the_markers_are_distinct_to_the_model_and_those_it_writes_tie_with_no_token(smol_cpu):
+    """SmolLM2's unused control tokens share embedding rows (tied input and output): a marker pair
+    from one group would be one token to the model, and a marker it writes would tie with others."""
+    need_module("gguf")
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(smollm2_model()))
+    tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    rows = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(smol_cpu.n_vocab, -1)
+    ids = {marker: smol_cpu.tokenize(marker, special=True)[0] for marker in set(SPECIAL_TOKENS)}
+    distinct = {rows[i].tobytes() for i in ids.values()}
+    assert len(distinct) == len(ids)
+    for written in (CALL, CALL_END, IM_END):
+        same = np.flatnonzero((rows == rows[ids[written]]).all(axis=1))
+        assert same.tolist() == [ids[written]], written

@@ -7,13 +7,13 @@
     <|im_start|>user
     What is 15% of 1,240?<|im_end|>
     <|im_start|>assistant
-    <jupyter_code>{"name": "calculator", "arguments": {"expression": "0.15*1240"}}<jupyter_script>
-    <jupyter_output>186<jupyter_text>15% of 1,240 is 186.<|im_end|>
-    …<filename>{"id": 3, "source": "https://…", "trust": "untrusted"}
+    <filename>{"name": "calculator", "arguments": {"expression": "0.15*1240"}}<reponame>
+    <jupyter_output>186<file_sep>15% of 1,240 is 186.<|im_end|>
+    …<issue_start>{"id": 3, "source": "https://…", "trust": "untrusted"}
     …page text…<file_sep>
 
 Roles are SmolLM2's ChatML, so plain chat reads as the base model learned it. Calls, results
-and pages reuse notebook and repository tokens that chat never uses; each is one control
+and pages reuse repository, notebook and issue tokens that chat never uses; each is one control
 token of SmolLM2's vocabulary (type 3 in the GGUF), so text tokenized with special parsing
 off (pages, results, the user's words) cannot produce one. The model may write only the
 call pair and ``<|im_end|>``; anything else of the kernel's is malformed when generated.
@@ -22,7 +22,7 @@ Structure and parsing are the llmos dialect's (:class:`~llmos.dialects.llmos.Llm
 only the strings differ. A fine-tuned model is trained on exactly this rendering
 (``llmos_tiny.smol_data``), so change it only together with the model.
 
-Not covered: SmolLM2's other control tokens (``<repo_name>``, ``<issue_start>``, …) have no
+Not covered: SmolLM2's other control tokens (``<repo_name>``, ``<jupyter_code>``, …) have no
 meaning here: generated, they are ignored like any other control token.
 """
 
@@ -31,9 +31,14 @@ from __future__ import annotations
 from llmos.dialects.llmos import LlmosDialect, Markers
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-CALL, CALL_END = "<jupyter_code>", "<jupyter_script>"
-RESULT, RESULT_END = "<jupyter_output>", "<jupyter_text>"
-PAGE, PAGE_END = "<filename>", "<file_sep>"
+# SmolLM2's unused control tokens share embedding rows (equal after Q4_1: <jupyter_code> is
+# <jupyter_script>, <issue_start>, <gh_stars>, … and some junk words), so a pair from one
+# group is one token to the model, and it cannot write one of them without tying with the
+# rest. The markers the model writes have rows of their own (<filename>, <reponame>); the
+# kernel's come from three other groups, one each (a test checks it on the real weights).
+CALL, CALL_END = "<filename>", "<reponame>"
+RESULT, RESULT_END = "<jupyter_output>", "<file_sep>"
+PAGE, PAGE_END = "<issue_start>", "<file_sep>"  # tool output ends alike, trusted or not
 SPECIAL_TOKENS = (IM_START, IM_END, CALL, CALL_END, RESULT, RESULT_END, PAGE, PAGE_END)
 
 DEFAULT_SYSTEM = (
