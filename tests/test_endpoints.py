@@ -325,8 +325,14 @@ def test_comma_separated_urls_open_a_router() -> None:
     assert isinstance(machine.cpu, SessionCPU) and machine.dialect.name == "openai"
     assert list(machine.cpu.router.endpoints) == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
     assert machine.cpu.n_ctx == 1024
-    hermes = open_machine("http://127.0.0.1:9,http://127.0.0.1:10", dialect="llmos")
-    assert isinstance(hermes.cpu, SessionCPU) and hermes.dialect.name == "llmos"
+    again = open_machine("http://127.0.0.1:9,http://127.0.0.1:10", n_ctx=1024)  # another job of `llmos run --jobs`
+    assert isinstance(again.cpu, SessionCPU) and again.cpu.router is machine.cpu.router and again.cpu is not machine.cpu
+    text = open_machine("http://127.0.0.1:9,http://127.0.0.1:10", dialect="llmos")
+    assert isinstance(text.cpu, SessionCPU) and text.dialect.name == "llmos"
+    assert text.cpu.router is not machine.cpu.router  # another dialect drives other CPUs
+    server_cpu = text.cpu.router.make("http://127.0.0.1:9")
+    assert type(server_cpu) is HttpCPU and server_cpu.markers == text.dialect.markers  # /v1/completions text
+    server_cpu.close()
     with pytest.raises(ValueError, match="distinct"):
         Endpoints(["http://a:1", "http://a:1/v1"])
 
