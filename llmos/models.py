@@ -4,8 +4,9 @@ Specs: ``None`` or ``"default"`` (the bundled llmos-tiny), a path to a GGUF file
 model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a fine-tune
 llmos ships as an adapter over a packaged model (``llmos-smol``: :data:`FINE_TUNES`), a pulled
 model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
-(:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), or an
-``http(s)://`` URL of an OpenAI-compatible server. The dialect is detected
+(:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), an
+``http(s)://`` URL of an OpenAI-compatible server, or several such URLs separated by commas
+(servers of one model behind a router with session affinity: :mod:`llmos.cpu.endpoints`). The dialect is detected
 from the model unless given: a vocabulary with the ``<|call|>`` control token
 speaks llmos; any other model with a chat template speaks hermes (its own
 template, Hermes-style tool calls); anything else gets the generic dialect.
@@ -17,11 +18,18 @@ Not covered here: downloading models (``llmos pull``, :mod:`llmos.pull`); a shor
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmos.cpu.base import CPU, CPUError
 from llmos.dialects import Dialect, get_dialect
+
+if TYPE_CHECKING:
+    from llmos.cpu.endpoints import Endpoints
+    from llmos.cpu.http import HttpCPU
 
 
 def _bundled() -> Path:
@@ -149,7 +157,10 @@ def open_machine(
     dialect) unless another dialect is named: then it is driven by ``/v1/completions``
     in that dialect's text (KV continuity through the server's prefix cache); hermes
     there needs the model's chat template, from ``chat_template`` (a ``.gguf`` or a
-    template file) or from the server (llama.cpp's ``/props``).
+    template file) or from the server (llama.cpp's ``/props``). Comma-separated URLs give a
+    new session CPU of an :class:`~llmos.cpu.endpoints.Endpoints` router: one per URL list,
+    dialect and window in this process, so machines opened alike (``llmos run --jobs``) share
+    its request slots and down marks, each session pinned to its server.
     """
     if spec in FINE_TUNES:
         from llmos.cpu.llama import LlamaCPU
@@ -170,26 +181,77 @@ def open_machine(
     return Machine(cpu, _dialect_for(cpu, dialect), str(path))
 
 
-def _open_server(url: str, dialect: str | None, n_ctx: int, chat_template: str | None) -> Machine:
+def _open_server(spec: str, dialect: str | None, n_ctx: int, chat_template: str | None) -> Machine:
+    """A server URL, or comma-separated URLs of servers of one model (a router: :mod:`llmos.cpu.endpoints`)."""
     from llmos.cpu.http import HttpCPU
 
+    urls = server_urls(spec)
+    chosen: Dialect
     if dialect in (None, "openai"):
         from llmos.cpu.chat import ChatCPU
 
-        return Machine(ChatCPU(url, n_ctx=n_ctx), get_dialect("openai"), url)
+        chosen = get_dialect("openai")
+        return Machine(_server_cpu(urls, lambda url: ChatCPU(url, n_ctx=n_ctx), n_ctx, chosen), chosen, spec)
     if dialect != "hermes":
         chosen = get_dialect(dialect)
-        return Machine(HttpCPU(url, n_ctx=n_ctx, markers=chosen.markers), chosen, url)
-    probe = HttpCPU(url, n_ctx=n_ctx)
-    template = read_chat_template(chat_template) if chat_template else probe.server_chat_template()
-    if not template:
-        probe.close()
-        raise ModelNotFound(
-            f"{url} does not publish its chat template (/props): pass the model's .gguf or template file "
-            "as the chat template, or leave the dialect out to use chat completions"
-        )
-    chosen = get_dialect("hermes", chat_template=template)
-    return Machine(HttpCPU(url, n_ctx=n_ctx, markers=chosen.markers), chosen, url)
+    else:
+        template = read_chat_template(chat_template) if chat_template else _server_chat_template(urls, n_ctx)
+        if not template:
+            raise ModelNotFound(
+                f"{spec} does not publish its chat template (/props): pass the model's .gguf or template file "
+                "as the chat template, or leave the dialect out to use chat completions"
+            )
+        chosen = get_dialect("hermes", chat_template=template)
+    markers = chosen.markers
+
+    def make(url: str) -> HttpCPU:
+        return HttpCPU(url, n_ctx=n_ctx, markers=markers)
+
+    return Machine(_server_cpu(urls, make, n_ctx, chosen), chosen, spec)
+
+
+def server_urls(spec: str) -> list[str]:
+    """The server URLs of a spec: one ``http(s)://`` URL, or several separated by commas."""
+    urls = [part.strip() for part in spec.split(",") if part.strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ModelNotFound(f"{spec!r}: {url!r} is not an http(s):// server URL (several are separated by commas)")
+    return urls
+
+
+# One router per server list, dialect and window in this process: its machines share slots and down marks.
+_ROUTERS: dict[tuple[object, ...], Endpoints] = {}
+_ROUTERS_LOCK = threading.Lock()
+
+
+def _server_cpu(urls: list[str], make: Callable[[str], HttpCPU], n_ctx: int, dialect: Dialect) -> CPU:
+    """One server's CPU, or a new session of the process's router over several (``_ROUTERS``)."""
+    if len(urls) == 1:
+        return make(urls[0])
+    from llmos.cpu.endpoints import Endpoints
+
+    key = (tuple(urls), dialect.name, tuple(dialect.markers), n_ctx)
+    with _ROUTERS_LOCK:
+        router = _ROUTERS.get(key)
+        if router is None:
+            router = _ROUTERS[key] = Endpoints(urls, make, n_ctx=n_ctx)
+    return router.cpu()
+
+
+def _server_chat_template(urls: list[str], n_ctx: int) -> str:
+    """The chat template the first server that answers publishes (llama.cpp's ``/props``), or ``""``."""
+    from llmos.cpu.http import HttpCPU, ServerUnavailable
+
+    for url in urls:
+        probe = HttpCPU(url, n_ctx=n_ctx)
+        try:
+            return probe.server_chat_template()
+        except ServerUnavailable:
+            if url == urls[-1]:
+                raise
+        finally:
+            probe.close()
+    return ""
 
 
 def read_chat_template(path: str | Path) -> str:

@@ -41,6 +41,7 @@ def free_port() -> int:
 class LlamaServer:
     url: str
     log: Path
+    process: subprocess.Popen[bytes] | None = None  # a test may stop this one server (test_endpoints)
 
     def log_size(self) -> int:
         return self.log.stat().st_size
@@ -82,7 +83,7 @@ def serve_llama(module_and_args: list[str], log: Path) -> Iterator[LlamaServer]:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(url, process, log)
-        yield LlamaServer(url, log)
+        yield LlamaServer(url, log, process)
     finally:
         process.terminate()
         try:

@@ -32,8 +32,12 @@ Contract (in addition to :mod:`llmos.cpu.base`)
   until the first chunk counts as evaluation, the rest as sampling.
 * Every failure (refused connection, timeout, non-200 answer, a stream cut before
   ``[DONE]``, a malformed SSE line) raises :class:`CPUError` naming the URL; a 400
-  about the context length raises :class:`ContextOverflow`. Connect and read
-  timeouts bound every wait.
+  about the context length raises :class:`ContextOverflow`; the failures of the
+  server rather than of the request (no connection, a timeout, a cut connection, a
+  5xx answer) raise its subclass :class:`ServerUnavailable`, which a router may retry
+  elsewhere (:mod:`llmos.cpu.endpoints`). Connect and read timeouts bound every wait.
+* :meth:`HttpCPU.last_prefill` says what the last request cost the server: prompt
+  tokens, and those it prefilled (its report, else all of them).
 
 Not covered: chat completions (``/v1/chat/completions``), token-id prompts, SSE
 events split over several ``data:`` lines, server-side KV shifting or paging (a cut
@@ -62,6 +66,10 @@ TOKENIZERS = (
     ("/tokenize", "content"),  # llama.cpp llama-server: {"tokens": [...]}
     ("/extras/tokenize/count", "input"),  # llama-cpp-python's llama_cpp.server: {"count": n}
 )
+
+
+class ServerUnavailable(CPUError):
+    """The server did not serve the request: no connection, a timeout, a cut connection, a 5xx answer."""
 
 
 def server_root(url: str) -> str:
@@ -159,6 +167,8 @@ class HttpCPU:
         url = f"{self.base_url}{path}"
         with _transport_errors(url, self.timeout):
             response = self._client.post(url, json={field: text}, headers=self._headers)
+        if response.status_code >= 500:  # the server failing, not an endpoint it lacks
+            raise ServerUnavailable(f"{url} answered {response.status_code}: {_error_message(_json_or_text(response))}")
         if response.status_code != 200:
             return None
         try:
@@ -270,6 +280,8 @@ class HttpCPU:
             if response.status_code != 200:
                 response.read()
                 message = f"{url} answered {response.status_code}: {_error_message(_json_or_text(response))}"
+                if response.status_code >= 500:
+                    raise ServerUnavailable(message)
                 overflow = response.status_code == 400 and "context" in message.lower()
                 raise (ContextOverflow if overflow else CPUError)(message)
             yield response
@@ -290,6 +302,19 @@ class HttpCPU:
         now = time.perf_counter()
         self.counters.eval_seconds += (first_chunk if n_chunks else now) - started
         self.counters.sample_seconds += now - first_chunk if n_chunks else 0.0
+
+    def last_prefill(self) -> tuple[int, int, bool]:
+        """(prompt tokens, tokens the server prefilled, whether that figure is the server's) for the last request.
+
+        Prefilled is what the server reported evaluating (as for ``tokens_evaluated``); a
+        server that reports only ``usage.prompt_tokens``, or nothing (llama-cpp-python's
+        server in a stream), is taken to have prefilled the whole prompt: an upper bound.
+        """
+        usage = self.last_report.get("usage") or {}
+        reported_prompt = usage.get("prompt_tokens")
+        prompt = reported_prompt if isinstance(reported_prompt, int) else self._prompt_tokens
+        evaluated, _ = _reported_counts(self.last_report)
+        return prompt, prompt if evaluated is None else evaluated, evaluated is not None
 
     def _estimate_new_tokens(self, prompt: str) -> int:
         """Tokens of ``prompt`` past its common prefix with what the server last saw, at the prompt's density."""
@@ -330,7 +355,9 @@ def _events(url: str, response: httpx.Response) -> Iterator[dict[str, Any]]:
         if "error" in event:
             raise CPUError(f"{url}: the server failed mid-stream: {_error_message(event)}")
         yield event
-    raise CPUError(f"{url}: the stream ended before data: [DONE] (the server stopped or the connection was cut)")
+    raise ServerUnavailable(
+        f"{url}: the stream ended before data: [DONE] (the server stopped or the connection was cut)"
+    )
 
 
 @contextmanager
@@ -339,11 +366,11 @@ def _transport_errors(url: str, timeout: float) -> Iterator[None]:
     try:
         yield
     except httpx.ConnectError as error:
-        raise CPUError(f"cannot connect to {url}: {error}") from error
+        raise ServerUnavailable(f"cannot connect to {url}: {error}") from error
     except httpx.TimeoutException as error:
-        raise CPUError(f"{url} did not answer within {timeout} s ({type(error).__name__})") from error
+        raise ServerUnavailable(f"{url} did not answer within {timeout} s ({type(error).__name__})") from error
     except httpx.TransportError as error:
-        raise CPUError(f"{url}: the connection failed ({type(error).__name__}: {error})") from error
+        raise ServerUnavailable(f"{url}: the connection failed ({type(error).__name__}: {error})") from error
 
 
 def _json_or_text(response: httpx.Response) -> Any:
