@@ -314,10 +314,10 @@ GREETINGS = (
     "hi, what's your name?",
     "who made you?",
     "are you a robot?",
-    "how are you today?",
+    "how's it going?",
     "thank you, that helped",
-    "bye for now",
-    "what can you help me with?",
+    "see you later",
+    "can you introduce yourself?",
     "nice to meet you",
 )
 
@@ -335,16 +335,19 @@ def chat_prompts() -> list[str]:
 def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max_tokens: int = 320) -> dict[str, str]:
     """The base model's own greedy answers to :func:`chat_prompts`, rendered as the kernel would
     (smol dialect, every tool listed), cached in ``path``; answers that do not end are dropped."""
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+    cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    answers = {p: cached[p] for p in chat_prompts() if p in cached}
+    asked = set(cached.get("_asked", []))  # prompts whose answer did not end: not asked again
+    missing = [p for p in chat_prompts() if p not in answers and p not in asked]
+    if not missing:
+        return answers
     from llmos.cpu.base import Sampling
     from llmos.cpu.llama import LlamaCPU
 
     cpu = LlamaCPU(model, n_ctx=2048, n_threads=2)
     end = cpu.token_id(smol.IM_END)
-    answers: dict[str, str] = {}
     try:
-        for prompt in chat_prompts():
+        for prompt in missing:
             turns = [Turn("system", smol.DEFAULT_SYSTEM, id=0), Turn("user", prompt, id=1)]
             cpu.load(smol.SmolDialect().render(turns, tools))
             pieces = list(cpu.generate(Sampling(max_tokens=max_tokens, temperature=0.0)))
@@ -353,7 +356,8 @@ def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max
                 answers[prompt] = text.removesuffix(smol.IM_END).strip()
     finally:
         cpu.close()
-    path.write_text(json.dumps(answers, indent=1, ensure_ascii=False), encoding="utf-8")
+    record = {**answers, "_asked": sorted(asked | set(missing))}
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     return answers
 
 
