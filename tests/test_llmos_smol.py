@@ -80,7 +80,7 @@ def test_the_terminal_assistant_greets_and_calculates_with_llmos_smol(tmp_path) 
         screen.shows("hello, who are you?")
         screen.type("Enter")  # apart: a burst of keys with its Enter can read as one paste
         # the greeting's last words (greedy decoding): the turn is over, in words, with no call
-        greeted = screen.shows("help you with today?", timeout=120)
+        greeted = screen.shows("help you with today?", timeout=60)
         assert "assistant" in greeted and "calculator" not in greeted
         screen.type("What is 15% of 1,240?")
         screen.shows("What is 15% of 1,240?")
