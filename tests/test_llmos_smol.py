@@ -66,11 +66,6 @@ def test_the_answer_to_fifteen_percent_of_1240_states_186(fifteen_percent) -> No
     assert "186" in fifteen_percent[-1].answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in the TUI (sessions on the shared model, llmos.cpu.batch, with the adapter) the greeting streams a few "
-    "words a minute where the kernel alone answers in 0.7 s; not yet diagnosed (issue 25)",
-)
 def test_the_terminal_assistant_greets_and_calculates_with_llmos_smol(tmp_path) -> None:
     options = f"--model llmos-smol --n-ctx 4096 --store {tmp_path / 's.db'}"
     screen = TmuxScreen(f"LLMOS_HOME={tmp_path / 'home'} {sys.executable} -c '{MAIN}' tui {options}")
