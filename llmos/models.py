@@ -162,23 +162,38 @@ def open_machine(
     dialect and window in this process, so machines opened alike (``llmos run --jobs``) share
     its request slots and down marks, each session pinned to its server.
     """
-    if spec in FINE_TUNES:
-        from llmos.cpu.llama import LlamaCPU
-
-        tune = FINE_TUNES[spec]
-        base, adapter = tune.files()
-        cpu = LlamaCPU(base, n_ctx=n_ctx, n_threads=n_threads, lora=adapter)
-        return Machine(cpu, _dialect_for(cpu, dialect or tune.dialect), spec)
-    spec = resolve_spec(spec)
-    if spec and spec.startswith(("http://", "https://")):
-        return _open_server(spec, dialect, n_ctx, chat_template)
-    path = default_model() if spec in (None, "", "default") else Path(spec).expanduser()
-    if not path.is_file():
-        raise ModelNotFound(f"model file not found: {path}")
+    if spec not in FINE_TUNES:
+        resolved = resolve_spec(spec)
+        if resolved and resolved.startswith(("http://", "https://")):
+            return _open_server(resolved, dialect, n_ctx, chat_template)
+    local = local_model(spec)
     from llmos.cpu.llama import LlamaCPU
 
-    cpu = LlamaCPU(path, n_ctx=n_ctx, n_threads=n_threads)
-    return Machine(cpu, _dialect_for(cpu, dialect), str(path))
+    cpu = LlamaCPU(local.path, n_ctx=n_ctx, n_threads=n_threads, lora=local.lora)
+    return Machine(cpu, _dialect_for(cpu, dialect or local.dialect), local.spec)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    spec: str  # what sessions and `llmos ps` call it
+    path: Path  # the GGUF llama.cpp loads
+    lora: Path | None = None  # an adapter over it (a fine-tune)
+    dialect: str | None = None  # the fine-tune's dialect; None: detected from the model
+
+
+def local_model(spec: str | None) -> LocalModel:
+    """The file (and adapter) a local spec names, or :class:`ModelNotFound` (a server URL included)."""
+    if spec in FINE_TUNES:
+        tune = FINE_TUNES[spec]
+        base, adapter = tune.files()
+        return LocalModel(spec, base, adapter, tune.dialect)
+    resolved = resolve_spec(spec)
+    if resolved and resolved.startswith(("http://", "https://")):
+        raise ModelNotFound(f"{resolved} is a server, not a local GGUF file")
+    path = default_model() if resolved in (None, "", "default") else Path(resolved).expanduser()
+    if not path.is_file():
+        raise ModelNotFound(f"model file not found: {path}")
+    return LocalModel(str(path), path)
 
 
 def _open_server(spec: str, dialect: str | None, n_ctx: int, chat_template: str | None) -> Machine:

@@ -45,7 +45,7 @@ from typing import Any
 from llmos_memory.migrations import migrate
 
 from llmos.cpu.batch import BatchEngine, ProcessInfo
-from llmos.models import FINE_TUNES, Machine, ModelNotFound, _dialect_for, default_model, resolve_spec
+from llmos.models import Machine, _dialect_for, local_model
 
 ACTIONS = ("pause", "resume", "kill")
 # Schema migrations (llmos_memory.migrations): append, never edit a released one.
@@ -194,24 +194,14 @@ class Processes:
         ``table``: ``True`` for the default process table, a path or a :class:`ProcessTable`, or
         ``False``/``None`` for none (the sessions are then not visible to ``llmos ps``).
         """
-        tune, adapter = FINE_TUNES.get(model or ""), None
-        if tune is not None:
-            path, adapter = tune.files()
-        else:
-            spec = resolve_spec(model)
-            if spec and spec.startswith(("http://", "https://")):
-                raise ModelNotFound(f"{spec} is a server: many sessions on one local model need a GGUF file")
-            path = default_model() if spec in (None, "", "default") else Path(spec).expanduser()
-            if not path.is_file():
-                raise ModelNotFound(f"model file not found: {path}")
-        engine = BatchEngine(
-            path, slots=slots, n_ctx=n_ctx, n_threads=n_threads, swap_dir=swap_dir, quantum=quantum, lora=adapter
-        )
+        local = local_model(model)
+        options = {"n_ctx": n_ctx, "n_threads": n_threads, "swap_dir": swap_dir, "quantum": quantum}
+        engine = BatchEngine(local.path, slots=slots, lora=local.lora, **options)
         if table is True:
             table = ProcessTable()
         elif isinstance(table, str | Path):
             table = ProcessTable(table)
-        return cls(engine, model if tune else str(path), table or None, dialect=tune.dialect if tune else None)
+        return cls(engine, local.spec, table or None, dialect=local.dialect)
 
     def machine(self, *, dialect: str | None = None, title: str = "", budget: int = 0) -> Machine:
         """A machine for one more session: its own :class:`~llmos.cpu.batch.SessionCPU` on the shared model."""
