@@ -117,3 +117,29 @@ def test_a_missing_or_foreign_adapter_is_a_clear_error(tmp_path) -> None:
     for adapter in (tmp_path / "missing.gguf", foreign):
         with pytest.raises(CPUError, match="LoRA adapter"):
             LlamaCPU(packaged_model("smollm2"), n_ctx=64, n_threads=1, lora=adapter)
+
+
+def test_an_exported_adapter_reads_back_for_a_warm_start(tmp_path) -> None:
+    need_module("transformers")
+    import numpy as np
+    import torch
+    from llmos_tiny.smol import export_lora
+    from llmos_tiny.smol_train import adapters, add_lora, load_adapters
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    trained = add_lora(LlamaForCausalLM(config), rank=4, alpha=8, seed=0)
+    with torch.no_grad():
+        for wrapper in trained.values():
+            wrapper.b.normal_()  # B starts at zero: give the round trip something to carry
+    path = export_lora(tmp_path / "a.lora.gguf", adapters(trained), 8, config.to_dict())
+    fresh = add_lora(LlamaForCausalLM(config), rank=4, alpha=8, seed=1)
+    load_adapters(fresh, path, config.to_dict(), 8)
+    for name, (a, b) in adapters(trained).items():
+        got_a, got_b = adapters(fresh)[name]
+        assert np.allclose(got_a, a, atol=1e-3) and np.allclose(got_b, b, atol=1e-2), name  # float16 in the file
+    with pytest.raises(ValueError, match="another alpha"):
+        load_adapters(add_lora(LlamaForCausalLM(config), rank=4, alpha=16, seed=0), path, config.to_dict(), 16)
+    with pytest.raises(ValueError, match="rank"):
+        load_adapters(add_lora(LlamaForCausalLM(config), rank=2, alpha=8, seed=0), path, config.to_dict(), 8)

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     smol_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     smol_cmd.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu or cuda")
     smol_cmd.add_argument("--threads", type=int, default=2)
+    smol_cmd.add_argument("--init-from", default="", help="start from this LoRA GGUF (same rank; fresh schedule)")
     probe_cmd = commands.add_parser("probe", help="does a checkpoint copy? (teacher-forced, JSON)")
     probe_cmd.add_argument("folder", help="a build folder: checkpoint.pt and tokenizer.json")
     probe_cmd.add_argument("--threads", type=int, default=2)
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             max_minutes=args.max_minutes,
             device=args.device,
             threads=args.threads,
+            init_from=args.init_from,
         )
         record = build(Path(args.out), settings)
         print(json.dumps({k: v for k, v in record.items() if k != "log"}))

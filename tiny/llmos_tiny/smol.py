@@ -161,6 +161,32 @@ def export_lora(
     return path
 
 
+def read_lora(path: str | Path, config: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
+    """The adapters and alpha of a LoRA GGUF written by :func:`export_lora`, under ``transformers`` names."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    alpha = float(reader.fields[gguf.Keys.Adapter.LORA_ALPHA].contents())
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for tensor in reader.tensors:
+        base, _, kind = tensor.name.rpartition(".")
+        array = np.asarray(tensor.data, dtype=np.float32).reshape([int(n) for n in reversed(tensor.shape.tolist())])
+        parts.setdefault(base, {})[kind] = array
+    layers = [f"model.layers.{i}.{hf}" for i in range(config["num_hidden_layers"]) for hf in _NAMES.values()]
+    names = {_gguf_name(name)[0]: name for name in layers if not name.endswith("norm")}
+    adapters: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for base, pair in parts.items():
+        if base not in names or set(pair) != {"lora_a", "lora_b"}:
+            raise ValueError(f"{path}: {base!r} is not an adapted layer of this model")
+        a, b = pair["lora_a"], pair["lora_b"]
+        part = _gguf_name(names[base])[1]
+        if part in ("attn_q", "attn_k"):
+            heads = config["num_attention_heads"] if part == "attn_q" else config["num_key_value_heads"]
+            b = _unpermute(b, heads)
+        adapters[names[base]] = (a, b)
+    return adapters, alpha
+
+
 def load_gguf_llama(path: str | Path) -> Any:
     """A ``transformers`` ``LlamaForCausalLM`` (float32, eval mode) with the GGUF's weights."""
     import gguf

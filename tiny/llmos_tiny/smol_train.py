@@ -15,9 +15,12 @@ is deterministic on one device and thread count (not across them). A GPU (``--de
 the same recipe. ``--max-minutes`` stops early (the schedule stays the planned one: a cut run's
 learning rate never reached zero, and the build file says it was cut).
 
+``--init-from ADAPTER`` starts from an adapter of an earlier build (a warm start on new data: the
+schedule starts afresh, the optimizer's moments are not kept; the build file names the adapter).
+
 Not covered: merging the adapter into a whole-model GGUF (llama.cpp applies it at load),
-resuming a cut run, several sequences per step (one conversation at a time, gradients
-accumulated to ``batch_tokens``).
+resuming a cut run exactly (its optimizer state is not saved), several sequences per step (one
+conversation at a time, gradients accumulated to ``batch_tokens``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class SmolSettings:
     device: str = "auto"
     threads: int = 2
     bf16: bool = True
+    init_from: str = ""  # a LoRA GGUF of the same rank to start from (a warm start; fresh schedule)
 
 
 class LoRALinear(nn.Module):
@@ -95,6 +99,19 @@ def adapters(wrapped: dict[str, LoRALinear]) -> dict[str, tuple[Any, Any]]:
         return parameter.detach().float().cpu().numpy()
 
     return {name: (numpy(w.a), numpy(w.b)) for name, w in wrapped.items()}
+
+
+def load_adapters(wrapped: dict[str, LoRALinear], path: Path, config: dict[str, Any], alpha: float) -> None:
+    """Set the wrappers' A and B from a LoRA GGUF of the same layers, rank and alpha."""
+    found, found_alpha = smol.read_lora(path, config)
+    if set(found) != set(wrapped) or found_alpha != alpha:
+        raise ValueError(f"{path} adapts other layers or another alpha ({found_alpha}) than this run")
+    with torch.no_grad():
+        for name, (a, b) in found.items():
+            if a.shape != tuple(wrapped[name].a.shape):
+                raise ValueError(f"{path}: {name} has rank {a.shape[0]}, this run {wrapped[name].a.shape[0]}")
+            wrapped[name].a.copy_(torch.from_numpy(a))
+            wrapped[name].b.copy_(torch.from_numpy(b))
 
 
 def masked_loss(model: nn.Module, ids: list[int], mask: list[int], device: str, bf16: bool) -> torch.Tensor:
@@ -194,6 +211,9 @@ def build(out: Path, s: SmolSettings, say: Callable[[str], None] = print) -> dic
     say(f"{len(data)} conversations, {sum(len(i) for i, _ in data)} tokens ({sum(sum(m) for _, m in data)} trained on)")
     model = smol.load_gguf_llama(base)
     wrapped = add_lora(model, s.rank, s.alpha, s.seed)
+    if s.init_from:
+        load_adapters(wrapped, Path(s.init_from), model.config.to_dict(), s.alpha)
+        say(f"started from {s.init_from}")
     model.to(device)
     val_before = evaluate(model, val, s, device)
     say(f"held-out loss before: {val_before:.4f}")
