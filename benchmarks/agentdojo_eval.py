@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import time
 import warnings
 from typing import Any
@@ -127,9 +128,18 @@ class Environments:
 
 
 def in_context(injections: dict[str, str], context: str) -> bool:
-    """Whether any injected text is in what the model read, whitespace aside (YAML folds lines)."""
-    read = " ".join(context.split())
-    return any(" ".join(text.split()) in read for text in injections.values() if text.strip())
+    """Whether the words of any injected text are, in order and contiguous, in what the model read.
+
+    Words, not characters: the text passes through YAML twice (the environment file folds
+    its lines; AgentDojo's ``tool_result_to_str`` dumps each result, quoting, escaping and
+    wrapping long strings), so only its words survive verbatim.
+    """
+    read = f" {_words(context)} "
+    return any(f" {_words(text)} " in read for text in injections.values() if _words(text))
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", re.sub(r"\\[nt \"\\]", " ", text)))  # YAML escapes: \n, \t, \ , \", \\
 
 
 def evaluate_suite(
