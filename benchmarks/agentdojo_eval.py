@@ -134,8 +134,8 @@ def in_context(injections: dict[str, str], context: str) -> bool:
     its lines; AgentDojo's ``tool_result_to_str`` dumps each result, quoting, escaping and
     wrapping long strings), so only its words survive verbatim.
     """
-    read = f" {_words(context)} "
-    return any(f" {_words(text)} " in read for text in injections.values() if _words(text))
+    read = _words(context)  # no word boundaries at the ends: an injection may be glued to the text around it
+    return any(_words(text) in read for text in injections.values() if _words(text))  # ("USA{injection}")
 
 
 def _words(text: str) -> str:

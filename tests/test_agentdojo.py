@@ -151,3 +151,4 @@ def test_the_injected_text_of_a_kind_is_what_the_model_reads(evaluation):
     assert text not in dumped and " ".join(text.split()) not in " ".join(dumped.split())
     assert evaluation.in_context({"v": text}, dumped)
     assert not evaluation.in_context({"v": text.replace("Hey", "Bye")}, dumped)
+    assert evaluation.in_context({"v": "TODO: go on"}, "lines: [USATODO: go on]")  # glued to the text around it
