@@ -30,9 +30,14 @@ Workarounds for agentdojo 0.1.35 quirks, used by :mod:`benchmarks.agentdojo_eval
   ``is_task_injectable`` (string content only) and ``suite.check`` are not used;
 * the ``benchmark_suite_*`` helpers (which need a logger with a ``logdir``) are not
   used: the eval calls ``suite.run_task_with_pipeline`` per pair itself;
-* the ``important_instructions`` attack needs a pipeline name containing a known
-  model name: the element is named ``llmos-gpt-4o-2024-05-13`` (the injection text
-  then addresses "GPT-4"; the scripted model ignores the wording anyway).
+* the ``important_instructions`` attack (and every kind built on it: its variants,
+  ``tool_knowledge`` and the DoS kinds) needs a pipeline name containing a known model
+  name: the element is named ``llmos-gpt-4o-2024-05-13`` (the injection text then
+  addresses "GPT-4"; the scripted model ignores the wording anyway).
+
+``LlmosElement.context`` keeps the text the model read on its last step (the whole
+conversation, as the dialect rendered it), so the eval can check that an attack's
+injected text reached the model.
 """
 
 from __future__ import annotations
@@ -241,6 +246,7 @@ class LlmosElement(BasePipelineElement):
         self.approver = approver
         self.plan: Callable[[Env], tuple[list[FunctionCall], str]] = lambda env: ([], "")
         self.tally = Tally()
+        self.context = ""  # the text the model read on its last step (the whole conversation)
 
     def query(
         self,
@@ -257,6 +263,7 @@ class LlmosElement(BasePipelineElement):
         kernel = Kernel(cpu, LlmosDialect(), tools, policy=self.policy, approver=self.approver, budgets=budgets)
         events = list(kernel.ask(query))
         self.tally = tally_of(events)
+        self.context = "".join(segment.text for segment in cpu.loads[-1]) if cpu.loads else ""
         out: list[ChatMessage] = [
             *messages,
             ChatUserMessage(role="user", content=[text_content_block_from_string(query)]),
