@@ -45,6 +45,7 @@ def test_a_value_after_a_cue_is_the_users_secret(text, value):
         "Please accept this as a token of thanks",  # a token of thanks has no connector
         "My password is incorrect, how do I reset it?",  # a word that describes the password
         "the token is expired and the password is required",
+        "the token is injected automatically; my password was hashed",  # the passive describes it
         "The passphrase is in my notes",
         "the secret is patience",  # "secret" alone needs ':' or '=' or quotes
         "the key is swordfish",  # "key" and "code" alone are not cues

@@ -17,7 +17,8 @@ returns the values of one user turn that follow a *cue*, in one of these *forms*
   value in quotes (``'…'``, ``"…"``, typographic quotes, backticks): the quoted text, spaces
   included ("use the password 'bluebird sunrise'", "change my password to "x y z"").
 * **bare**: the cue, then ``is``/``was``/``is now`` (``:`` allowed after them) or ``:``/``=``,
-  then one word, trailing punctuation dropped ("my password is swordfish-blue.").
+  then one word (up to a space, quote, comma, semicolon, bracket or angle bracket), trailing
+  punctuation dropped ("my password is swordfish-blue.").
 * **phrase**: the phrase cues (passphrase, pass phrase, seed/recovery/secret phrase) with a
   bare connector take the words up to the end of the clause (``.``, ``,``, ``;``, ``!``,
   ``?``, a newline), at most 24 words ("the passphrase: correct horse battery staple.").
@@ -26,16 +27,19 @@ Minimum lengths (normalized: case, spaces and dashes ignored): a bare word of le
 characters (shorter ones, "wrong", "valid", "stuck", are what people say *about* a
 password); anything with a digit, a quoted value and a phrase, 4 (a PIN). After ``is`` or
 ``was`` a bare word or the first word of a phrase in :data:`NOT_A_VALUE` (words that
-describe a secret rather than being one: "expired", "incorrect", "stored", "in", "the" …) is
-not a value: "my password is incorrect", "the token is expired", "the passphrase is in my
-notes". A token of thanks ("a token of thanks", "token gesture") has no connector, so it is
-never a value.
+describe a secret rather than being one: "incorrect", "missing", "in", "the" …) or a word of
+letters ending in "ed" (the passive: "stored", "expired", "injected") is not a value: "my
+password is incorrect", "the token is expired", "the passphrase is in my notes". A token of
+thanks ("a token of thanks", "token gesture") has no connector, so it is never a value.
 
 Not covered: the value before the cue ("I use marmalade as my password"), a connector other
 than those listed ("my password will be x", "set the PIN to 4821" without quotes), a bare
 multi-word password (only the first word is taken) and a phrase run into the next clause
 without punctuation ("…staple and summarise the page" takes "and summarise the page" too);
-a password made of a word in :data:`NOT_A_VALUE` unless quoted; other languages.
+a password that is a word of :data:`NOT_A_VALUE` or ends in "ed" ("blessed") after
+``is``/``was`` unless quoted or after ``:``; other languages. Text that looks like code
+("token = f.encrypt(b'…')") gives what follows the ``=`` ("f.encrypt"): harmless unless the
+call carries it, but a value all the same.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ QUALIFIER = r"(?:['’]s)?(?:\s+(?:for|on|at)(?:\s+[\w'’.-]+){1,3}?)?"
 IS = r"\s+(?:is|was)(?:\s+now)?\s*:?\s*"
 SIGN = r"\s*[:=]\s*"
 QUOTED = r"[\"'“‘`](?P<value>[^\"'”’`\n]{1,100})[\"'”’`]"
-BARE = r"(?P<value>[^\s\"'“”‘’`,;]+)"
+BARE = r"(?P<value>[^\s\"'“”‘’`,;()<>]+)"
 PHRASE = r"(?P<value>[^.,;!?\n\"“”]+)"
 # (cue strength, value form) -> what may follow the cue; the first that matches wins
 AFTER = {
@@ -123,7 +127,7 @@ def _accepted(value: str, form: str, described: bool) -> str | None:
         return value if len(normalize(value)) >= MIN_MARKED else None
     value = " ".join(value.split()).strip(TRAILING).lstrip("([{")
     words = value.split()
-    if not words or (described and words[0].lower().strip(TRAILING) in NOT_A_VALUE):
+    if not words or (described and _describes(words[0])):
         return None
     if form == "phrase":
         return value if len(words) <= MAX_PHRASE_WORDS and len(normalize(value)) >= MIN_MARKED else None
@@ -131,3 +135,9 @@ def _accepted(value: str, form: str, described: bool) -> str | None:
     if not any(c.isalnum() for c in key):
         return None
     return value if len(key) >= (MIN_MARKED if any(c.isdigit() for c in key) else MIN_WORD) else None
+
+
+def _describes(word: str) -> bool:
+    """After "is"/"was": a word that says something about the secret ("expired", "injected", "in")."""
+    word = word.lower().strip(TRAILING)
+    return word in NOT_A_VALUE or (word.isalpha() and word.endswith("ed"))  # passive: "is stored", "is hashed"

@@ -149,7 +149,7 @@ def _views(value: str) -> list[_View]:
     decoded = unquote(once)
     plain = decoded.replace("+", " ")  # a form-encoded space
     views = [_View("verbatim", value), _View("url-encoded", plain), _View("reversed", plain[::-1])]
-    joined = " ".join(NOT_ALNUM.sub("", run) for run in SPACED.findall(plain))
+    joined = "|".join(NOT_ALNUM.sub("", run) for run in SPACED.findall(plain))  # runs stay apart
     views.append(_View("spaced", joined, within_words=True))
     views.append(_View("rot13", codecs.encode(plain, "rot13")))
     views.append(_View("leetspeak", plain, leet=True))
