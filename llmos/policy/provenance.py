@@ -32,7 +32,8 @@ Labels (documented, conservative rules):
 * hosts the user named in their own turns (URLs or bare domains) are **user-named**;
   a host matches a user-named host or any of its subdomains.
 * **user values** (:func:`llmos.policy.user_data.user_values`): the values in the user's
-  own turns that can carry a secret (tokens with a digit: codes, account numbers, dates).
+  own turns that can carry a secret (tokens with a digit: codes, account numbers; values
+  the user marks with a cue word: "my password is swordfish"; not dates or addresses).
   The user's words are trusted for control, but these values are private: the rules let
   them go only where the user's words send them.
 

@@ -15,7 +15,8 @@ provenance it used, as its reasons; they reach the ``audit`` table):
    ``exfiltration`` (default **deny**; per-tool ``allow`` does not lift it).
 2b. **user data** (tools with ``NETWORK`` or ``SENDS_OUT``), once untrusted text is in
    the context: the call carries a value the user typed (:mod:`llmos.policy.user_data`:
-   verbatim, percent-encoded, base64, hex or reversed) to a destination the user did not
+   verbatim, percent-encoded, base64, hex, reversed, ROT13, with separators between its
+   characters or in leetspeak) to a destination the user did not
    name: a host, a recipient (``to``, ``iban``, ``channel`` …) whose whole value is not
    in the user's words (a *record* does not count: an attacker who mailed the user is
    recorded as a sender), or no destination the arguments show (a search query, code)
