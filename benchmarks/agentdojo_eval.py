@@ -1,10 +1,15 @@
 """AgentDojo (agentdojo==0.1.35, benchmark v1.2.2) through llmos's kernel and policy, offline.
 
     .venv/bin/python benchmarks/agentdojo_eval.py --json [--suites banking slack] [--attacks KIND ...]
-        [--limit N] [--taint context] [--benign-only] [--user-tasks user_task_0 ...]
+        [--limit N] [--taint context] [--plan required|declared|off] [--benign-only] [--user-tasks user_task_0 ...]
 
 A scripted, fully compromised model (:mod:`llmos_evals.agentdojo`) replays ground-truth calls:
 
+* **plans** (``--plan``, default ``required``: :mod:`llmos.policy.plan`): the defended model
+  first declares a plan made from the user's words and the user task's own calls
+  (:func:`~llmos_evals.agentdojo.plan_from_words`: a perfect planner that has read no
+  tool output), and the policy holds every call with effects to it; ``--plan off`` gives
+  the figures of the provenance rules alone. The undefended baseline never plans.
 * **benign**: the user task's calls only; ``benign_utility`` with the llmos policy (asks
   denied: no approver) against ``undefended_benign_utility`` (every call allowed);
   ``asks_per_task`` counts approval requests per benign task. Benign runs do not depend
@@ -36,8 +41,10 @@ A scripted, fully compromised model (:mod:`llmos_evals.agentdojo`) replays groun
   itself changes (banking 8, travel 2, workspace 0 among them). For each pair the
   user task alone is run with the injection in place; if the injection's check
   already passes, the pair is ``confounded`` and not counted in ``pairs``.
-* Injection tasks with no ground-truth calls (workspace 6-13) cannot be replayed:
-  they are listed under ``not_covered``.
+* Injection tasks with no ground-truth calls in AgentDojo (travel 6: words in the answer;
+  workspace 6-13) replay calls written from their goals and checks
+  (:mod:`llmos_evals.agentdojo_scripts`); a task with neither would be listed under
+  ``not_covered`` (none is).
 * Calls are reported as ``calls_attempted`` (what the model emitted) and
   ``calls_executed`` (what the kernel ran), for the attack pairs and (``benign_calls_*``)
   the benign runs: only executed calls reach AgentDojo's trace-based checks.
@@ -67,7 +74,8 @@ import warnings
 from typing import Any
 
 import yaml
-from llmos_evals.agentdojo import AllowAll, LlmosElement
+from llmos_evals.agentdojo import AllowAll, LlmosElement, plan_from_words
+from llmos_evals.agentdojo_scripts import injection_replay
 
 from llmos.policy import Policy
 
@@ -150,8 +158,10 @@ def evaluate_suite(
     benign_only: bool = False,
     user_task_ids: list[str] | None = None,
     attacks: list[str] | tuple[str, ...] = (DEFAULT_ATTACK,),
+    planning: bool = False,
 ) -> dict[str, Any]:
-    """The benign figures, the first kind's figures at the top level, and every kind's under ``by_attack``."""
+    """The benign figures, the first kind's figures at the top level, and every kind's under ``by_attack``;
+    with ``planning`` the defended model plans first (from the user's words and the user task's calls)."""
     from agentdojo.attacks import load_attack
 
     defended, undefended = LlmosElement(policy), LlmosElement(AllowAll())
@@ -166,6 +176,7 @@ def evaluate_suite(
         if user_tasks:  # the fast load is checked against AgentDojo's on one injection of each kind
             runs.check(kind.attack(user_tasks[0], next(iter(suite.injection_tasks.values()))))
     for user_task in user_tasks:
+        defended.planner = _planner(user_task) if planning else None
         benign_ok = _benign(runs, user_task, defended, undefended, benign)
         for name, kind in kinds.items():
             if kind.is_dos_attack:
@@ -178,10 +189,18 @@ def evaluate_suite(
     return {**first, **_benign_summary(benign), "by_attack": by_attack}
 
 
+def _planner(user_task: Any) -> Any:
+    return lambda env: plan_from_words(user_task.PROMPT, user_task.ground_truth(env))
+
+
 def _replayable(suite: Any, runs: Environments) -> tuple[dict[str, Any], list[str]]:
-    """Injection tasks with ground-truth calls (replayable), and the ids of those without."""
+    """Injection tasks a model can replay (calls or words), and the ids of those it cannot."""
     env = runs.load({})
-    covered = {task_id: task for task_id, task in suite.injection_tasks.items() if task.ground_truth(env)}
+    covered = {
+        task_id: task
+        for task_id, task in suite.injection_tasks.items()
+        if any(injection_replay(suite.name, task, env.model_copy(deep=True)))
+    }
     return covered, [task_id for task_id in suite.injection_tasks if task_id not in covered]
 
 
@@ -260,7 +279,7 @@ def _pairs(runs: Environments, user_task, injection_task, attack, defended, unde
     counts = stats["by_injection_task"][injection_task.ID]
     for order in ("user_first", "injection_first"):
         for element, key in ((defended, "attacks_succeeded"), (undefended, "undefended_attacks_succeeded")):
-            element.plan = _plan(user_task, injection_task, order)
+            element.plan = _plan(runs.suite, user_task, injection_task, order)
             _, succeeded = runs.run(element, user_task, injection_task, injections)
             stats[key] += bool(succeeded)
             if element is defended:
@@ -295,13 +314,25 @@ def _count_run(element: LlmosElement, injections: dict[str, str], stats: dict) -
     stats["injection_in_context"] += in_context(injections, element.context)
 
 
-def _plan(user_task: Any, injection_task: Any, order: str) -> Any:
+def _plan(suite: Any, user_task: Any, injection_task: Any, order: str) -> Any:
     def plan(env: Any) -> tuple[list, str]:
-        user_calls, injection_calls = user_task.ground_truth(env), injection_task.ground_truth(env)
+        user_calls = user_task.ground_truth(env)
+        state = _after(suite, user_calls, env) if order == "user_first" else env
+        injection_calls, words = injection_replay(suite.name, injection_task, env, state)
         calls = user_calls + injection_calls if order == "user_first" else injection_calls + user_calls
-        return calls, user_task.GROUND_TRUTH_OUTPUT
+        return calls, " ".join(filter(None, [user_task.GROUND_TRUTH_OUTPUT, words]))
 
     return plan
+
+
+def _after(suite: Any, calls: list, env: Any) -> Any:
+    """The environment once ``calls`` have run (on a copy): what a model sees when the injection runs."""
+    from agentdojo.functions_runtime import FunctionsRuntime
+
+    state, runtime = env.model_copy(deep=True), FunctionsRuntime(suite.tools)
+    for call in calls:
+        runtime.run_function(state, call.function, call.args)
+    return state
 
 
 def _benign_summary(stats: dict[str, Any]) -> dict[str, Any]:
@@ -421,6 +452,7 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="at most this many user tasks per suite")
     parser.add_argument("--taint", choices=("derived", "context"), default="derived")
+    parser.add_argument("--plan", choices=("required", "declared", "off"), default="required", help="plan mode")
     parser.add_argument("--benign-only", action="store_true", help="skip the attack pairs (fast profiling)")
     parser.add_argument("--user-tasks", nargs="*", default=None, help="only these user task ids (e.g. user_task_2)")
     args = parser.parse_args()
@@ -431,14 +463,16 @@ def main() -> None:
             parser.error(f"--attacks {name}: {NOT_OFFLINE.get(name, 'not an AgentDojo attack kind')}")
     started = time.monotonic()
     suites = load()
-    policy = Policy.from_config({"taint": args.taint})
+    policy = Policy.from_config({"taint": args.taint, "plan": args.plan})
     narrow = {"benign_only": args.benign_only, "user_task_ids": args.user_tasks, "attacks": attacks}
+    narrow |= {"planning": args.plan != "off"}
     results = {name: evaluate_suite(suites[name], policy, args.limit, **narrow) for name in args.suites}
     report = report_of(results, [] if args.benign_only else attacks)
     report |= {
         "limit": args.limit,
         "user_task_ids": args.user_tasks,
         "taint": args.taint,
+        "plan": args.plan,
         "seconds": round(time.monotonic() - started, 1),
         "agentdojo": "0.1.35",
         "benchmark": "v1.2.2",

@@ -322,3 +322,31 @@ def test_the_console_shows_model_text_safely(tmp_path, capsys):
     assert "[image: x ‹http://evil.test/leak?q=secret›]" in printed and "<img" not in printed and "\x1b" not in printed
     line = runner.describe(CallEvent("call_2", "fetch", {"url": "![i](http://evil.test/x)"}, ""))
     assert "![" not in line and "[image: i ‹http://evil.test/x›]" in line
+
+
+def test_a_task_that_requires_a_plan_gets_the_plan_tool_and_is_held_to_it(tmp_path):
+    from llmos_tools import Effect
+
+    saved: list[str] = []
+
+    @tool(effects={Effect.WRITES})
+    def save(path: str) -> str:
+        """Save a file."""
+        saved.append(path)
+        return "saved"
+
+    script = [
+        call("save", path="before"),  # effects, no plan yet: refused
+        call("plan", tools=["calculator", "save"], pins={"save": {"path": ["answer.txt"]}}),
+        call("save", path="elsewhere.txt"),  # off the plan's pin: refused
+        call("save", path="answer.txt"),
+        f"Saved.{END}",
+    ]
+    run_options = options(tmp_path, script)
+    run_options.registry.add(save)
+    fields = {"tools": ["calculator", "save"], "policy": {"plan": "required"}}
+    result = runner.run_task(task(**fields), run_options)
+    assert saved == ["answer.txt"] and result.answer == "Saved."
+    markdown = (result.folder / "report.md").read_text()
+    assert "off plan: save has effects and no plan was made" in markdown
+    assert "off plan: save.path='elsewhere.txt' is not among the planned values" in markdown

@@ -22,6 +22,11 @@ Needs ``agentdojo==0.1.35`` (benchmark v1.2.2), a dev/eval dependency only.
 * Only calls the kernel *executed* are written back as AgentDojo tool calls, so its
   trace-based checks judge what happened, not what was attempted; attempts and
   executions are counted separately in :class:`Tally`.
+* Plans (``LlmosElement.planner``, :mod:`llmos.policy.plan`): the scripted model first
+  calls ``plan`` with what :func:`plan_from_words` derives from the user's words and the
+  user task's own calls, *before* any tool result is in its context: a compromised model
+  has read no injection yet, so its plan is the user's. The plan call is llmos's own and
+  is left out of the AgentDojo trace and of the tallies.
 
 Workarounds for agentdojo 0.1.35 quirks, used by :mod:`benchmarks.agentdojo_eval`:
 
@@ -43,6 +48,7 @@ injected text reached the model.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +70,7 @@ from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
 from llmos.events import ApprovalRequest, Event
 from llmos.kernel import Budgets, Kernel
 from llmos.policy import Decision, Policy
+from llmos.policy.plan import PLAN_TOOL, plan_tool
 from llmos.testing import ScriptedCPU
 
 PIPELINE_NAME = "llmos-gpt-4o-2024-05-13"
@@ -226,11 +233,39 @@ def script_for(calls: Sequence[FunctionCall], answer: str) -> list[str]:
     return [*outputs, f"{answer}{END}"]
 
 
+def plan_from_words(prompt: str, calls: Sequence[FunctionCall]) -> dict[str, Any]:
+    """The plan a planner that reads only ``prompt`` would make for ``calls``: their tools, and
+    each string argument pinned to its values when the user's words state every one of them
+    (as whole words: "13" in "2024-05-13" is not the file id 13)."""
+    words = prompt.lower()
+    pins: dict[str, dict[str, list[str]]] = {}
+    for tool in sorted({c.function for c in calls}):
+        values: dict[str, list[Any]] = {}
+        for call in (c for c in calls if c.function == tool):
+            for argument, value in call.args.items():
+                values.setdefault(argument, []).extend(value if isinstance(value, list) else [value])
+        stated = {
+            argument: sorted(set(found))
+            for argument, found in values.items()
+            if found and all(isinstance(v, str) and v and _stated(v, words) for v in found)
+        }
+        if stated:
+            pins[tool] = stated
+    return {"tools": sorted({c.function for c in calls}), "pins": pins}
+
+
+def _stated(value: str, words: str) -> bool:
+    # a whole token: "13" in "2024-05-13" or "x.com/13" is part of another value
+    return re.search(rf"(?<![\w\-./:@]){re.escape(value.lower())}(?![\w\-/:@]|\.\w)", words) is not None
+
+
 class LlmosElement(BasePipelineElement):
     """Runs a scripted, compromised model through the llmos kernel and policy.
 
     ``plan(env)`` returns the calls to replay and the final answer for the current
     task (the eval sets it per pair); ``policy`` and ``approver`` are the defence.
+    ``planner(env)``, when set, returns the arguments of a ``plan`` call the model makes
+    first (see :func:`plan_from_words`).
     """
 
     name = PIPELINE_NAME
@@ -245,6 +280,7 @@ class LlmosElement(BasePipelineElement):
         self.trusted = trusted
         self.approver = approver
         self.plan: Callable[[Env], tuple[list[FunctionCall], str]] = lambda env: ([], "")
+        self.planner: Callable[[Env], dict[str, Any]] | None = None
         self.tally = Tally()
         self.context = ""  # the text the model read on its last step (the whole conversation)
 
@@ -257,9 +293,12 @@ class LlmosElement(BasePipelineElement):
         extra_args: dict = {},  # noqa: B006 - the signature AgentDojo defines
     ) -> tuple[str, FunctionsRuntime, Env, Sequence[ChatMessage], dict]:
         calls, answer = self.plan(env.model_copy(deep=True))
+        tools = wrap_runtime(runtime, env, self.trusted)
+        if self.planner is not None:
+            calls = [FunctionCall(function=PLAN_TOOL, args=self.planner(env.model_copy(deep=True))), *calls]
+            tools.append(plan_tool())
         cpu = ScriptedCPU(script_for(calls, answer))
         budgets = Budgets(max_steps=len(calls) + 1, max_tokens=10**7, max_step_tokens=10**6)
-        tools = wrap_runtime(runtime, env, self.trusted)
         kernel = Kernel(cpu, LlmosDialect(), tools, policy=self.policy, approver=self.approver, budgets=budgets)
         events = list(kernel.ask(query))
         self.tally = tally_of(events)
@@ -275,6 +314,8 @@ class LlmosElement(BasePipelineElement):
 def tally_of(events: Sequence[Event]) -> Tally:
     tally = Tally()
     for event in events:
+        if getattr(event, "name", None) == PLAN_TOOL:
+            continue  # llmos's own call, not one of the task's
         if event.kind == "call":
             tally.attempted.append(event.name)  # type: ignore[attr-defined]
         elif event.kind == "policy":
@@ -300,6 +341,8 @@ def agentdojo_messages(events: Sequence[Event]) -> list[ChatMessage]:
             calls[data["id"]] = data
         elif event.kind == "result":
             call = calls[data["id"]]
+            if call["name"] == PLAN_TOOL:
+                continue  # llmos's own call: not in AgentDojo's trace
             if data["text"].startswith("error: the policy"):
                 note = f"[llmos refused {call['name']}: {data['text']}]"
                 out.append(

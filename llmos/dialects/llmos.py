@@ -85,9 +85,9 @@ LLMOS_MARKERS = Markers(
 class LlmosDialect(Dialect):
     name = "llmos"
     markup: Markers = LLMOS_MARKERS
-    markers = SPECIAL_TOKENS
+    markers: tuple[str, ...] = SPECIAL_TOKENS
     call_markers = (CALL, CALL_END)
-    forbidden = (RESULT, RESULT_END, PAGE, PAGE_END, SYSTEM, USER, ASSISTANT)  # the kernel's alone
+    forbidden: tuple[str, ...] = (RESULT, RESULT_END, PAGE, PAGE_END, SYSTEM, USER, ASSISTANT)  # the kernel's alone
     default_system = DEFAULT_SYSTEM
 
     def render(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]], generate: bool = True) -> list[Segment]:

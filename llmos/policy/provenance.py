@@ -79,6 +79,9 @@ WHOLE_TOKEN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/@+-]*[A-Za-z0-9])?")
 VOUCHING_PREFIXES = ("trusted:", "record:", "delegated:")  # and the label "user"
 
 
+LINK_ARGUMENTS = frozenset({"url", "uri", "link", "href"})  # arguments that hold a link
+
+
 def normalize(text: str) -> str:
     """Case, spaces and dashes do not make a value new."""
     return re.sub(r"[\s\-_]+", "", text).lower()

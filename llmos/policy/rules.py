@@ -9,6 +9,10 @@ Rules, strictest wins (each decision lists every rule that fired, plus the
 provenance it used, as its reasons; they reach the ``audit`` table):
 
 1. ``tools: {name: deny}`` denies; ``ask`` asks at least; ``allow`` skips rule 4's ask.
+1b. **off plan** (:mod:`llmos.policy.plan`): a call with effects outside the plan the model
+   declared before untrusted text entered the context, or (``plan: required``) with no plan
+   → ``off_plan`` (default **deny**; per-tool ``allow`` does not lift it); a ``plan`` call once
+   untrusted text is in the context is denied.
 2. **exfiltration** (tools with ``NETWORK`` or ``SENDS_OUT``): an argument that
    addresses a host the user never named *and* the call carries private data
    verbatim (a token or a line from a file, mail, memory, sandbox output) →
@@ -41,9 +45,11 @@ Config shape (a mapping; the task runner passes a task file's ``policy:`` throug
 
     policy:
       taint: derived            # derived (default) | context
+      plan: declared            # declared (default) | required | off
       hosts: [example.com]      # hosts that count as user-named, besides those in the user's turns
       tools: {python: ask, send_email: allow}
-      actions: {exfiltration: deny, user_data: deny, private_network: ask, untrusted_argument: ask}
+      actions: {off_plan: deny, exfiltration: deny, user_data: deny, private_network: ask,
+                untrusted_argument: ask}
 
 Not covered: values the model transforms before use (see provenance and user_data), side channels
 through read-only tools (a search query is ``NETWORK`` and is checked; a tool that
@@ -61,7 +67,9 @@ from urllib.parse import unquote
 from llmos_errors import LlmosError
 from llmos_tools import Effect, Tool
 
+from llmos.policy.plan import PLAN_MODES, PLAN_TOOL, PlanMode, plan_in_force
 from llmos.policy.provenance import (
+    LINK_ARGUMENTS,
     URL_RE,
     ArgumentOrigin,
     Context,
@@ -78,14 +86,15 @@ if TYPE_CHECKING:
 
 Action = Literal["allow", "ask", "deny"]
 ACTIONS: tuple[Action, ...] = ("allow", "ask", "deny")
-RULES = ("exfiltration", "user_data", "private_network", "untrusted_argument")
+RULES = ("off_plan", "exfiltration", "user_data", "private_network", "untrusted_argument")
 DEFAULT_ACTIONS: dict[str, Action] = {
+    "off_plan": "deny",
     "exfiltration": "deny",
     "user_data": "deny",
     "private_network": "ask",
     "untrusted_argument": "ask",
 }
-CONFIG_KEYS = {"taint", "hosts", "tools", "actions"}
+CONFIG_KEYS = {"taint", "hosts", "tools", "actions", "plan"}
 # Arguments that say where data or money goes: they must come from the user or a trusted result.
 DESTINATIONS = frozenset(
     {"to", "recipient", "recipients", "cc", "bcc", "email", "emails", "user_email", "address", "url", "uri", "link"}
@@ -95,7 +104,6 @@ DESTINATIONS = frozenset(
 CREDENTIALS = frozenset({"password", "passphrase", "token", "secret", "api_key", "key", "pin"})
 # Arguments that say which existing object a call changes or deletes (also any ``*_id``).
 REFERENCES = frozenset({"id", "ids"})
-LINK_ARGUMENTS = frozenset({"url", "uri", "link", "href"})
 # Arguments that say who receives what a SENDS_OUT call carries (hosts are read from every argument).
 RECIPIENTS = DESTINATIONS - LINK_ARGUMENTS - {"host", "address", "hotel", "restaurant", "company"}
 
@@ -122,6 +130,7 @@ class Policy:
     hosts: set[str] = field(default_factory=set)
     taint: Literal["derived", "context"] = "derived"
     actions: dict[str, Action] = field(default_factory=lambda: dict(DEFAULT_ACTIONS))
+    plan: PlanMode = "declared"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> Policy:
@@ -140,7 +149,10 @@ class Policy:
             actions[rule] = _action(action, f"policy.actions.{rule}")
         tools = {name: _action(a, f"policy.tools.{name}") for name, a in dict(config.get("tools") or {}).items()}
         hosts = {str(h).lower().removeprefix("www.") for h in config.get("hosts") or ()}
-        return cls(overrides=tools, hosts=hosts, taint=taint, actions=actions)
+        plan = config.get("plan", "declared")
+        if plan not in PLAN_MODES:
+            raise PolicyConfigError(f"policy.plan must be one of {', '.join(PLAN_MODES)}, not {plan!r}")
+        return cls(overrides=tools, hosts=hosts, taint=taint, actions=actions, plan=plan)
 
     def decide(self, tool: Tool, arguments: Mapping[str, Any], *, turns: Sequence[Turn]) -> Decision:
         """Decide one call, given the conversation that produced it."""
@@ -150,7 +162,7 @@ class Policy:
         context = context_from(turns, self.hosts)
         found = origins(arguments, context)
         values = user_values(context)
-        findings = self._findings(tool, context, found, values)
+        findings = self._off_plan(tool, arguments, context, turns) + self._findings(tool, context, found, values)
         if override == "allow":
             findings = [(a, r) for a, r in findings if a == "deny"]  # a leak stays denied
         elif override == "ask":
@@ -171,6 +183,26 @@ class Policy:
         if tool.effects & {Effect.WRITES, Effect.SENDS_OUT}:
             findings += self._consequential(tool, context, found)
         return findings
+
+    def _off_plan(
+        self, tool: Tool, arguments: Mapping[str, Any], context: Context, turns: Sequence[Turn]
+    ) -> list[tuple[Action, str]]:
+        """A call with effects outside the plan made before untrusted text (:mod:`llmos.policy.plan`)."""
+        if self.plan == "off":
+            return []
+        if tool.name == PLAN_TOOL:
+            if not context.untrusted:
+                return []
+            pages = ", ".join(f"{s.name}@{s.turn}" for s in context.untrusted)
+            return [("deny", f"late plan: untrusted pages ({pages}) are already in the context")]
+        if not tool.effects:
+            return []
+        plan = plan_in_force(turns)
+        if plan is None:
+            if self.plan == "required":
+                return [(self.actions["off_plan"], f"off plan: {tool.name} has effects and no plan was made")]
+            return []
+        return [(self.actions["off_plan"], f"off plan: {why}") for why in plan.misfits(tool.name, arguments)]
 
     def _user_data(
         self, tool: Tool, context: Context, found: list[ArgumentOrigin], values: list[UserValue]

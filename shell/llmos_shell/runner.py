@@ -274,10 +274,14 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
     from llmos.kernel import Kernel
     from llmos.models import open_machine
     from llmos.policy import Policy
+    from llmos.policy.plan import PLAN_TOOL, plan_tool
     from llmos.session import Session
     from llmos.store import SessionStore, default_store_path
 
+    policy = Policy.from_config(task.policy_config())
     registry = (options.registry or load_tools()).only(task.tool_names())
+    if policy.plan == "required" and PLAN_TOOL not in registry:
+        registry.add(plan_tool())  # the policy refuses calls with effects until the model plans
     machine = options.machine_factory(task) if options.machine_factory else None
     if machine is None:
         machine = open_machine(task.model, dialect=task.dialect, n_ctx=task.n_ctx)
@@ -286,7 +290,7 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
         "system": task.system,
         "budgets": task.kernel_budgets(),
         "sampling": task.cpu_sampling(),
-        "policy": Policy.from_config(task.policy_config()),
+        "policy": policy,
         "approver": options.approver,
         "workdir": folder / "artifacts",
         "settings": task.kernel_settings(),
