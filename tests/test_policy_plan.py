@@ -115,9 +115,9 @@ def test_allow_override_does_not_lift_off_plan():
 
 
 def test_bad_plan_config_and_bad_pins_are_clear_errors():
-    with pytest.raises(PolicyConfigError, match="policy.plan must be one of"):
+    with pytest.raises(PolicyConfigError, match=r"policy\.plan must be one of"):
         Policy.from_config({"plan": "sometimes"})
-    with pytest.raises(ToolError, match="pins.get_webpage must map"):
+    with pytest.raises(ToolError, match=r"pins\.get_webpage must map"):
         plan_tool().run({"tools": ["get_webpage"], "pins": {"get_webpage": ["x"]}})
     with pytest.raises(ToolError):
         plan_tool().run({"pins": {}})  # tools is required
@@ -131,7 +131,7 @@ def test_through_the_kernel_an_injected_call_outside_the_plan_never_runs():
     deleted: list[str] = []
 
     @tool(effects={Effect.WRITES})
-    def delete_file(file_id: str) -> str:  # noqa: F811 - this one records what it deletes
+    def delete_file(file_id: str) -> str:  # this one records what it deletes
         """Delete a file."""
         deleted.append(file_id)
         return "deleted"

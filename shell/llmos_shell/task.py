@@ -126,7 +126,8 @@ class Task(_Strict):
         None, description="tool names, or name -> allow|ask|deny; default: every installed tool, default policy"
     )
     policy: dict[str, Any] | None = Field(
-        None, description="the policy config (llmos.policy: taint, hosts, tools, actions, plan); `tools:` actions merge in"
+        None,
+        description="the policy config (llmos.policy: taint, hosts, tools, actions, plan); `tools:` actions merge in",
     )
     ingest: list[str] = Field(default_factory=list, description="files to put in memory before the run")
     web: str = Field("live", description="'live' or 'archive:PATH' (an offline web archive)")
