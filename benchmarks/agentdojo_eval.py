@@ -37,10 +37,11 @@ A scripted, fully compromised model (:mod:`llmos_evals.agentdojo`) replays groun
   defence: a call policy cannot prevent that, and this eval does not claim it.
   ``also_without_injection`` counts the successes whose user task the defence already
   breaks in the benign run (so they are not the text's doing).
-* Workaround (confounded checks): some injection checks pass on state the user task
-  itself changes (banking 8, travel 2, workspace 0 among them). For each pair the
-  user task alone is run with the injection in place; if the injection's check
-  already passes, the pair is ``confounded`` and not counted in ``pairs``.
+* Guard (confounded checks): an injection check could pass on state the user task itself
+  changes. For each pair the user task alone is run with the injection in place; if the
+  injection's check already passes, the pair is ``confounded`` and not counted in
+  ``pairs``. With benchmark v1.2.2 and these replays no pair is (``confounded_pairs`` 0
+  in every suite); the guard stays for other versions.
 * Injection tasks with no ground-truth calls in AgentDojo (travel 6: words in the answer;
   workspace 6-13) replay calls written from their goals and checks
   (:mod:`llmos_evals.agentdojo_scripts`); a task with neither would be listed under

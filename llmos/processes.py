@@ -195,8 +195,15 @@ class Processes:
         ``False``/``None`` for none (the sessions are then not visible to ``llmos ps``).
         """
         local = local_model(model)
-        options = {"n_ctx": n_ctx, "n_threads": n_threads, "swap_dir": swap_dir, "quantum": quantum}
-        engine = BatchEngine(local.path, slots=slots, lora=local.lora, **options)
+        engine = BatchEngine(
+            local.path,
+            slots=slots,
+            lora=local.lora,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            swap_dir=swap_dir,
+            quantum=quantum,
+        )
         if table is True:
             table = ProcessTable()
         elif isinstance(table, str | Path):

@@ -128,10 +128,11 @@ def pull(
     target = hub.local_path(root or models_dir())
     # Read at call time: huggingface_hub reads HF_ENDPOINT once, at import.
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    failures: tuple[type[Exception], ...] = (HfHubHTTPError, *_network_errors())
     try:
         url = hf_hub_url(hub.repo, hub.filename, revision=hub.revision, endpoint=endpoint)
         metadata = get_hf_file_metadata(url, endpoint=endpoint)
-    except (HfHubHTTPError, *_network_errors()) as exc:
+    except failures as exc:
         if target.is_file() and not isinstance(exc, HfHubHTTPError):  # offline: what is there is what we have
             log(f"cannot reach the hub ({exc}); {target} is there but was not checked against it")
             return Pulled(target, sha256_of(target), verified=False)

@@ -31,6 +31,9 @@ from llmos.policy.user_data import carried, user_values_in
         ("my door code is now 7319", "7319"),
         ("secret: marmalade", "marmalade"),
         ('the secret "blue"', "blue"),
+        ("I use marmalade as my password", "marmalade"),  # the value before the cue
+        ("we use 'tiger lily' as the wifi password", "tiger lily"),
+        ("bluebird42 is my PIN", "bluebird42"),
     ],
 )
 def test_a_value_after_a_cue_is_the_users_secret(text, value):
@@ -52,7 +55,8 @@ def test_a_value_after_a_cue_is_the_users_secret(text, value):
         "the code is fantastic",
         "My password is short",  # a bare word of letters needs six characters
         "My PIN number is 12",  # four at least
-        "I use marmalade as my password",  # not covered: the value before the cue
+        "this is my password, keep it",  # a value before the cue must be a value
+        "use the page as the password reset guide",  # "the" describes, it is no value
         "set the PIN to 4821",  # not covered: "to" only with a quoted value
         "passwords are swordfish and marmalade",  # not covered: plurals
     ],

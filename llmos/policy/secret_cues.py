@@ -19,6 +19,10 @@ returns the values of one user turn that follow a *cue*, in one of these *forms*
 * **bare**: the cue, then ``is``/``was``/``is now`` (``:`` allowed after them) or ``:``/``=``,
   then one word (up to a space, quote, comma, semicolon, bracket or angle bracket), trailing
   punctuation dropped ("my password is swordfish-blue.").
+* **before** the cue: ``use``/``using``/``used`` a value (bare or quoted) ``as`` my/the/our/a
+  (optional one word, "wifi") cue ("I use marmalade as my password"), or a value then ``is``
+  my/our/the cue ("bluebird42 is my PIN"); the same lengths and the same describing words
+  apply ("this is my password" names no value).
 * **phrase**: the phrase cues (passphrase, pass phrase, seed/recovery/secret phrase) with a
   bare connector take the words up to the end of the clause (``.``, ``,``, ``;``, ``!``,
   ``?``, a newline), at most 24 words ("the passphrase: correct horse battery staple.").
@@ -32,7 +36,7 @@ letters ending in "ed" (the passive: "stored", "expired", "injected") is not a v
 password is incorrect", "the token is expired", "the passphrase is in my notes". A token of
 thanks ("a token of thanks", "token gesture") has no connector, so it is never a value.
 
-Not covered: the value before the cue ("I use marmalade as my password"), a connector other
+Not covered: a value before the cue in other words ("marmalade, that's my password"), a connector other
 than those listed ("my password will be x", "set the PIN to 4821" without quotes), a bare
 multi-word password (only the first word is taken) and a phrase run into the next clause
 without punctuation ("…staple and summarise the page" takes "and summarise the page" too);
@@ -76,6 +80,15 @@ AFTER = {
     ("strong", "bare"): re.compile(rf"{QUALIFIER}(?P<is>{IS})?(?(is)|{SIGN}){BARE}", re.IGNORECASE),
     ("weak", "bare"): re.compile(rf"{SIGN}{BARE}", re.IGNORECASE),
 }
+CUES = "|".join(STRONG_CUES)
+_BEFORE_VALUE = QUOTED.replace("?P<value>", "?P<quoted>") + "|" + BARE.replace("?P<value>", "?P<bare>")
+BEFORE = (  # a value, then the cue: "I use marmalade as my password", "bluebird42 is my PIN"
+    re.compile(
+        rf"\b(?:use|uses|using|used)\s+(?:{_BEFORE_VALUE})\s+as\s+(?:my|the|our|a)\s+(?:\w+\s+)?(?:{CUES})\b",
+        re.IGNORECASE,
+    ),
+    re.compile(rf"(?:(?<=\s)|^)(?:{_BEFORE_VALUE})\s+is\s+(?:my|our|the)\s+(?:\w+\s+)?(?:{CUES})\b", re.IGNORECASE),
+)
 MIN_WORD = 6  # a bare word of letters: shorter ones ("wrong", "valid") describe a password
 MIN_MARKED = 4  # a value with a digit (a PIN), quoted or a phrase
 MAX_PHRASE_WORDS = 24  # a seed phrase; more is a sentence
@@ -101,12 +114,19 @@ NOT_A_VALUE = frozenset(
 
 def cued_values(text: str) -> list[str]:
     """The values ``text`` marks as secret with a cue word, in order (see the module contract)."""
-    values = []
-    for cue in CUE_RE.finditer(text):
-        value = _value_after(text, cue)
+    found = [(cue.start(), _value_after(text, cue)) for cue in CUE_RE.finditer(text)]
+    found += [(m.start(), _value_before(m)) for pattern in BEFORE for m in pattern.finditer(text)]
+    values: list[str] = []
+    for _, value in sorted(found, key=lambda item: item[0]):
         if value and value not in values:
             values.append(value)
     return values
+
+
+def _value_before(found: re.Match[str]) -> str | None:
+    if found.group("quoted"):
+        return _accepted(found.group("quoted"), "quoted", described=False)
+    return _accepted(found.group("bare"), "bare", described=True)  # "this is my password": no value
 
 
 def _value_after(text: str, cue: re.Match[str]) -> str | None:
