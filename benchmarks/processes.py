@@ -43,17 +43,16 @@ import contextlib
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llmos.testing import LocalServer
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -214,69 +213,27 @@ def _affinity_turns(task: int) -> list[tuple[str, bool]]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class _Server:
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def peak_rss_mb(self) -> int:
-        """The server's peak resident memory so far (Linux ``VmHWM``), in MiB."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) // 1024  # type: ignore[index]
-
-
 @contextlib.contextmanager
-def _servers(model: Path, n: int, folder: Path) -> Iterator[list[_Server]]:
+def _servers(model: Path, n: int, folder: Path) -> Iterator[list[LocalServer]]:
     """``n`` fresh llama_cpp.servers (one thread, RAM prompt cache) on loopback, warmed."""
     import httpx
 
-    servers: list[_Server] = []
+    servers: list[LocalServer] = []
+    # --n_batch 64: each cached state carries a copy of n_batch rows of logits (49,152 floats a row)
+    arguments = ["--model", str(model), "--n_ctx", "2048", "--n_threads", "1", "--n_batch", "64"]
+    arguments += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(SERVER_CACHE_BYTES)]
     try:
-        for i in range(n):
-            port, log = _free_port(), folder / f"server{i}.log"
-            # --n_batch 64: each cached state carries a copy of n_batch rows of logits (49,152 floats a row)
-            arguments = ["--model", str(model), "--n_ctx", "2048", "--n_threads", "1", "--n_batch", "64"]
-            arguments += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(SERVER_CACHE_BYTES)]
-            command = [sys.executable, "-m", "llmos.testing", "serve", *arguments, "--host", "127.0.0.1"]
-            with log.open("wb") as out:
-                process = subprocess.Popen([*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
-            servers.append(_Server(f"http://127.0.0.1:{port}", log, process))
+        for i in range(n):  # all start at once, then each is waited for
+            servers.append(LocalServer.start(["llmos.testing", "serve", *arguments], folder / f"server{i}.log"))
         for server in servers:
-            _wait_ready(server.url, server.process, server.log)
+            server.wait_ready(120)
             # a first request of its own, so every measured one has a prefix to compare with (and a log line)
             warm = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1, "temperature": 0}
             httpx.post(f"{server.url}/v1/chat/completions", json=warm, timeout=120).raise_for_status()
         yield servers
     finally:
         for server in servers:
-            server.process.terminate()
-        for server in servers:
-            try:
-                server.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait(timeout=10)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"llama_cpp.server at {url} did not start within 120 s")
+            server.stop()
 
 
 def _log_prefill(log: Path, offset: int) -> tuple[int, int, int]:

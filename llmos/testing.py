@@ -7,6 +7,10 @@
 * :class:`ScriptedCPU` replays fixed model outputs through the kernel: the way to
   test a tool or a policy without a model. It is a text-only backend, exactly
   like an HTTP server would be.
+* :class:`LocalServer` / :func:`local_server` run ``python -m MODULE ARGS`` (a
+  ``llama_cpp.server``, or ``llmos.testing serve``: the same with llmos's load options)
+  on a free loopback port and wait until it answers ``/v1/models``; a server that exits
+  or stays silent raises :class:`RuntimeError` with the end of its log.
 
 Needs the ``gguf`` and ``numpy`` packages for :func:`write_tiny_gguf` only.
 """
@@ -14,8 +18,14 @@ Needs the ``gguf`` and ``numpy`` packages for :func:`write_tiny_gguf` only.
 from __future__ import annotations
 
 import contextlib
+import re
+import socket
 import string
+import subprocess
+import sys
+import time
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.cpu.base import Counters, CPUError, Piece, Sampling, Segment
@@ -216,6 +226,78 @@ def run_llama_server(argv: Sequence[str]) -> None:
     sys.argv = ["llama_cpp.server", *argv]
     with llama_defaults_like_llmos():
         main()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LocalServer:
+    """An HTTP server process on loopback (``python -m MODULE ARGS --host 127.0.0.1 --port P``)."""
+
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, module_and_args: Sequence[str], log: Path) -> LocalServer:
+        """Start it (its output goes to ``log``); :meth:`wait_ready` before use."""
+        port = free_port()
+        command = [sys.executable, "-m", *module_and_args, "--host", "127.0.0.1", "--port", str(port)]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        return cls(f"http://127.0.0.1:{port}", log, process)
+
+    def wait_ready(self, seconds: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.url}: the server exited with {self.process.returncode}:\n{self.tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.url}: the server did not answer within {seconds:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def tail(self, chars: int = 2000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        return self.log.read_bytes()[offset:].decode("utf-8", "replace")
+
+    def peak_rss_mb(self) -> int:
+        """The process's peak resident memory so far (Linux ``VmHWM``), in MiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        found = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(found[1]) // 1024 if found else 0
+
+
+@contextlib.contextmanager
+def local_server(module_and_args: Sequence[str], log: Path, seconds: float = 120) -> Iterator[LocalServer]:
+    """A :class:`LocalServer`, ready, stopped when the block ends."""
+    server = LocalServer.start(module_and_args, log)
+    try:
+        server.wait_ready(seconds)
+        yield server
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":  # python -m llmos.testing serve ARGS: a llama_cpp.server for tests on loopback

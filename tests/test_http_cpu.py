@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,49 +16,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from helpers import need_module, stories_model
 
 from llmos.cpu.base import CPU, ContextOverflow, CPUError, Piece, Sampling, Segment, defang
 from llmos.cpu.http import HttpCPU, from_url, server_root
+from llmos.testing import LocalServer, free_port, local_server
 
 SERVER_START_SECONDS = 60
 MARKERS = ("<s>", "</s>")  # the special tokens of stories260K
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # ---------------------------------------------------------------- the real server
-@dataclass
-class LlamaServer:
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes] | None = None  # a test may stop this one server (test_endpoints)
-
-    def log_size(self) -> int:
-        return self.log.stat().st_size
-
-    def log_since(self, offset: int) -> str:
-        return self.log.read_bytes()[offset:].decode("utf-8", "replace")
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"llama_cpp.server did not answer within {SERVER_START_SECONDS} s:\n{log.read_text()[-2000:]}")
+LlamaServer = LocalServer  # a test may stop its server (test_endpoints)
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +43,8 @@ def serve_llama(module_and_args: list[str], log: Path) -> Iterator[LlamaServer]:
     """``python -m MODULE ARGS`` (a llama_cpp.server) on a free loopback port, until the caller is done."""
     for module in ("llama_cpp", "uvicorn", "sse_starlette", "fastapi"):
         need_module(module)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", *module_and_args, "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(url, process, log)
-        yield LlamaServer(url, log, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with local_server(module_and_args, log, SERVER_START_SECONDS) as server:
+        yield server
 
 
 @pytest.fixture

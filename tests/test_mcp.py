@@ -18,7 +18,7 @@ from llmos_tools import mcp as bridge
 from llmos.dialects.llmos import CALL, CALL_END, LlmosDialect
 from llmos.kernel import Kernel
 from llmos.policy import Policy
-from llmos.testing import ScriptedCPU
+from llmos.testing import ScriptedCPU, free_port
 
 SERVER = Path(__file__).with_name("mcp_server_example.py")
 
@@ -48,12 +48,6 @@ def mcp_registry():
 
 def stdio(**options):
     return {"command": sys.executable, "args": [str(SERVER)], **options}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
