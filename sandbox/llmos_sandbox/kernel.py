@@ -67,6 +67,7 @@ from llmos_sandbox.isolation import (
     want_user,
 )
 from llmos_sandbox.outputs import Capture, CellResult, KernelError
+from llmos_sandbox.procfs import children, describe_exit, is_zombie, log_tail, user_process_count
 
 # Run in every kernel after start. ipykernel buffers a cell's prints without bound before it
 # sends them, so a flood must be stopped inside the kernel; the client's byte count is the backstop.
@@ -332,8 +333,8 @@ class Sandbox:
         """Kill processes the cell left behind (children of the kernel, orphans adopted by init)."""
         killed = 0
         for _ in range(20):
-            strays = [p for p in _children(self._init_pid) if p != self._kernel_pid] + _children(self._kernel_pid)
-            strays = [p for p in strays if not _is_zombie(p)]
+            strays = [p for p in children(self._init_pid) if p != self._kernel_pid] + children(self._kernel_pid)
+            strays = [p for p in strays if not is_zombie(p)]
             if not strays:
                 return killed
             for pid in strays:
@@ -417,7 +418,7 @@ class Sandbox:
             "RLIMIT_CORE": [0, 0],
         }
         if os.geteuid() != 0 and self._cgroup is None:  # per-uid, so on top of what the user runs already
-            count = _user_process_count() + limits.processes
+            count = user_process_count() + limits.processes
             rlimits["RLIMIT_NPROC"] = [count, count]
         landlock = None
         if self.isolation.writes:
@@ -492,9 +493,9 @@ class Sandbox:
             if self._iopub in events:
                 heard = self._drain(self._iopub) or heard
         assert self._process is not None
-        init = _children(self._process.pid)
+        init = children(self._process.pid)
         self._init_pid = init[0] if init else 0
-        kernel = _children(self._init_pid) if self._init_pid else []
+        kernel = children(self._init_pid) if self._init_pid else []
         self._kernel_pid = kernel[0] if kernel else 0
 
     def _drain(self, sock: zmq.Socket[bytes]) -> bool:
@@ -506,7 +507,7 @@ class Sandbox:
 
     def _fail_start(self, why: str) -> None:
         code = self._process.poll() if self._process else None
-        log = _tail(self.root / "kernel.log")
+        log = log_tail(self.root / "kernel.log")
         self._stop()
         if code == 78:
             raise IsolationError(f"{why}; the sandbox failed closed: {log}")
@@ -553,58 +554,3 @@ def effective_isolation(config: SandboxConfig, host: Isolation) -> Isolation:
             f"strict mode: this sandbox would lack {', '.join(level.missing)} ({why}); it refuses to run: {level.level}"
         )
     return level
-
-
-def describe_exit(process: subprocess.Popen[bytes] | None) -> str:
-    code = process.poll() if process else None
-    if code is None:
-        return "still running"
-    if code > 128:
-        try:
-            return f"killed by {signal.Signals(code - 128).name}"
-        except ValueError:
-            pass
-    return f"exit status {code}"
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found.extend(int(p) for p in handle.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True  # gone
-
-
-def _user_process_count() -> int:
-    uid = os.getuid()
-    return sum(1 for entry in os.scandir("/proc") if entry.name.isdigit() and _owner(entry.path) == uid)
-
-
-def _owner(path: str) -> int:
-    try:
-        return os.stat(path).st_uid
-    except OSError:
-        return -1
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no kernel log)"
-    return text[-limit:].strip() or "(empty kernel log)"
