@@ -109,6 +109,14 @@ def test_untrusted_text_in_an_earlier_turn_leaves_no_clean_plan():
     assert plan_in_force(turns) is None
 
 
+def test_a_plan_the_pager_stubbed_out_is_still_in_force():
+    turns = planned()
+    plan_turn = turns[2]
+    plan_turn.meta["paged_out"] = {"tokens": 40, "text": plan_turn.text}
+    plan_turn.text = 'recall("plan")'
+    assert Policy().decide(delete_file, {"file_id": "13"}, turns=turns).reasons[0].startswith("off plan")
+
+
 def test_allow_override_does_not_lift_off_plan():
     policy = Policy.from_config({"tools": {"delete_file": "allow"}})
     assert policy.decide(delete_file, {"file_id": "13"}, turns=planned()).action == "deny"

@@ -113,8 +113,9 @@ def plan_in_force(turns: Sequence[Turn]) -> Plan | None:
             continue
         if not turn.trusted:
             return plan  # what comes after untrusted text is not a plan
-        if turn.meta.get("tool") == PLAN_TOOL and turn.text.startswith(RECORDED):
-            plan = _parse(turn.text[len(RECORDED) :])
+        text = turn.meta.get("paged_out", {}).get("text", turn.text)  # a paged-out plan is still the plan
+        if turn.meta.get("tool") == PLAN_TOOL and text.startswith(RECORDED):
+            plan = _parse(text[len(RECORDED) :])
     return plan
 
 
