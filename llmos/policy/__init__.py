@@ -5,7 +5,9 @@
   :mod:`llmos.policy.provenance`;
 * :func:`call_digest` binds an approval to the exact call: the kernel puts it in the
   :class:`~llmos.events.ApprovalRequest`, and an approval is valid for that digest only;
-* :func:`render_safe` shows model text with links and images as text, never fetched.
+* :func:`render_safe` shows model text with links and images as text, never fetched;
+* :func:`plan_tool` is the ``plan`` tool a model calls to declare its plan before reading
+  untrusted text (:mod:`llmos.policy.plan`; ``llmos run`` adds it under ``plan: required``).
 
 Approvals come only through the kernel's approver callback; nothing the model or a
 page writes is read as an approval.
@@ -18,10 +20,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from llmos.policy.plan import plan_tool
 from llmos.policy.render import render_safe
 from llmos.policy.rules import Action, Decision, Policy, PolicyConfigError
 
-__all__ = ["Action", "Decision", "Policy", "PolicyConfigError", "call_digest", "render_safe"]
+__all__ = ["Action", "Decision", "Policy", "PolicyConfigError", "call_digest", "plan_tool", "render_safe"]
 
 
 def call_digest(name: str, arguments: Mapping[str, Any]) -> str:
