@@ -140,7 +140,7 @@ def test_the_injected_text_of_a_kind_is_what_the_model_reads(evaluation):
     runs = evaluation.Environments(suite)
     runs.check(injections)  # the eval's fast load equals AgentDojo's
     runs.check(load_attack("captcha_dos", suite, element).attack(user_task, injection_task))  # multi-line text
-    element.plan = evaluation._plan(user_task, injection_task, "user_first")
+    element.plan = evaluation._plan(suite, user_task, injection_task, "user_first")
     runs.run(element, user_task, injection_task, injections)
     assert f"TODO: {injection_task.GOAL}" in element.context
     assert evaluation.in_context(injections, element.context)
