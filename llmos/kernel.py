@@ -38,6 +38,15 @@ Contract
   several); each is dispatched in order, each is a step, each gets its own result turn.
   Token backends stop decoding at the first close, so there a chunk holds one call.
 
+* Planning from the user's words (policy ``plan: required`` with the ``plan`` tool offered,
+  :mod:`llmos.policy.plan`): a user turn that arrives once untrusted text is in the context
+  is planned first in a *clean* context: the system prompt and the user's turns only (no
+  results, none of the model's own answers, only the ``plan`` tool offered), one forced
+  call. A ``plan`` call comes back into the conversation as a chunk and a result marked
+  ``clean_plan``, which the policy holds the turn to; anything else is dropped (the policy
+  then refuses calls with effects: no plan). The main context is loaded again afterwards
+  (its KV prefix up to the first differing turn is kept, the rest is prefilled again).
+
 * Paging: with a :class:`~llmos.pager.Pager`, each step renders once; when the pager says
   results must go, the kernel puts their stubs in its own turns and renders again
   (:meth:`Kernel._context`). The pager never changes a turn itself.
@@ -72,6 +81,7 @@ from llmos.events import (
 )
 from llmos.pager import Pager
 from llmos.policy import Decision, Policy, call_digest
+from llmos.policy.plan import PLAN_TOOL
 
 MAX_DOCUMENTS = 64  # kept for ToolContext.documents, oldest dropped first
 MAX_RESULT_CHARS = 16_000  # longer results are cut here (the memory manager pages them properly)
@@ -202,6 +212,8 @@ class Kernel:
         started = time.monotonic()
         steps = generated = 0
         answer: list[str] = []
+        if text is not None and self._plans_cleanly():
+            yield from self._clean_plan(started)
         for call in pending:  # interrupted between trapping a call and recording its result
             steps += 1
             yield from self._resume_call(call)
@@ -267,8 +279,12 @@ class Kernel:
         self.pager.swap_in(self.turns, segments)
         return segments
 
-    def _generate(self, sampling: Sampling, step: _Step, started: float) -> Iterator[Event]:
-        segments = yield from self._context()
+    def _generate(
+        self, sampling: Sampling, step: _Step, started: float, segments: list[Segment] | None = None
+    ) -> Iterator[Event]:
+        """One generation on the conversation (or on ``segments``: the clean planning context)."""
+        if segments is None:
+            segments = yield from self._context()
         self.cpu.load(segments)
         parser = self.dialect.parser(controls=_reports_controls(self.cpu))
         stream = self.cpu.generate(sampling)
@@ -311,6 +327,39 @@ class Kernel:
     def _stop(self, code: str, message: str, answer: list[str], steps: int) -> Iterator[Event]:
         yield Error(code, message)
         yield Done("".join(answer).strip(), "budget", steps, self.cpu.counters.as_dict())
+
+    # ------------------------------------------------------------------ planning
+    def _plans_cleanly(self) -> bool:
+        """A required plan, the ``plan`` tool offered, and untrusted text already in the context."""
+        offered = PLAN_TOOL in self.tools.tools
+        tainted = any(t.role == "result" and not t.trusted for t in self.turns)
+        return self.policy.plan == "required" and offered and tainted
+
+    def _clean_plan(self, started: float) -> Iterator[Event]:
+        """The new user turn planned from the user's words alone (see the module contract)."""
+        clean = [t for t in self.turns if t.role in ("system", "user")]
+        tool = self.tools.tools[PLAN_TOOL]
+        spec = tool.spec()
+        sampling = dataclasses.replace(self.sampling, max_tokens=self.budgets.max_step_tokens)
+        sampling = dataclasses.replace(sampling, **dict(self.dialect.forced_call([spec])))
+        step = _Step()
+        try:
+            for event in self._generate(sampling, step, started, self.dialect.render(clean, [spec])):
+                if not isinstance(event, Token):  # the plan is not part of the answer
+                    yield event
+            call = self.dialect.parse(step.outcome.raw) if isinstance(step.outcome, CallClosed) else None
+        except (CPUError, CallSyntaxError):
+            return  # no plan: calls with effects are refused, and the policy says why
+        if call is None or call.name != PLAN_TOOL:
+            return
+        self._record_chunk(step, answered=False)
+        self._calls += 1
+        call_id = f"call_{self._calls}"
+        yield CallEvent(call_id, call.name, call.arguments, call.raw)
+        decision = self.policy.decide(tool, call.arguments, turns=clean)
+        yield PolicyDecision(call_id, PLAN_TOOL, decision.action, list(decision.reasons), None)
+        result = self._run(tool, call.arguments) if decision.action == "allow" else _error("the policy refused it")
+        yield from self._result(call_id, PLAN_TOOL, result, 0.0, clean_plan=decision.action == "allow")
 
     # ------------------------------------------------------------------ system calls
     def _resume_call(self, pending: CallClosed | Malformed) -> Iterator[Event]:
@@ -405,7 +454,9 @@ class Kernel:
         events, self._progress = self._progress, []
         yield from events
 
-    def _result(self, call_id: str, name: str, result: ToolResult, seconds: float) -> Iterator[Event]:
+    def _result(
+        self, call_id: str, name: str, result: ToolResult, seconds: float, clean_plan: bool = False
+    ) -> Iterator[Event]:
         self._remember(result, name)
         text = result.text
         if len(text) > MAX_RESULT_CHARS:
@@ -415,6 +466,8 @@ class Kernel:
         meta: dict[str, Any] = {"call": call_id, "tool": name}
         if result.records:
             meta["records"] = list(result.records)  # read by the policy (llmos.policy.provenance)
+        if clean_plan and not result.is_error:
+            meta["clean_plan"] = True  # planned from the user's words alone (llmos.policy.plan)
         if self.pager is not None:
             text = yield from self._page(text, result, name, trusted, meta)
         self._add("result", text, trusted=trusted, source=result.source or name, meta=meta)

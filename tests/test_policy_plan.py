@@ -167,3 +167,50 @@ def test_through_the_kernel_an_injected_call_outside_the_plan_never_runs():
     ]
     assert deleted == []
     assert events[-1].kind == "done" and events[-1].answer == "Posted."
+
+
+def test_a_later_turn_is_planned_by_the_kernel_from_the_users_words_alone():
+    """Turn 1 reads an injected page; turn 2 is planned in a clean context, then held to that plan."""
+    script = [
+        call(PLAN_TOOL, tools=["get_webpage"]),
+        call("get_webpage", url="www.news.example"),
+        f"Read it.{END}",
+        call(PLAN_TOOL, tools=["send_channel_message"]),  # the kernel's clean planning pass
+        call("delete_file", file_id="13"),  # the injection, still in the context, obeyed
+        call("send_channel_message", channel="general", body="summary"),
+        f"Posted.{END}",
+    ]
+    cpu = ScriptedCPU(script)
+    tools = [plan_tool(), get_webpage, send_channel_message, delete_file]
+    kernel = Kernel(cpu, LlmosDialect(), tools, policy=Policy.from_config({"plan": "required"}))
+    list(kernel.ask(ASK))
+    events = list(kernel.ask("Now post the summary to general."))
+    planning = "".join(segment.text for segment in cpu.loads[3])
+    assert ASK in planning and "Now post the summary" in planning
+    assert INJECTED not in planning and "Read it." not in planning  # no results, no answers of its own
+    assert '"name": "get_webpage"' not in planning  # only the plan tool is offered
+    decisions = [(e.name, e.decision) for e in events if e.kind == "policy"]
+    assert decisions == [(PLAN_TOOL, "allow"), ("delete_file", "deny"), ("send_channel_message", "allow")]
+    assert [t.meta.get("clean_plan") for t in kernel.turns if t.meta.get("tool") == PLAN_TOOL] == [None, True]
+    assert events[-1].kind == "done" and events[-1].answer == "Posted."
+
+
+def test_a_clean_planning_pass_that_does_not_plan_leaves_no_plan():
+    script = [
+        call(PLAN_TOOL, tools=["get_webpage"]),
+        call("get_webpage", url="www.news.example"),
+        f"Read it.{END}",
+        f"I will not plan.{END}",  # the planning pass: no call
+        call("send_channel_message", channel="general", body="summary"),
+        f"Done.{END}",
+    ]
+    tools = [plan_tool(), get_webpage, send_channel_message]
+    kernel = Kernel(ScriptedCPU(script), LlmosDialect(), tools, policy=Policy.from_config({"plan": "required"}))
+    list(kernel.ask(ASK))
+    events = list(kernel.ask("Now post the summary to general."))
+    decisions = [(e.name, e.decision, e.reasons[0]) for e in events if e.kind == "policy"]
+    assert decisions == [
+        ("send_channel_message", "deny", "off plan: send_channel_message has effects and no plan was made")
+    ]
+    assert "I will not plan." not in [t.text for t in kernel.turns]  # the failed pass left nothing behind
+    assert events[-1].answer == "Done."

@@ -23,9 +23,15 @@ A plan binds the user turn it was made in; the next user turn starts without one
 carries ``{"tools": [names], "pins": {tool: {argument: [values]}}}``; pinned values compare
 without case, spaces or dashes, and link arguments (``url``, ``link`` …) by host and path.
 
-Not covered: a conversation whose context already holds untrusted text cannot plan again, so
-in ``required`` mode a later user turn of such a session makes no call with effects (a planner
-with its own clean context, as in CaMeL, is not built); an injection that stays inside the
+A later user turn of a conversation whose context already holds untrusted text is planned by
+the kernel in a clean context (``plan: required``; :mod:`llmos.kernel`): only the system prompt
+and the user's turns, the ``plan`` tool alone, one forced call; its result carries
+``clean_plan`` in its meta (the kernel's own label: a tool cannot set it), and such a plan is in
+force although untrusted text precedes it. In ``declared`` mode no such pass runs, and a model
+that wants to plan after untrusted text cannot.
+
+Not covered: a quarantined reader (CaMeL's second model, whose output is data the planner never
+reads) is not built: the model that acts still reads every result; an injection that stays inside the
 plan (a planned tool, an unpinned argument) is left to the provenance rules; read-only tools
 are not held to the plan.
 """
@@ -105,8 +111,7 @@ def _checked_pins(pins: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
 def plan_in_force(turns: Sequence[Turn]) -> Plan | None:
     """The plan made in the current user turn, if one was recorded while the context was clean."""
     start = max((i for i, t in enumerate(turns) if t.role == "user"), default=-1)
-    if any(t.role == "result" and not t.trusted for t in turns[:start]):
-        return None  # untrusted text came before this user turn: no plan made now is clean
+    tainted = any(t.role == "result" and not t.trusted for t in turns[:start])
     plan = None
     for turn in turns[start + 1 :]:
         if turn.role != "result":
@@ -114,7 +119,8 @@ def plan_in_force(turns: Sequence[Turn]) -> Plan | None:
         if not turn.trusted:
             return plan  # what comes after untrusted text is not a plan
         text = turn.meta.get("paged_out", {}).get("text", turn.text)  # a paged-out plan is still the plan
-        if turn.meta.get("tool") == PLAN_TOOL and text.startswith(RECORDED):
+        clean = not tainted or turn.meta.get("clean_plan")  # the kernel planned it from the user's words
+        if turn.meta.get("tool") == PLAN_TOOL and text.startswith(RECORDED) and clean:
             plan = _parse(text[len(RECORDED) :])
     return plan
 
