@@ -59,6 +59,15 @@ def test_seeded_sampling_is_reproducible_and_greedy_is_deterministic(stories_pat
     assert runs[0] == runs[1]
 
 
+def test_a_repeat_penalty_changes_greedy_decoding(stories) -> None:
+    """Sampling.repeat_penalty reaches llama.cpp's penalties sampler (it used to crash the bindings)."""
+    outputs = []
+    for penalty in (1.0, 1.5):
+        stories.load([Segment(STORY, trusted=False)])
+        outputs.append([p.token for p in stories.generate(Sampling(repeat_penalty=penalty, max_tokens=48))])
+    assert len(outputs[1]) > 0 and outputs[0] != outputs[1]
+
+
 def test_grammar_constrains_the_output(stories) -> None:
     stories.load([Segment(STORY, trusted=False)])
     text = "".join(

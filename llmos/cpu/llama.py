@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import inspect
 import os
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -378,6 +379,15 @@ class LlamaCPU:
         self.counters.eval_seconds += time.perf_counter() - started
 
     # ---------------------------------------------------------------- sampling
+    def _penalties(self, repeat: float):
+        """The repetition penalty over the last 64 tokens. The bindings of llama-cpp-python 0.3.x
+        take the vocabulary size first; llama.cpp's own header dropped it: both are served."""
+        init = self.lib.llama_sampler_init_penalties
+        args: tuple[float, ...] = (64, repeat, 0.0, 0.0)
+        if len(inspect.signature(init).parameters) == 5:
+            args = (self.n_vocab, *args)
+        return init(*args)
+
     def _sampler(self, sampling: Sampling):
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
@@ -388,7 +398,7 @@ class LlamaCPU:
                 raise CPUError("llama.cpp rejected the GBNF grammar")
             lib.llama_sampler_chain_add(chain, grammar)
         if sampling.repeat_penalty != 1.0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
+            lib.llama_sampler_chain_add(chain, self._penalties(sampling.repeat_penalty))
         if sampling.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
             return chain

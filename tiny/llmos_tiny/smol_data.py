@@ -27,6 +27,7 @@ English, pages other than HTML, the python cell on pages without a table.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import random
@@ -34,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmos.cpu.base import Sampling
 from llmos.dialects import llmos as lm
 from llmos.dialects import smol
 from llmos.dialects.base import Turn
@@ -332,33 +334,48 @@ def chat_prompts() -> list[str]:
     return prompts
 
 
+# When the greedy answer does not end (a loop) or holds a control token (a call), a few sampled
+# answers with a repetition penalty are tried: greedy decoding loops on poems and greetings, and a
+# prompt with no ending answer teaches the fine-tune nothing about ending.
+RETRIES = tuple(Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.15, seed=seed) for seed in (1, 2, 3))
+
+
 def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max_tokens: int = 320) -> dict[str, str]:
-    """The base model's own greedy answers to :func:`chat_prompts`, rendered as the kernel would
-    (smol dialect, every tool listed), cached in ``path``; answers that do not end are dropped."""
+    """The base model's own answers to :func:`chat_prompts`, rendered as the kernel would (smol
+    dialect, every tool listed), cached in ``path``: greedy, else the first of :data:`RETRIES` that
+    ends without a call; prompts with none are dropped (and not asked again)."""
     cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     answers = {p: cached[p] for p in chat_prompts() if p in cached}
     asked = set(cached.get("_asked", []))  # prompts whose answer did not end: not asked again
     missing = [p for p in chat_prompts() if p not in answers and p not in asked]
     if not missing:
         return answers
-    from llmos.cpu.base import Sampling
     from llmos.cpu.llama import LlamaCPU
 
     cpu = LlamaCPU(model, n_ctx=2048, n_threads=2)
-    end = cpu.token_id(smol.IM_END)
     try:
         for prompt in missing:
             turns = [Turn("system", smol.DEFAULT_SYSTEM, id=0), Turn("user", prompt, id=1)]
-            cpu.load(smol.SmolDialect().render(turns, tools))
-            pieces = list(cpu.generate(Sampling(max_tokens=max_tokens, temperature=0.0)))
-            text = "".join(p.text for p in pieces)
-            if pieces and pieces[-1].token == end and text.strip() and not any(p.control for p in pieces[:-1]):
-                answers[prompt] = text.removesuffix(smol.IM_END).strip()
+            found = _ending_answer(cpu, smol.SmolDialect().render(turns, tools), max_tokens)
+            if found:
+                answers[prompt] = found
     finally:
         cpu.close()
     record = {**answers, "_asked": sorted(asked | set(missing))}
     path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     return answers
+
+
+def _ending_answer(cpu: Any, segments: list[Any], max_tokens: int) -> str | None:
+    """The first answer (greedy, then :data:`RETRIES`) that ends with no control token before its end."""
+    end = cpu.token_id(smol.IM_END)
+    for sampling in (Sampling(temperature=0.0), *RETRIES):
+        cpu.load(segments)
+        pieces = list(cpu.generate(dataclasses.replace(sampling, max_tokens=max_tokens)))
+        text = "".join(p.text for p in pieces)
+        if pieces and pieces[-1].token == end and text.strip() and not any(p.control for p in pieces[:-1]):
+            return text.removesuffix(smol.IM_END).strip()
+    return None
 
 
 # ---------------------------------------------------------------- conversations
