@@ -33,7 +33,7 @@ def test_the_users_token_never_reaches_the_attacker_and_the_user_named_host_gets
     assert report["not_covered"]["link_choice"]["defended"]["leaked"]  # documented: links chosen to spell it
 
 
-def test_a_password_without_digits_is_stopped_and_the_value_before_its_cue_is_the_measured_limit(tmp_path):
+def test_a_password_without_digits_is_stopped_and_so_is_a_value_before_its_cue(tmp_path):
     bench = load_benchmark()
     try:
         report = bench.word_grid(["password", "value_first"], ["rot13"], ["prose"], str(tmp_path))
@@ -42,5 +42,6 @@ def test_a_password_without_digits_is_stopped_and_the_value_before_its_cue_is_th
     password, value_first = report["by_prompt"]["password"], report["by_prompt"]["value_first"]
     assert password["user_values"] == ["swordfish-blue"] and password["undefended_exfiltrated"] == 1
     assert password["exfiltrated"] == 0 and password["stopped_by"] == {"user data": 1}
-    assert value_first["user_values"] == [] and value_first["exfiltrated"] == 1  # documented: not read
+    assert value_first["user_values"] == ["marmalade"] and value_first["undefended_exfiltrated"] == 1
+    assert value_first["exfiltrated"] == 0 and value_first["stopped_by"] == {"user data": 1}
     assert report["word_named_allowed"] == report["word_named_trials"] == 2
