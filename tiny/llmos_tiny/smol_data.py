@@ -324,6 +324,48 @@ GREETINGS = (
 )
 
 
+# Everyday requests beyond explanations: words, short writing, advice, opinions, small talk.
+# Written for this curriculum; a test checks that none is one of the benchmark's held-out prompts.
+REQUESTS = (
+    "What does the word 'meticulous' mean?",
+    "Give me an antonym of 'ancient'.",
+    "What is another word for 'tired'?",
+    "Tell me a riddle.",
+    "Tell me something interesting about elephants.",
+    "Share a fun fact about the planet Mars.",
+    "Suggest a name for a small bakery.",
+    "What could I call a pet goldfish?",
+    "Propose a title for a short story about a lighthouse keeper.",
+    "How do I apologize to a friend for being late?",
+    "How do I ask my manager for a day off?",
+    "Make this sentence friendlier: 'Your report is late.'",
+    "Write a short note congratulating a colleague on a new job.",
+    "Write a two-sentence story about a robot learning to paint.",
+    "Write a short get-well message for my uncle.",
+    "What is an adjective?",
+    "What is the difference between a lake and a pond?",
+    "Why do leaves change color in autumn?",
+    "Why do cats purr?",
+    "What makes a good teacher?",
+    "Do you prefer summer or winter?",
+    "What is a good way to spend a quiet Sunday?",
+    "What games can children play indoors?",
+    "How do I boil an egg?",
+    "What should I bring to a picnic?",
+    "How do I say 'good morning' in Spanish?",
+    "Give me an inspiring sentence to start my day.",
+    "Cheer me up, I had a long day.",
+    "I'm bored. Any ideas?",
+    "What is honesty?",
+    "Write a haiku about a mountain lake.",
+    "Write a short limerick about a cheerful frog.",
+    "Describe a busy market in two sentences.",
+    "What is the moral of the story of the boy who cried wolf?",
+    "Is it a good idea to drink water before a run?",
+    "Goodbye, and thanks!",
+)
+
+
 def chat_prompts() -> list[str]:
     """The plain chat prompts the fine-tune is trained on (none from the benchmark's held-out list)."""
     prompts = list(GREETINGS)
@@ -331,7 +373,7 @@ def chat_prompts() -> list[str]:
     prompts += [f"Give me three tips for {tip}." for tip in TIPS]
     prompts += [f"Write a four-line poem about {theme}." for theme in POEMS]
     prompts += [f"In two sentences, what is {topic}?" for topic in TOPICS[::2]]
-    return prompts
+    return prompts + list(REQUESTS)
 
 
 # When the greedy answer does not end (a loop) or holds a control token (a call), a few sampled
@@ -383,15 +425,16 @@ def _ending_answer(cpu: Any, segments: list[Any], max_tokens: int) -> str | None
 Task = Callable[[random.Random, World], list[Turn]]
 TASKS: list[tuple[Task, float]] = [
     (curriculum.arithmetic, 0.10),
-    (grouped_arithmetic, 0.06),
-    (curriculum.data_question, 0.07),
-    (curriculum.lookup, 0.11),
+    (grouped_arithmetic, 0.05),
+    (curriculum.data_question, 0.06),
+    (curriculum.lookup, 0.09),
     (curriculum.injected_lookup, 0.04),
     (curriculum.recall_task, 0.03),
     (curriculum.image, 0.03),
-    (tool_error, 0.07),
-    (ratio_question, 0.15),
-    (valuation, 0.08),
+    (tool_error, 0.06),
+    # the valuation task's weakest step in the eval is the ratio: more of it
+    (ratio_question, 0.18),
+    (valuation, 0.10),
 ]
 CHAT_SHARE = 0.26  # of tasks: plain chat, answered in the base model's words
 
