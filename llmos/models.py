@@ -186,6 +186,14 @@ def local_model(spec: str | None) -> LocalModel:
     if spec in FINE_TUNES:
         tune = FINE_TUNES[spec]
         base, adapter = tune.files()
+        if os.environ.get("LLMOS_MERGE", "1") != "0":
+            from llmos.cpu.merge import merged_model
+
+            # the adapter folded into the weights decodes faster (benchmarks/smol_speed.py);
+            # without the gguf package llama.cpp applies it at every step instead
+            merged = merged_model(base, adapter)
+            if merged is not None:
+                return LocalModel(spec, merged, None, tune.dialect)
         return LocalModel(spec, base, adapter, tune.dialect)
     resolved = resolve_spec(spec)
     if resolved and resolved.startswith(("http://", "https://")):

@@ -14,7 +14,7 @@ import pytest
 from helpers import TmuxScreen, smollm2_model
 
 from llmos.kernel import Budgets, Kernel
-from llmos.models import FINE_TUNES, open_machine
+from llmos.models import FINE_TUNES, local_model, open_machine
 
 MAIN = "import sys; from llmos_shell.cli import main; sys.exit(main())"
 
@@ -34,12 +34,14 @@ def tools():
     return load_tools()
 
 
-def test_llmos_smol_is_listed_and_opens_as_the_base_with_its_adapter(machine) -> None:
+def test_llmos_smol_is_listed_and_opens_as_the_base_with_its_adapter_merged(machine) -> None:
     out = subprocess.run([sys.executable, "-c", MAIN, "models", "--json"], capture_output=True, text=True, check=True)
     entry = next(e for e in json.loads(out.stdout) if e["name"] == "llmos-smol")
     assert entry["kind"] == "fine-tune" and entry["path"].endswith("llmos-smol.lora.gguf")
     assert entry["size"] < 25e6  # the repository holds only what llmos adds
-    assert machine.dialect.name == "smol" and machine.cpu.path == FINE_TUNES["llmos-smol"].files()[0]
+    # the adapter folded into the base once (llmos.cpu.merge), into the cache, not the repository
+    assert machine.dialect.name == "smol" and machine.cpu.path == local_model("llmos-smol").path
+    assert machine.cpu.path.name.startswith("llmos-smol-Q8_0-") and FINE_TUNES["llmos-smol"].files()[1].is_file()
 
 
 def test_a_greeting_is_answered_without_a_call(machine, tools) -> None:

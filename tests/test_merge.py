@@ -1,0 +1,80 @@
+"""The llmos-smol adapter folded into SmolLM2 (llmos.cpu.merge), checked with real llama.cpp.
+
+The merged file must compute what the base with the adapter applied at run time computes, be
+built once and reused, and refuse files that are not what they claim to be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import smollm2_model
+
+from llmos.cpu.merge import merge, merged_model
+from llmos.models import FINE_TUNES, local_model
+from llmos.testing import plain_llama
+
+TEXT = (
+    "<|im_start|>user\nWhat is 15% of 1,240?<|im_end|>\n<|im_start|>assistant\n"
+    "Let me calculate that. The mean valuation/amount ratio of the rounds is 12.5."
+)
+
+
+def _logits(model: Path, lora: Path | None = None) -> np.ndarray:
+    options = {"lora_path": str(lora)} if lora else {}
+    llama = plain_llama(model, n_ctx=256, logits_all=True, n_threads=2, **options)
+    try:
+        tokens = llama.tokenize(TEXT.encode(), add_bos=False, special=True)
+        llama.eval(tokens)
+        return np.array(llama.scores[: len(tokens)], dtype=np.float32)
+    finally:
+        llama.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> tuple[Path, Path, Path]:
+    base, adapter = smollm2_model(), FINE_TUNES["llmos-smol"].files()[1]
+    merged = merged_model(base, adapter, folder=tmp_path_factory.mktemp("merged"))
+    assert merged is not None
+    return base, adapter, merged
+
+
+def test_the_merged_file_computes_what_the_adapter_at_run_time_computes(files) -> None:
+    base, adapter, merged = files
+    at_run_time, folded, alone = _logits(base, adapter), _logits(merged), _logits(base)
+    # not bit-exact (the run-time path adds the adapter to Q4_1 products, the merged file is Q8_0):
+    # measured 0.93 top-1 agreement on these 44 positions (the rest near-ties), correlation 0.9993
+    assert np.mean(folded.argmax(-1) == at_run_time.argmax(-1)) >= 0.9
+    assert np.corrcoef(folded.ravel(), at_run_time.ravel())[0, 1] >= 0.999
+    # the adapter is really in it: the merged logits sit nearer the adapter's than the base's
+    assert np.abs(folded - at_run_time).mean() < 0.5 * np.abs(alone - at_run_time).mean()
+
+
+def test_it_is_built_once_and_named_by_what_went_into_it(files, tmp_path) -> None:
+    base, adapter, merged = files
+    built = merged.stat().st_mtime_ns
+    assert merged_model(base, adapter, folder=merged.parent) == merged
+    assert merged.stat().st_mtime_ns == built  # reused, not rebuilt
+    assert not list(merged.parent.glob(".*partial"))  # nothing half-written left behind
+    other = tmp_path / "other.lora.gguf"
+    other.write_bytes(adapter.read_bytes() + b"\0")  # another adapter: another file
+    assert merged_model(base, other, folder=merged.parent) != merged
+
+
+def test_llmos_smol_opens_the_merged_file_unless_told_not_to(files, monkeypatch) -> None:
+    local = local_model("llmos-smol")
+    assert local.lora is None and local.path.name.startswith("llmos-smol-Q8_0-")
+    monkeypatch.setenv("LLMOS_MERGE", "0")
+    local = local_model("llmos-smol")
+    assert local.path == files[0] and local.lora == files[1]
+
+
+def test_a_model_is_not_an_adapter_and_nothing_is_left_behind(files, tmp_path) -> None:
+    base = files[0]
+    with pytest.raises(ValueError, match="not a LoRA adapter"):
+        merged_model(base, base, folder=tmp_path)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="not a LoRA adapter"):
+        merge(base, base, tmp_path / "out.gguf")
