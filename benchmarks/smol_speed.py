@@ -74,17 +74,10 @@ def agreement(files: dict[str, tuple[Path, Path | None]], text: str) -> dict[str
     """Each merged variant's next-token logits against the adapter applied at run time, on ``text``."""
     import numpy as np
 
-    from llmos.testing import plain_llama
+    from llmos.testing import llama_logits
 
     def logits(model: Path, lora: Path | None) -> np.ndarray:
-        options = {"lora_path": str(lora)} if lora else {}
-        llama = plain_llama(model, n_ctx=1024, logits_all=True, n_threads=2, **options)
-        try:
-            tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
-            llama.eval(tokens)
-            return np.array(llama.scores[: len(tokens)], dtype=np.float32)
-        finally:
-            llama.close()
+        return llama_logits(model, text, lora)[1]
 
     reference = logits(*files["adapter"])
     figures = {}

@@ -217,6 +217,21 @@ def plain_llama(model_path: str | Path, **options: object):
         return Llama(str(model_path), verbose=False, **options)  # type: ignore[arg-type]
 
 
+def llama_logits(model_path: str | Path, text: str, lora: str | Path | None = None, n_ctx: int = 1024):
+    """llama.cpp's next-token logits (float32, one row per token) at every position of ``text``
+    (special tokens parsed), with the LoRA GGUF ``lora`` applied at run time when given."""
+    import numpy as np
+
+    options: dict[str, object] = {"lora_path": str(lora)} if lora else {}
+    llama = plain_llama(model_path, n_ctx=n_ctx, logits_all=True, n_threads=2, **options)
+    try:
+        tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
+        llama.eval(tokens)
+        return tokens, np.array(llama.scores[: len(tokens)], dtype=np.float32)
+    finally:
+        llama.close()
+
+
 def run_llama_server(argv: Sequence[str]) -> None:
     """``python -m llama_cpp.server ARGS`` with the weights loaded as llmos loads them (tests serve SmolLM2 so)."""
     import sys

@@ -14,7 +14,7 @@ from helpers import smollm2_model
 
 from llmos.cpu.merge import merge, merged_model
 from llmos.models import FINE_TUNES, local_model
-from llmos.testing import plain_llama
+from llmos.testing import llama_logits
 
 TEXT = (
     "<|im_start|>user\nWhat is 15% of 1,240?<|im_end|>\n<|im_start|>assistant\n"
@@ -23,14 +23,7 @@ TEXT = (
 
 
 def _logits(model: Path, lora: Path | None = None) -> np.ndarray:
-    options = {"lora_path": str(lora)} if lora else {}
-    llama = plain_llama(model, n_ctx=256, logits_all=True, n_threads=2, **options)
-    try:
-        tokens = llama.tokenize(TEXT.encode(), add_bos=False, special=True)
-        llama.eval(tokens)
-        return np.array(llama.scores[: len(tokens)], dtype=np.float32)
-    finally:
-        llama.close()
+    return llama_logits(model, TEXT, lora, n_ctx=256)[1]
 
 
 @pytest.fixture(scope="module")

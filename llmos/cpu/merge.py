@@ -50,7 +50,9 @@ def merged_model(base: Path, adapter: Path, qtype: str = MERGED_TYPE, folder: Pa
         from llmos_tools.cache import llmos_home
 
         folder = llmos_home() / "models" / "merged"
-    key = hashlib.sha256(_digest(base).encode() + _digest(adapter).encode() + qtype.encode()).hexdigest()[:16]
+    from llmos.pull import sha256_of
+
+    key = hashlib.sha256((sha256_of(base) + sha256_of(adapter) + qtype).encode()).hexdigest()[:16]
     path = folder / f"{adapter.name.removesuffix('.gguf').removesuffix('.lora')}-{qtype}-{key}.gguf"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -61,14 +63,6 @@ def merged_model(base: Path, adapter: Path, qtype: str = MERGED_TYPE, folder: Pa
         finally:
             partial.unlink(missing_ok=True)
     return path
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def merge(base: Path, adapter: Path, out: Path, qtype: str = MERGED_TYPE) -> None:

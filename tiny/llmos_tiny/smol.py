@@ -228,16 +228,9 @@ def logits_parity(model: Any, gguf_path: str | Path, text: str, lora: str | Path
     with the LoRA GGUF ``lora`` loaded over the base when given."""
     import torch
 
-    from llmos.testing import plain_llama
+    from llmos.testing import llama_logits
 
-    options: dict[str, Any] = {"lora_path": str(lora)} if lora else {}
-    llama = plain_llama(gguf_path, n_ctx=512, logits_all=True, n_threads=2, **options)
-    try:
-        tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
-        llama.eval(tokens)
-        expected = np.array(llama.scores[: len(tokens)], dtype=np.float32)
-    finally:
-        llama.close()
+    tokens, expected = llama_logits(gguf_path, text, lora, n_ctx=512)
     with torch.no_grad():
         got = model(torch.tensor([tokens])).logits[0].float().numpy()
     difference = np.abs(got - expected)
