@@ -110,6 +110,42 @@ def test_malformed_groups_are_errors(expression: str) -> None:
         evaluate(expression)
 
 
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("$4.5B/$250M", "18"),  # figures copied from a funding table
+        ("mean($2B/$100M, $4.5B/$235M)", "19.57446809"),
+        ("mean(€2 million/€500 thousand, 3)", "3.5"),
+        ("mean(USD 2,000,000/USD 250,000, 4)", "6"),  # a currency mark keeps its separators inside a call
+        ("USD2,000/USD1,000", "2"),
+        ("£1.5bn - £500M", "1000000000"),
+        ("5k + 2", "5002"),
+        ("2 billion + 1", "2000000001"),
+        ("¥3T/¥1.5T", "2"),
+        ("10% of $2M", "200000"),
+        ("-$5M", "-5000000"),
+    ],
+)
+def test_money_as_pages_write_it(expression: str, expected: str) -> None:
+    assert calc(expression) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("$2M/€1M", "mixes currencies"),
+        ("mean(USD 2M/EUR 1M)", "mixes currencies"),
+        ("$", "must be followed by a number"),
+        ("$ + 2", "must be followed by a number"),
+        ("2Bx", "unexpected 'Bx'"),  # a scale is never the start of a longer name
+        ("2 M", "unexpected 'M'"),  # a one-letter scale goes right after the digits
+    ],
+)
+def test_money_errors(expression: str, message: str) -> None:
+    with pytest.raises(ToolError, match=message):
+        evaluate(expression)
+
+
 def test_grouped_number_inside_a_call_explains_the_comma_rule() -> None:
     with pytest.raises(ToolError, match="every comma separates arguments"):
         evaluate("sqrt(1,000,000)")

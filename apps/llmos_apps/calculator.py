@@ -26,6 +26,15 @@ is *not* directly inside a function call's parentheses. Inside ``max(...)`` ever
 separates arguments, so ``max(100,200)`` is 200 and ``max(1,234)`` is 234; wrap a grouped
 number in its own parentheses there: ``sqrt((1,000,000))``.
 
+Money as pages write it: a number may carry a currency mark before it (``$ € £ ¥`` or a code
+``USD EUR GBP JPY CHF CAD AUD CNY INR``, with or without a space) and a scale after it: ``K``
+(or ``k``), ``M``, ``B`` (or ``bn``), ``T`` written right after the digits, or ``thousand``,
+``million``, ``billion``, ``trillion`` as a word. So ``$4.5B/$250M`` is 18 and ``mean(€2 million/€500
+thousand, 3)`` is 3.5. A currency-marked number reads its thousands separators even inside a
+function call (``mean(USD 2,000,000/USD 250,000, 4)`` is 6), since ``$1,234`` is never two
+arguments. The currency is only checked, not kept: the result is a plain number, and an
+expression that mixes two currencies is an error (there are no exchange rates here).
+
 Exactness: numbers are ``fractions.Fraction``; + - * / and integer powers stay exact
 (``0.1+0.2`` is 0.3, ``1/3*3`` is 1), as do rational roots that come out rational
 (``sqrt(2.25)``, ``8^(1/3)``) and logs that are whole (``log(1000)``). Irrational results
@@ -43,11 +52,13 @@ most 10,000 bits (about 3,000 digits). The size of an integer power is estimated
 it is computed; a larger exact result falls back to a float, and a float that overflows
 or underflows to zero is an error. Every failure is a ``ToolError`` the model can act on.
 
-Not covered: complex numbers, units, variables, bitwise or modulo operators.
+Not covered: complex numbers, exchange rates, units other than money scales, variables, bitwise or
+modulo operators.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import re
@@ -77,6 +88,10 @@ UNICODE_SIGNS = str.maketrans(
 NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 GROUPED_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
 NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+CURRENCY = re.compile(r"([$€£¥]|(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|CNY|INR)(?![A-Za-z_]))\s*")
+# A scale right after the digits (4.5B), or a word after a space (4.5 billion); never the start of a longer name.
+SCALE = re.compile(r"(?:(bn|[kKMBT])|\s*(thousand|million|billion|trillion))(?![A-Za-z_0-9])")
+SCALES = {"k": 3, "K": 3, "M": 6, "B": 9, "bn": 9, "T": 12, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 OPERATOR = re.compile(r"\*\*|[-+*/^%(),]")
 ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
@@ -92,15 +107,25 @@ class _Token:
 def tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     parens: list[str] = []  # "call" or "group" for each open parenthesis
+    currencies: dict[str, int] = {}  # each currency mark met, and where first
     i = 0
     while i < len(text):
         if text[i].isspace():
             i += 1
             continue
+        if currency := CURRENCY.match(text, i):
+            currencies.setdefault(_currency(currency.group(1)), i)
+            token = _money(text, currency.end(), i)  # "$1,234" is one number even inside f(...)
+            i = token.position
+            tokens.append(dataclasses.replace(token, position=currency.start()))
+            continue
         grouping = not parens or parens[-1] == "group"  # inside f(...) commas separate arguments
         if match := (grouping and GROUPED_NUMBER.match(text, i)) or NUMBER.match(text, i):
-            tokens.append(_Token("number", match.group(), i, _literal(match.group())))
-        elif match := NAME.match(text, i):
+            value, end = _scaled(text, match)
+            tokens.append(_Token("number", text[i:end], i, value))
+            i = end
+            continue
+        if match := NAME.match(text, i):
             tokens.append(_Token("name", match.group(), i))
         elif match := OPERATOR.match(text, i):
             if match.group() == "(":
@@ -111,8 +136,33 @@ def tokenize(text: str) -> list[_Token]:
         else:
             raise ToolError(f"unexpected character {text[i]!r} at position {i}")
         i = match.end()
+    if len(currencies) > 1:
+        marks = " and ".join(currencies)
+        raise ToolError(f"the expression mixes currencies ({marks}); convert to one currency first")
     tokens.append(_Token("end", "end of input", len(text)))
     return tokens
+
+
+def _currency(mark: str) -> str:
+    return {"$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY"}.get(mark, mark)
+
+
+def _money(text: str, start: int, mark_at: int) -> _Token:
+    """The number after a currency mark, with its scale; ``position`` is where the token ends."""
+    match = GROUPED_NUMBER.match(text, start) or NUMBER.match(text, start)
+    if not match:
+        raise ToolError(f"the currency mark at position {mark_at} must be followed by a number")
+    value, end = _scaled(text, match)
+    return _Token("number", text[mark_at:end], end, value)
+
+
+def _scaled(text: str, number: re.Match[str]) -> tuple[Value, int]:
+    """A numeric literal's value times its scale (``4.5B``, ``2 million``), and where it ends."""
+    value = _literal(number.group())
+    scale = SCALE.match(text, number.end())
+    if not scale:
+        return value, number.end()
+    return _fit(value * Fraction(10) ** SCALES[scale.group(1) or scale.group(2)]), scale.end()
 
 
 def _literal(text: str) -> Value:
@@ -508,11 +558,12 @@ def format_number(value: Value) -> str:
 
 @tool
 def calculator(expression: str) -> str:
-    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max, mean (e.g. 15% of 1,200).
+    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max, mean (e.g. 15% of 1,200, $4.5B/$250M).
 
     Fractions stay exact (1/3*3 = 1); other results have 10 significant digits. Inside
     a function call commas separate arguments: write max(1000, 2500). The full grammar
-    is in the module docstring.
+    is in the module docstring. Money is read as written ($4.5B, €2 million,
+    USD 2,000,000) and must be in one currency.
 
     Args:
         expression: the expression to evaluate, e.g. "400/1400" or "15% of 1,200 + sqrt(2)"
