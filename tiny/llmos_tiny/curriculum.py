@@ -405,15 +405,15 @@ def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     ]
 
 
-def valuation(rng: random.Random, world: World, short_only: bool = False) -> list[Turn]:
+def valuation(rng: random.Random, world: World, short_only: bool = False, as_shown: bool = False) -> list[Turn]:
     """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary
-    (``short_only``: never in the demo's own words)."""
+    (``short_only``: never in the demo's own words; ``as_shown``: the ratio's figures as the page writes them)."""
     company = _funding_site(rng, world)
     short = short_only or rng.random() < 0.15
     prompt = (rng.choice(SHORT_PROMPTS) if short else funding.TASK_PROMPT).format(name=company.name)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
-    expression = funding.ratio_expression(company)
+    expression = funding.ratio_expression(company, as_shown)
     ratio = world.call("calculator", expression=expression)
     code = funding.python_cell(company, ratio.text)
     printed = funding.cell_output(company, ratio.text)

@@ -12,7 +12,9 @@ Contract
   separators too), data work through python, look-ups through search and open (with injected
   pages), recall of a paged-out page, images, tool errors and the retry or the honest answer after
   them, funding pages in several layouts, currencies and ways of saying "undisclosed", the mean
-  valuation/amount ratio by calculator, and the valuation task (short phrasings only). A
+  valuation/amount ratio by calculator (its terms copy the page's figures as written, ``$4.5B/$250M``,
+  which the calculator reads: copying is what a small model does well, converting scales is not),
+  and the valuation task (short phrasings only). A
   conversation holds one to three tasks, so follow-up questions come after earlier answers.
 * Held out of training, for :mod:`benchmarks.tiny_eval`: the ``prose`` layout family of funding
   pages (:data:`HELD_OUT_LAYOUTS`), the demo's task prompt (:data:`llmos_tiny.funding.TASK_PROMPT`),
@@ -67,16 +69,17 @@ def smolify(turns: list[Turn]) -> list[Turn]:
 # ---------------------------------------------------------------- money as pages write it
 
 
-def figure(shown: str, style: int, currency: tuple[str, str]) -> tuple[str, str]:
-    """A table figure (``$4.5M``) in a page's style, and the number the calculator should get."""
+def figure(shown: str, style: int, currency: tuple[str, str]) -> str:
+    """A table figure (``$4.5M``) in a page's style (``€4.5M``, ``USD 4.5 million``, ``£4,500,000``).
+
+    The calculator reads each of them as written, so the model's ratio copies the page's figures."""
     number, unit = float(shown.strip("$")[:-1]), shown[-1]
     symbol = currency[0]
     if style == 0:
-        return f"{symbol}{number:g}{unit}", f"{number:g}e{len(str(int(SCALES[unit]))) - 1}"
+        return f"{symbol}{number:g}{unit}"
     if style == 1:
-        return f"{symbol}{number:g} {WORDS[unit]}", f"{number:g}e{len(str(int(SCALES[unit]))) - 1}"
-    whole = round(number * SCALES[unit])
-    return f"{symbol}{whole:,}", str(whole)
+        return f"{symbol}{number:g} {WORDS[unit]}"
+    return f"{symbol}{round(number * SCALES[unit]):,}"
 
 
 # ---------------------------------------------------------------- funding pages in several layouts
@@ -85,15 +88,14 @@ def figure(shown: str, style: int, currency: tuple[str, str]) -> tuple[str, str]
 def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[str, str]:
     """The company's funding page in ``layout`` and the calculator expression for its mean ratio."""
     if layout == "table":
-        known = [f"{funding.literal(v)}/{funding.literal(a)}" for _, _, a, v, _ in c.rows if v]
-        return funding.funding_page(c, []), f"mean({', '.join(known)})"
+        return funding.funding_page(c, []), funding.ratio_expression(c, as_shown=True)
     style, currency, undisclosed = rng.randrange(3), rng.choice(CURRENCIES), rng.choice(UNDISCLOSED)
     rows, known = [], []
     for date, rnd, amount, value, lead in c.rows:
-        shown_amount, amount_number = figure(amount, style, currency)
-        shown_value, value_number = figure(value, style, currency) if value else (undisclosed, "")
+        shown_amount = figure(amount, style, currency)
+        shown_value = figure(value, style, currency) if value else undisclosed
         if value:
-            known.append(f"{value_number}/{amount_number}")
+            known.append(f"{shown_value}/{shown_amount}")
         rows.append((date, rnd, shown_amount, shown_value, lead, bool(value)))
     render = {"renamed_table": _renamed_table, "list": _listing, "prose": _prose}[layout]
     body = render(c, rows, rng)
@@ -182,7 +184,7 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
 
 def valuation(rng: random.Random, world: World) -> list[Turn]:
     """The valuation task in its short phrasings (the demo's own prompt is held out), on a table page."""
-    return curriculum.valuation(rng, world, short_only=True)
+    return curriculum.valuation(rng, world, short_only=True, as_shown=True)
 
 
 def grouped_arithmetic(rng: random.Random, world: World) -> list[Turn]:
@@ -432,9 +434,10 @@ TASKS: list[tuple[Task, float]] = [
     (curriculum.recall_task, 0.03),
     (curriculum.image, 0.03),
     (tool_error, 0.06),
-    # the valuation task's weakest step in the eval is the ratio: more of it
-    (ratio_question, 0.18),
-    (valuation, 0.10),
+    # the valuation task's weakest steps in the eval are the ratio and then calling python at all
+    # (the ratio questions end after the calculator): the valuation counts only as a first task
+    (ratio_question, 0.15),
+    (valuation, 0.18),
 ]
 CHAT_SHARE = 0.26  # of tasks: plain chat, answered in the base model's words
 
