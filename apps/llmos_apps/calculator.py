@@ -558,7 +558,7 @@ def format_number(value: Value) -> str:
 
 @tool
 def calculator(expression: str) -> str:
-    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max, mean (e.g. 15% of 1,200, $4.5B/$250M).
+    """Evaluate arithmetic exactly: + - * / ^ %, sqrt, ln, log, exp, round, min, max, mean (15% of 1,200, $4.5B/$2M).
 
     Fractions stay exact (1/3*3 = 1); other results have 10 significant digits. Inside
     a function call commas separate arguments: write max(1000, 2500). The full grammar
