@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import TmuxScreen, smollm2_model
@@ -128,8 +130,11 @@ def test_llmos_chat_streams_smollm2_and_its_calls(tmp_path) -> None:
     command += ["--n-ctx", "4096", "--store", str(tmp_path / "sessions.db")]
     out = subprocess.run(command, input="What is 30% of 90?\n", capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert '[call calculator {"expression": "30% of 90"}]' in out.stderr
-    assert "[result calculator: 27]" in out.stderr
+    # the untrained base's expression changes with any word of the tool's description, so this
+    # checks the streaming, not the arithmetic (test_llmos_smol checks the trained model's)
+    call = re.search(r"^\[call calculator (\{.*\})\]$", out.stderr, re.MULTILINE)
+    assert call and set(json.loads(call[1])) == {"expression"}, out.stderr[-2000:]
+    assert re.search(r"^\[result calculator: .+\]$", out.stderr, re.MULTILINE), out.stderr[-2000:]
 
 
 def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
@@ -147,12 +152,23 @@ def test_the_terminal_assistant_streams_smollm2(tmp_path) -> None:
         lines = shown.splitlines()
         asked = next(i for i, line in enumerate(lines) if "> Hello! Who are you?" in line)
         assert "help" in " ".join(lines[asked + 1 : asked + 4])  # a greeting streamed in, not a call or an error
-        # the session is a process on the shared model: another terminal's `llmos ps` lists it
-        ps = subprocess.run(
-            [sys.executable, "-c", main, "ps", "--json"], env={**os.environ, "LLMOS_HOME": str(home)},
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        (row,) = json.loads(ps.stdout)
+        # the session is a process on the shared model: another terminal's `llmos ps` lists it, with
+        # the turn's tokens once the table's next publish (every 0.5 s) has run
+        env = {**os.environ, "LLMOS_HOME": str(home)}
+        deadline = time.monotonic() + 15
+        while True:
+            ps = subprocess.run(
+                [sys.executable, "-c", main, "ps", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            (row,) = json.loads(ps.stdout)
+            if row["tokens"] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert row["title"] == "tui" and row["tokens"] > 0 and row["model"].endswith(".gguf")
     finally:
         screen.close()
