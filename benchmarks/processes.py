@@ -9,7 +9,10 @@ Figures (each ratio measured side by side in this process, medians of interleave
   :class:`~llmos.cpu.batch.BatchEngine` (4 kernel-less threads, batched decode) ÷ tokens/s of
   one session alone on a plain :class:`~llmos.cpu.llama.LlamaCPU` (the best single-session
   path), same model, same threads. Target ≥ 2.5. ``engine_single_tps`` is one session alone
-  on the engine (its overhead against the plain CPU).
+  on the engine (its overhead against the plain CPU). ``decode_ms_1``/``decode_ms_4``: the
+  engine's milliseconds inside ``llama_decode`` per batch of 1 and of 4 sessions' tokens;
+  ``decode_ceiling`` (4 × decode_ms_1 ÷ decode_ms_4) is the speedup batching alone allows
+  with no overhead at all: what llama.cpp's CPU kernels give, not the engine.
 * ``swap_ratio``: seconds to swap a 2,000-token session out and back in (its KV state to
   memory and back) ÷ seconds to re-prefill those 2,000 tokens. Target ≤ 0.05.
   ``swap_ratio_disk``: the same with the state written to a file and read back.
@@ -67,17 +70,34 @@ def _chat(text: str) -> str:
     return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _decode(cpu: Any, prompt: str, n_tokens: int) -> tuple[int, float]:
-    """Decode ``n_tokens`` after ``prompt``; the clock starts after the first token (prefill excluded)."""
+def _decode(
+    cpu: Any, prompt: str, n_tokens: int, engine: Any = None, decode_ms: list[float] | None = None
+) -> tuple[int, float]:
+    """Decode ``n_tokens`` after ``prompt``; the clock starts after the first token (prefill excluded).
+    With an ``engine``, its milliseconds in ``llama_decode`` per batch are appended to ``decode_ms``."""
     from llmos.cpu.base import Sampling, Segment
 
     cpu.not_end.update(t for t in range(cpu.n_vocab) if cpu._is_eog(t))  # never stop early
     cpu.load([Segment(_chat(prompt))])
     stream = cpu.generate(Sampling(max_tokens=n_tokens + 1))
     next(stream)
+    before = _decode_clock(engine)
     started = time.perf_counter()
     count = sum(1 for _ in stream)
-    return count, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if engine is not None and decode_ms is not None:
+        decode_ms.append(_decode_ms(engine, before))
+    return count, seconds
+
+
+def _decode_clock(engine: Any) -> tuple[int, float]:
+    return (engine.stats.batches, engine.stats.decode_seconds) if engine is not None else (0, 0.0)
+
+
+def _decode_ms(engine: Any, before: tuple[int, float]) -> float:
+    """Mean milliseconds inside ``llama_decode`` per batch since ``before`` (a :func:`_decode_clock`)."""
+    batches, seconds = _decode_clock(engine)
+    return 1000 * (seconds - before[1]) / max(1, batches - before[0])
 
 
 def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[str, Any]:
@@ -87,16 +107,17 @@ def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[s
     plain = LlamaCPU(model, n_ctx=512, n_threads=threads)
     engine = BatchEngine(model, slots=4, n_ctx=512, n_threads=threads)
     single, engine_single, many = [], [], []
+    one_ms, four_ms = [], []  # milliseconds inside llama_decode per batch: 1 session's token, 4 sessions'
     try:
         for _ in range(rounds):
             count, seconds = _decode(plain, PROMPTS[0], n_tokens)
             plain.truncate(0)
             single.append(count / seconds)
             cpu = engine.session()
-            count, seconds = _decode(cpu, PROMPTS[0], n_tokens)
+            count, seconds = _decode(cpu, PROMPTS[0], n_tokens, engine, one_ms)
             cpu.close()
             engine_single.append(count / seconds)
-            many.append(_concurrent(engine, n_tokens))
+            many.append(_concurrent(engine, n_tokens, four_ms))
     finally:
         engine.close()
         plain.close()
@@ -106,6 +127,10 @@ def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[s
         "single_tps": round(statistics.median(single), 1),
         "engine_single_tps": round(statistics.median(engine_single), 1),
         "concurrent_tps": round(statistics.median(many), 1),
+        "decode_ms_1": round(statistics.median(one_ms), 2),
+        "decode_ms_4": round(statistics.median(four_ms), 2),
+        # what batching alone allows: 4 tokens per batch at decode_ms_4 against 1 token at decode_ms_1
+        "decode_ceiling": round(4 * statistics.median(one_ms) / statistics.median(four_ms), 3),
         "concurrent_sessions": 4,
         "decode_tokens": n_tokens,
         "rounds": rounds,
@@ -113,8 +138,9 @@ def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[s
     }
 
 
-def _concurrent(engine: Any, n_tokens: int) -> float:
-    """Aggregate tokens/s of 4 sessions decoding at once (from the moment all have their first token)."""
+def _concurrent(engine: Any, n_tokens: int, decode_ms: list[float]) -> float:
+    """Aggregate tokens/s of 4 sessions decoding at once (from the moment all have their first token);
+    the engine's milliseconds in ``llama_decode`` per batch over that time are appended to ``decode_ms``."""
     cpus = [engine.session() for _ in PROMPTS]
     ready = threading.Barrier(len(cpus) + 1)
     counts = [0] * len(cpus)
@@ -136,9 +162,11 @@ def _concurrent(engine: Any, n_tokens: int) -> float:
     for worker in workers:
         worker.start()
     ready.wait()
+    before = _decode_clock(engine)
     started = time.perf_counter()
     for worker in workers:
         worker.join()
+    decode_ms.append(_decode_ms(engine, before))
     for cpu in cpus:
         cpu.close()
     return sum(counts) / (max(ends) - started)

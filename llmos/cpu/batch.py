@@ -75,6 +75,7 @@ class SwapStats:
     seconds: float = 0.0
     batches: int = 0
     batch_tokens: int = 0
+    decode_seconds: float = 0.0  # inside llama_decode, all batches
 
     def as_dict(self) -> dict[str, float]:
         return dict(vars(self))
@@ -462,6 +463,7 @@ class BatchEngine:
         seconds = time.perf_counter() - started
         self.stats.batches += 1
         self.stats.batch_tokens += used
+        self.stats.decode_seconds += seconds
         for request, take, index in planned:
             self._finish(request, take, index, status, seconds)
 
