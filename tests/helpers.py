@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,14 @@ class TmuxScreen:
 
     def close(self) -> None:
         self.subprocess.run([self.tmux, *self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+def valuation_reference():
+    """``examples/valuation/reference.py``, the demo's own check, as a module (loaded once)."""
+    if "valuation_reference" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("valuation_reference", REPO / "examples/valuation/reference.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["valuation_reference"]

@@ -109,5 +109,7 @@ def test_code_reads_the_tables_of_the_pages_the_model_read(tool: Tool, tmp_path:
     result = tool.run({"code": "t = page_tables()[0]\nprint(t.iloc[0].tolist(), list(t.columns))"}, ctx)
     assert result.text == "['Jul 2005', 'Seed', '$8M'] ['Date', 'Round', 'Amount']"
     assert result.artifacts == []  # the hidden documents file is not the cell's output
+    amounts = tool.run({"code": "print(page_tables()[0].Amount.map(money).tolist(), money('not disclosed'))"}, ctx)
+    assert amounts.text == "[8000000.0] nan"  # money(): the calculator's reading of "$8M"
     missing = tool.run({"code": "read_page('https://nowhere.example')"}, ctx)
     assert missing.is_error and "https://x.example/rounds" in missing.text

@@ -143,3 +143,38 @@ def test_an_exported_adapter_reads_back_for_a_warm_start(tmp_path) -> None:
         load_adapters(add_lora(LlamaForCausalLM(config), rank=4, alpha=16, seed=0), path, config.to_dict(), 16)
     with pytest.raises(ValueError, match="rank"):
         load_adapters(add_lora(LlamaForCausalLM(config), rank=2, alpha=8, seed=0), path, config.to_dict(), 8)
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_the_valuation_cells_print_what_the_curriculum_says_and_pass_the_demos_check(tmp_path, seed) -> None:
+    """The two python cells the curriculum teaches, run by the real python app on the page the task opened:
+    they print exactly the result turns the model trains on, and their files pass the demo's own check."""
+    need_module("ipykernel")
+    import random
+
+    from helpers import valuation_reference
+    from llmos_tiny import smol_data
+    from llmos_tiny.world import World
+    from llmos_tools import ToolContext, load_tools
+
+    from llmos.dialects.llmos import LlmosDialect
+
+    python = load_tools(use_cache=False)["python"]
+    with World() as world:
+        turns = smol_data.valuation(random.Random(seed), world)
+        calls = [
+            LlmosDialect().parse(t.text.split("<|call|>")[1].split("<|/call|>")[0])
+            for t in turns
+            if "<|call|>" in t.text
+        ]
+        results = [t for t in turns if t.role == "result"]
+        assert [c.name for c in calls] == ["search", "open", "calculator", "python", "python"]
+        opened = results[1]
+        context = ToolContext(session_id=f"cells-{seed}", workdir=tmp_path, documents={opened.source: opened.text})
+        for call, want in zip(calls[3:], results[3:], strict=True):
+            assert python.run(call.arguments, context).text == want.text
+        company = calls[0].arguments["query"].removesuffix(" funding rounds")
+        reference = valuation_reference()
+        expected = reference.expected_rows(company, world.root)
+        assert reference.check_csv(tmp_path / "valuations.csv", expected) == []
+        assert reference.check_plot(tmp_path / "valuations.png") == []

@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from helpers import need_module
+from helpers import need_module, valuation_reference
 from llmos_tiny import curriculum, funding
 from llmos_tiny.world import World
 
@@ -146,7 +146,7 @@ def test_a_curriculum_transcript_is_what_the_kernel_feeds(tmp_path: Path) -> Non
     from llmos.models import Machine
     from llmos.testing import ScriptedCPU
 
-    reference = _module("valuation_reference", EXAMPLES / "valuation" / "reference.py")
+    reference = valuation_reference()
     with World() as world:
         turns = curriculum.valuation(random.Random(11), world)
         turns = [curriculum.Turn("system", curriculum.DEFAULT_SYSTEM, meta={"tools": world_specs()}), *turns]

@@ -13,16 +13,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from helpers import need_module
+from helpers import need_module, valuation_reference
 from llmos_shell import runner
 from llmos_shell.task import Task, TaskBudgets, load_task
 from llmos_tools import load_tools
@@ -40,16 +38,7 @@ TASK_FILES = {
 }
 
 
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("valuation_reference", EXAMPLES / "valuation" / "reference.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _load_reference()
+reference = valuation_reference()
 
 M, B = 10**6, 10**9
 # (date, round, amount, valuation or None) as each archive page states them

@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
+from llmos_sandbox.amounts import CURRENCY, GROUPED_NUMBER, NUMBER, SCALE, SCALES  # money reads as in the sandbox
 from llmos_tools import ToolError, hookimpl, tool
 
 Value = Fraction | float
@@ -83,15 +84,7 @@ PLAIN_DECIMAL_PLACES = 15  # longer terminating decimals are rounded like irrati
 UNICODE_SIGNS = str.maketrans(
     {"π": "pi", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "\u00a0": " ", "\u202f": " "}
 )
-# ASCII digits only: "²" is a digit to Python's \d but not to int(). A grouped number needs 1-3 leading digits,
-# then groups of a comma and exactly three digits, with no digit after the last group.
-NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-GROUPED_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
 NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
-CURRENCY = re.compile(r"([$€£¥]|(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|CNY|INR)(?![A-Za-z_]))\s*")
-# A scale right after the digits (4.5B), or a word after a space (4.5 billion); never the start of a longer name.
-SCALE = re.compile(r"(?:(bn|[kKMBT])|\s*(thousand|million|billion|trillion))(?![A-Za-z_0-9])")
-SCALES = {"k": 3, "K": 3, "M": 6, "B": 9, "bn": 9, "T": 12, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 OPERATOR = re.compile(r"\*\*|[-+*/^%(),]")
 ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 

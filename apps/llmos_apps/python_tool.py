@@ -6,7 +6,8 @@ Contract
   from a :class:`llmos_sandbox.SandboxPool`), so variables survive between calls;
   every sandbox is closed at interpreter exit.
 * numpy, pandas and matplotlib are preloaded as ``np``, ``pd``, ``plt`` with the Agg
-  backend. So are ``read_page(url)`` and ``page_tables(url)``
+  backend. So are ``money(text)`` (:mod:`llmos_sandbox.amounts`, the calculator's reading of
+  ``$4.5B``), ``read_page(url)`` and ``page_tables(url)``
   (:mod:`llmos_sandbox.documents`): before each cell the tool writes
   ``ToolContext.documents``, the pages the model has read, where they find them.
   After each cell the kernel saves every open figure as a PNG in its working folder;
@@ -60,6 +61,7 @@ import functools as _llmos_functools
 from llmos_sandbox import documents as _llmos_documents
 read_page = _llmos_functools.partial(_llmos_documents.read_page, folder=_llmos_workdir)
 page_tables = _llmos_functools.partial(_llmos_documents.page_tables, folder=_llmos_workdir)
+from llmos_sandbox.amounts import money
 
 
 # effects come from probing the host's isolation, so they are not fixed by the code: never cache them
@@ -140,7 +142,8 @@ def shutdown() -> None:
 def python(code: str, context: ToolContext) -> ToolResult:
     """Run Python code in a persistent Jupyter kernel; variables survive between calls.
     Pages you have read are there too: page_tables(url) returns a page's tables as pandas
-    DataFrames and read_page(url) its text (without a url: the last web page you read).
+    DataFrames and read_page(url) its text (without a url: the last web page you read);
+    money(text) reads an amount as pages write it ("$4.5B" -> 4500000000.0, NaN if none).
 
     numpy (np), pandas (pd) and matplotlib.pyplot (plt) are loaded. Figures and files the
     code writes in its working folder are returned as attachments. The kernel has no network.

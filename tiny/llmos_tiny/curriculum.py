@@ -405,8 +405,23 @@ def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     ]
 
 
-def valuation(rng: random.Random, world: World, short_only: bool = False, as_shown: bool = False) -> list[Turn]:
-    """The demo: search, open the funding page, the mean ratio by calculator, one python cell, a summary
+PythonSteps = Callable[[random.Random, funding.Company, str], list[Turn]]
+
+
+def one_cell(rng: random.Random, company: funding.Company, ratio: str) -> list[Turn]:
+    """llmos-tiny's python step: one cell (:func:`llmos_tiny.funding.python_cell`) and what it prints."""
+    printed = funding.cell_output(company, ratio)
+    return [
+        call("python", "Now the table, the imputed valuations and the plot.", code=funding.python_cell(company, ratio)),
+        # python output is untrusted (code can print what it read), so it comes back as a page
+        page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400)),
+    ]
+
+
+def valuation(
+    rng: random.Random, world: World, short_only: bool = False, as_shown: bool = False, steps: PythonSteps = one_cell
+) -> list[Turn]:
+    """The demo: search, open the funding page, the mean ratio by calculator, the python ``steps``, a summary
     (``short_only``: never in the demo's own words; ``as_shown``: the ratio's figures as the page writes them)."""
     company = _funding_site(rng, world)
     short = short_only or rng.random() < 0.15
@@ -415,9 +430,7 @@ def valuation(rng: random.Random, world: World, short_only: bool = False, as_sho
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     expression = funding.ratio_expression(company, as_shown)
     ratio = world.call("calculator", expression=expression)
-    code = funding.python_cell(company, ratio.text)
-    printed = funding.cell_output(company, ratio.text)
-    growth, imputed, trend = printed.split("; ")
+    growth, imputed, trend = funding.cell_output(company, ratio.text).split("; ")
     year, value = trend.removeprefix("trend ").split(": ")
     summary = (
         f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
@@ -425,13 +438,11 @@ def valuation(rng: random.Random, world: World, short_only: bool = False, as_sho
         f"{imputed.removeprefix('imputed: ')}. The trend extrapolates to about {value} in {year}. "
         "The table is in valuations.csv and the plot in valuations.png."
     )
-    # python output is untrusted (code can print what it read), so it comes back as a page
-    python_result = page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400))
+    python_turns = steps(rng, company, ratio.text)  # before the ratio turns draw theirs: seeds give the same data
     return [
         Turn("user", prompt),
         *_ratio_turns(rng, company, query, listing, opened, expression, ratio),
-        call("python", "Now the table, the imputed valuations and the plot.", code=code),
-        python_result,
+        *python_turns,
         answer(summary),
     ]
 

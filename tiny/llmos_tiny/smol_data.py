@@ -14,7 +14,8 @@ Contract
   them, funding pages in several layouts, currencies and ways of saying "undisclosed", the mean
   valuation/amount ratio by calculator (its terms copy the page's figures as written, ``$4.5B/$250M``,
   which the calculator reads: copying is what a small model does well, converting scales is not),
-  and the valuation task (short phrasings only). A
+  differences below zero (the answer keeps the sign), and the valuation task (short phrasings
+  only; its python work is two short cells, :data:`TABLE_CELL` and :data:`PLOT_CELL`). A
   conversation holds one to three tasks, so follow-up questions come after earlier answers.
 * Held out of training, for :mod:`benchmarks.tiny_eval`: the ``prose`` layout family of funding
   pages (:data:`HELD_OUT_LAYOUTS`), the demo's task prompt (:data:`llmos_tiny.funding.TASK_PROMPT`),
@@ -182,9 +183,43 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
     ]
 
 
+# The valuation's python work as two short cells a 135M model can write from memory (round 5 degenerated
+# after about eight lines of llmos-tiny's 28-line cell): the table, read by code from the page, with
+# ``money`` (the calculator's reading of "$4.5B") and the imputed valuations; then the fit and the plot.
+TABLE_CELL = """ratio = {ratio}
+df = page_tables()[0].iloc[:, :4]
+df.columns = ["date", "round", "amount_usd", "valuation_usd"]
+df["amount_usd"] = df.amount_usd.map(money)
+df["valuation_usd"] = df.valuation_usd.map(money)
+df["imputed"] = df.valuation_usd.isna()
+df.loc[df.imputed, "valuation_usd"] = df.amount_usd * ratio
+df.to_csv("valuations.csv", index=False)
+print("imputed:", ", ".join(df["round"][df.imputed]))"""
+PLOT_CELL = """t = pd.to_datetime(df.date, format="%b %Y")
+t = t.dt.year + (t.dt.month - 0.5) / 12
+b, a = np.polyfit(t, np.log10(df.valuation_usd), 1)
+end = t.max() + 3
+f = np.linspace(t.min(), end, 50)
+plt.semilogy(t, df.valuation_usd, "o", f, 10 ** (a + b * f), "--")
+plt.title("{name} valuations")
+plt.savefig("valuations.png"); plt.close()
+print(f"growth x{{10 ** b:.2f}} per year; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
+
+
+def two_cells(rng: random.Random, company: funding.Company, ratio: str) -> list[Turn]:
+    """:data:`TABLE_CELL` and :data:`PLOT_CELL` with what they print (``funding.cell_output``'s figures)."""
+    growth, imputed, trend = funding.cell_output(company, ratio).split("; ")
+    return [
+        call("python", "Now the table with the imputed valuations.", code=TABLE_CELL.format(ratio=ratio)),
+        curriculum.page(f"{imputed.rstrip()}\nfiles: valuations.csv", "python", rng.randint(1, 400)),
+        call("python", "And the plot with its exponential trend.", code=PLOT_CELL.format(name=company.name)),
+        curriculum.page(f"{growth}; {trend}\nfiles: valuations.png", "python", rng.randint(1, 400)),
+    ]
+
+
 def valuation(rng: random.Random, world: World) -> list[Turn]:
     """The valuation task in its short phrasings (the demo's own prompt is held out), on a table page."""
-    return curriculum.valuation(rng, world, short_only=True, as_shown=True)
+    return curriculum.valuation(rng, world, short_only=True, as_shown=True, steps=two_cells)
 
 
 def grouped_arithmetic(rng: random.Random, world: World) -> list[Turn]:
@@ -213,6 +248,24 @@ def grouped_arithmetic(rng: random.Random, world: World) -> list[Turn]:
         call("calculator", lead_in(rng, ["Let me calculate that."]), expression=expression),
         tool_turn(value, rng),
         answer(rng.choice([f"The answer is {value.text}.", f"It is {value.text}."])),
+    ]
+
+
+def negative_result(rng: random.Random, world: World) -> list[Turn]:
+    """Differences that come out below zero, which the model wrote without their sign (round 5's
+    calculator misses): the operands in the order the question gives them, the answer keeps the minus."""
+    a, b = rng.randint(2, 999), rng.randint(2, 999)
+    a, b = min(a, b), max(a, b) + (a == b)
+    question = rng.choice(
+        [f"What is {a} minus {b}?", f"Subtract {b} from {a}.", f"Take {b} away from {a}.", f"{a} - {b} = ?",
+         f"I have ${a} and spend ${b}. What is my balance?", f"The temperature is {a} degrees and drops by {b}. What is it now?"]
+    )  # fmt: skip
+    value = world.call("calculator", expression=f"{a}-{b}")
+    return [
+        Turn("user", question),
+        call("calculator", lead_in(rng, ["Let me calculate that."]), expression=f"{a}-{b}"),
+        tool_turn(value, rng),
+        answer(rng.choice([f"{a} - {b} = {value.text}.", f"The result is negative: {value.text}."])),
     ]
 
 
@@ -428,6 +481,7 @@ Task = Callable[[random.Random, World], list[Turn]]
 TASKS: list[tuple[Task, float]] = [
     (curriculum.arithmetic, 0.10),
     (grouped_arithmetic, 0.05),
+    (negative_result, 0.04),
     (curriculum.data_question, 0.06),
     (curriculum.lookup, 0.09),
     (curriculum.injected_lookup, 0.04),
