@@ -68,6 +68,22 @@ def test_a_repeat_penalty_changes_greedy_decoding(stories) -> None:
     assert len(outputs[1]) > 0 and outputs[0] != outputs[1]
 
 
+def test_dry_breaks_the_repeats_of_greedy_decoding(stories) -> None:
+    """Sampling.dry_multiplier reaches llama.cpp's DRY sampler: greedy stories260K repeats a 10-token
+    run within 200 tokens; with DRY no run longer than its allowed length plus a few comes back."""
+
+    def longest_repeat(tokens: list[int]) -> int:
+        grams = lambda n: [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]  # noqa: E731
+        return max((n for n in range(2, 40) if len(set(grams(n))) < len(grams(n))), default=0)
+
+    repeats = []
+    for multiplier in (0.0, 0.8):
+        stories.load([Segment("Once upon a time, there was a little dog named Max.", trusted=False)])
+        tokens = [p.token for p in stories.generate(Sampling(max_tokens=200, dry_multiplier=multiplier))]
+        repeats.append(longest_repeat(tokens))
+    assert repeats[0] >= 8 and repeats[1] < repeats[0], repeats
+
+
 def test_grammar_constrains_the_output(stories) -> None:
     stories.load([Segment(STORY, trusted=False)])
     text = "".join(

@@ -69,6 +69,11 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     repeat_penalty: float = 1.0
+    # DRY (llama.cpp's "don't repeat yourself"): a token that would extend a repeat of text generated
+    # earlier in this step, longer than dry_allowed_length tokens, loses dry_multiplier * 1.75^(excess)
+    # logits; newlines, ':', '"' and '*' end a repeat. 0 is off. It breaks greedy loops in prose.
+    dry_multiplier: float = 0.0
+    dry_allowed_length: int = 2
     seed: int = 0
     max_tokens: int = 512
     grammar: str | None = None  # GBNF, for backends that support it

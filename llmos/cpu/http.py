@@ -17,7 +17,7 @@ Contract (in addition to :mod:`llmos.cpu.base`)
   prefix caching) evaluates only what differs from the previous request. Closing the
   generator closes the HTTP response at once, so the server stops generating.
 * With ``llama_extras`` (the default) the request also carries ``cache_prompt``,
-  ``top_k``, and ``repeat_penalty``/``grammar`` when set: fields of the llama.cpp
+  ``top_k``, and ``repeat_penalty``/``dry_multiplier``/``grammar`` when set: fields of the llama.cpp
   family that vLLM accepts or ignores, but a strict hosted API may reject; turn it
   off there. A grammar without ``llama_extras`` is refused rather than dropped.
 * Token counts come from the server's tokenizer when it has one (llama.cpp
@@ -269,6 +269,8 @@ class HttpCPU:
             body["top_k"] = sampling.top_k  # explicit: llama.cpp servers default to 40, here 0 means off
             if sampling.repeat_penalty != 1.0:
                 body["repeat_penalty"] = sampling.repeat_penalty
+            if sampling.dry_multiplier > 0:
+                body |= {"dry_multiplier": sampling.dry_multiplier, "dry_allowed_length": sampling.dry_allowed_length}
             if sampling.grammar:
                 body["grammar"] = sampling.grammar
         return body

@@ -38,6 +38,8 @@ from pathlib import Path
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
 
 SCRATCH = 1  # the scratch sequence id used by replace_span
+DRY_BREAKERS = (b"\n", b":", b"\"", b"*")  # where a repeat ends for DRY (llama.cpp's defaults)
+DRY_LAST_N = 4096  # tokens DRY looks back over: -1 ("the whole context") left it inert in this llama.cpp (measured)
 _runtime: dict[str, object] = {}  # the loaded library and the log callback kept alive
 
 
@@ -388,6 +390,14 @@ class LlamaCPU:
             args = (self.n_vocab, *args)
         return init(*args)
 
+    def _dry(self, sampling: Sampling):
+        """llama.cpp's DRY sampler over everything this chain has sampled (llama.cpp's defaults for
+        the base and the sequence breakers; it copies the breakers, so the array may go after init)."""
+        breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
+        return self.lib.llama_sampler_init_dry(
+            self._vocab, sampling.dry_multiplier, 1.75, sampling.dry_allowed_length, DRY_LAST_N, breakers, len(DRY_BREAKERS)
+        )
+
     def _sampler(self, sampling: Sampling):
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
@@ -399,6 +409,8 @@ class LlamaCPU:
             lib.llama_sampler_chain_add(chain, grammar)
         if sampling.repeat_penalty != 1.0:
             lib.llama_sampler_chain_add(chain, self._penalties(sampling.repeat_penalty))
+        if sampling.dry_multiplier > 0:
+            lib.llama_sampler_chain_add(chain, self._dry(sampling))
         if sampling.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
             return chain

@@ -67,6 +67,8 @@ class TaskSampling(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     repeat_penalty: float = Field(1.0, gt=0)
+    dry_multiplier: float = Field(0.0, ge=0, description="DRY penalty on repeats of earlier text; 0 is off")
+    dry_allowed_length: int = Field(2, ge=1, description="longest repeat DRY lets pass, in tokens")
     seed: int = 0
 
 
