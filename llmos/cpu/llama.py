@@ -393,10 +393,9 @@ class LlamaCPU:
     def _dry(self, sampling: Sampling):
         """llama.cpp's DRY sampler over everything this chain has sampled (llama.cpp's defaults for
         the base and the sequence breakers; it copies the breakers, so the array may go after init)."""
-        breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
-        return self.lib.llama_sampler_init_dry(
-            self._vocab, sampling.dry_multiplier, 1.75, sampling.dry_allowed_length, DRY_LAST_N, breakers, len(DRY_BREAKERS)
-        )
+        breakers, allowed = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS), sampling.dry_allowed_length
+        init = self.lib.llama_sampler_init_dry
+        return init(self._vocab, sampling.dry_multiplier, 1.75, allowed, DRY_LAST_N, breakers, len(DRY_BREAKERS))
 
     def _sampler(self, sampling: Sampling):
         lib = self.lib
