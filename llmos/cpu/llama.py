@@ -38,7 +38,7 @@ from pathlib import Path
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
 
 SCRATCH = 1  # the scratch sequence id used by replace_span
-DRY_BREAKERS = (b"\n", b":", b"\"", b"*")  # where a repeat ends for DRY (llama.cpp's defaults)
+DRY_BREAKERS = (b"\n", b":", b'"', b"*")  # where a repeat ends for DRY (llama.cpp's defaults)
 DRY_LAST_N = 4096  # tokens DRY looks back over: -1 ("the whole context") left it inert in this llama.cpp (measured)
 _runtime: dict[str, object] = {}  # the loaded library and the log callback kept alive
 
