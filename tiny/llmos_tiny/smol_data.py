@@ -189,18 +189,19 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
 TABLE_CELL = """ratio = {ratio}
 df = page_tables()[0].iloc[:, :4]
 df.columns = ["date", "round", "amount_usd", "valuation_usd"]
+df["date"] = pd.to_datetime(df.date, format="%b %Y")
 df["amount_usd"] = df.amount_usd.map(money)
 df["valuation_usd"] = df.valuation_usd.map(money)
 df["imputed"] = df.valuation_usd.isna()
 df.loc[df.imputed, "valuation_usd"] = df.amount_usd * ratio
-df.to_csv("valuations.csv", index=False)
+df.to_csv("valuations.csv", index=False, date_format="%Y-%m", float_format="%.0f")
 print("imputed:", ", ".join(df["round"][df.imputed]))"""
-PLOT_CELL = """t = pd.to_datetime(df.date, format="%b %Y")
-t = t.dt.year + (t.dt.month - 0.5) / 12
+PLOT_CELL = """t = df.date.dt.year + (df.date.dt.month - 0.5) / 12
 b, a = np.polyfit(t, np.log10(df.valuation_usd), 1)
 end = t.max() + 3
 f = np.linspace(t.min(), end, 50)
 plt.semilogy(t, df.valuation_usd, "o", f, 10 ** (a + b * f), "--")
+plt.semilogy(t[df.imputed], df.valuation_usd[df.imputed], "s", mfc="none", ms=12)
 plt.title("{name} valuations")
 plt.savefig("valuations.png"); plt.close()
 print(f"growth x{{10 ** b:.2f}} per year; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
