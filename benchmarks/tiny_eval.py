@@ -29,9 +29,9 @@ companies are new (phrasings come from the same templates).
   no tool call in a turn that ends with a non-empty answer, every tool offered.
 
 Usage: ``python benchmarks/tiny_eval.py [MODEL] [--n 40] [--companies 20] [--chat 50] [--layouts 10]
-[--dry-multiplier X] [--json]`` (MODEL: a GGUF path or a model name such as ``smollm2`` or ``llmos-smol``;
-default the bundled llmos-tiny). Decoding is greedy; ``--dry-multiplier`` adds llama.cpp's DRY
-repetition penalty to every run (``report["sampling"]`` says what was used).
+[--dry-multiplier X [--dry-allowed-length N]] [--json]`` (MODEL: a GGUF path or a model name such
+as ``smollm2`` or ``llmos-smol``; default the bundled llmos-tiny). Decoding is greedy;
+``--dry-multiplier`` adds llama.cpp's DRY repetition penalty to every run (``report["sampling"]`` says what was used).
 Targets are issue 25's (``TARGETS``).
 Not covered: sampling with temperature, the recall and imagegen tasks, tasks in other phrasings.
 """
@@ -339,9 +339,11 @@ def main() -> None:
     parser.add_argument("--chat", type=int, default=50, help="plain chat prompts (chat_no_call)")
     parser.add_argument("--layouts", type=int, default=10, help="ratio questions on pages in held-out layouts")
     parser.add_argument("--dry-multiplier", type=float, default=0.0, help="llama.cpp's DRY penalty (0: off)")
+    parser.add_argument("--dry-allowed-length", type=int, default=2, help="longest repeat DRY lets pass")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    SAMPLING.update({"dry_multiplier": args.dry_multiplier} if args.dry_multiplier else {})
+    if args.dry_multiplier:
+        SAMPLING.update(dry_multiplier=args.dry_multiplier, dry_allowed_length=args.dry_allowed_length)
     model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model  # a file or a name
     report = evaluate(model, args.n, args.companies, demo=not args.no_demo, chat=args.chat, layouts=args.layouts)
     report["sampling"] = {"temperature": 0, **SAMPLING}
