@@ -30,8 +30,10 @@ companies are new (phrasings come from the same templates).
 
 Usage: ``python benchmarks/tiny_eval.py [MODEL] [--n 40] [--companies 20] [--chat 50] [--layouts 10]
 [--dry-multiplier X [--dry-allowed-length N]] [--json]`` (MODEL: a GGUF path or a model name such
-as ``smollm2`` or ``llmos-smol``; default the bundled llmos-tiny). Decoding is greedy;
-``--dry-multiplier`` adds llama.cpp's DRY repetition penalty to every run (``report["sampling"]`` says what was used).
+as ``smollm2`` or ``llmos-smol``; default the bundled llmos-tiny). Decoding is the model's own
+(greedy, or a fine-tune's settings: ``llmos.models.FineTune.sampling``); ``--dry-multiplier`` and
+``--dry-allowed-length`` set llama.cpp's DRY repetition penalty over it in every run
+(``report["sampling"]`` says what was used).
 Targets are issue 25's (``TARGETS``).
 Not covered: sampling with temperature, the recall and imagegen tasks, tasks in other phrasings.
 """
@@ -39,6 +41,7 @@ Not covered: sampling with temperature, the recall and imagegen tasks, tasks in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import random
@@ -55,12 +58,13 @@ from llmos_tiny.world import World, all_tool_names
 from llmos.dialects import llmos as llmos_dialect
 from llmos.dialects import smol as smol_dialect
 from llmos.dialects.base import CallSyntaxError
+from llmos.models import model_sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"call_valid": 0.99, "right_tool": 0.97, "args_right": 0.95, "answer_right": 0.95, "valuation_success": 0.90}
 LAYOUT_TARGET = 0.90  # issue 25: valuation work on held-out companies in held-out layouts
 CHAT_TARGET = 0.95  # issue 25: plain chat answered without a call, in a turn that ends
-SAMPLING: dict[str, float] = {}  # the task files' sampling for every run (main sets it from the options)
+SAMPLING: dict[str, float] = {}  # fields set over the model's own decoding in every run (main sets them)
 CHAT_PROMPTS = Path(__file__).with_name("data") / "chat_prompts.txt"
 SEED = 424_242  # training uses seeds 0 and 1,000,003
 STEPS = ("search", "open", "calculator", "python")  # the demo's method, call by call
@@ -93,10 +97,10 @@ def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
 
 def run(task_kwargs: dict, model: str, out: Path):
     from llmos_shell import runner
-    from llmos_shell.task import Task, TaskBudgets
+    from llmos_shell.task import Task, TaskBudgets, TaskSampling
 
     budgets = TaskBudgets(steps=8, tokens=4096, seconds=300, step_tokens=1536)
-    task = Task(model=model, n_ctx=8192, budgets=budgets, sampling=SAMPLING, **task_kwargs)
+    task = Task(model=model, n_ctx=8192, budgets=budgets, sampling=TaskSampling(**SAMPLING), **task_kwargs)
     result = runner.run_task(task, runner.RunOptions(out=out, store=out.parent / "sessions.db"))
     transcript = json.loads((out / "transcript.json").read_text())
     return result, transcript
@@ -338,15 +342,16 @@ def main() -> None:
     parser.add_argument("--no-demo", action="store_true", help="skip the three real companies")
     parser.add_argument("--chat", type=int, default=50, help="plain chat prompts (chat_no_call)")
     parser.add_argument("--layouts", type=int, default=10, help="ratio questions on pages in held-out layouts")
-    parser.add_argument("--dry-multiplier", type=float, default=0.0, help="llama.cpp's DRY penalty (0: off)")
-    parser.add_argument("--dry-allowed-length", type=int, default=2, help="longest repeat DRY lets pass")
+    parser.add_argument("--dry-multiplier", type=float, help="llama.cpp's DRY penalty (0: off; default: the model's)")
+    parser.add_argument("--dry-allowed-length", type=int, help="longest repeat DRY lets pass (default: the model's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.dry_multiplier:
-        SAMPLING.update(dry_multiplier=args.dry_multiplier, dry_allowed_length=args.dry_allowed_length)
+    for name in ("dry_multiplier", "dry_allowed_length"):
+        if getattr(args, name) is not None:
+            SAMPLING[name] = getattr(args, name)
     model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model  # a file or a name
     report = evaluate(model, args.n, args.companies, demo=not args.no_demo, chat=args.chat, layouts=args.layouts)
-    report["sampling"] = {"temperature": 0, **SAMPLING}
+    report["sampling"] = {"model": dataclasses.asdict(model_sampling(model)), "set": SAMPLING}
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from llmos.cpu.base import CPU, CPUError
+from llmos.cpu.base import CPU, CPUError, Sampling
 from llmos.dialects import Dialect, get_dialect
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ class FineTune:
     adapter: str  # the adapter's file name
     dialect: str
     rebuild: str  # how to build the adapter when it is missing
+    sampling: dict[str, Any] = field(default_factory=dict)  # Sampling fields it is evaluated and used with
 
     def files(self) -> tuple[Path, Path]:
         """The base model's file and the adapter's, or :class:`ModelNotFound` saying how to get them."""
@@ -118,6 +119,17 @@ class Machine:
     cpu: CPU
     dialect: Dialect
     spec: str
+
+    @property
+    def sampling(self) -> Sampling:
+        return model_sampling(self.spec)
+
+
+def model_sampling(spec: str | None) -> Sampling:
+    """How the model ``spec`` decodes unless a task or a caller says otherwise: a fine-tune's own
+    settings (:attr:`FineTune.sampling`), else greedy."""
+    tune = FINE_TUNES.get(spec or "")
+    return Sampling(**tune.sampling) if tune else Sampling()
 
 
 def default_model() -> Path:

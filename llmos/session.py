@@ -71,6 +71,7 @@ class Session:
         owns = machine is None
         machine = machine or open_machine(model, dialect=dialect, n_ctx=n_ctx, chat_template=chat_template)
         registry = load_tools().only(list(tools) if tools is not None else None)
+        kernel_options.setdefault("sampling", machine.sampling)
         db = store if isinstance(store, SessionStore) else SessionStore(store or default_store_path())
         if "pager" not in kernel_options:
             home = db.path.parent if isinstance(db.path, Path) else default_store_path().parent

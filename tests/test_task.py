@@ -82,3 +82,18 @@ def test_model_names_stay_names_and_paths_resolve_against_the_task_file(tmp_path
         assert load_task(tmp_path / "t.yaml").model == name
     (tmp_path / "t.yaml").write_text("prompt: hi\nmodel: models/mine.gguf\n")
     assert load_task(tmp_path / "t.yaml").model == str(tmp_path / "models/mine.gguf")
+
+
+def test_a_task_sets_only_the_sampling_fields_it_names_over_the_models_own(tmp_path):
+    import dataclasses
+
+    from llmos.cpu.base import Sampling
+    from llmos.models import FINE_TUNES, model_sampling
+
+    own = Sampling(dry_multiplier=0.8, dry_allowed_length=4)
+    assert load_task(write(tmp_path, "prompt: hi\n")).cpu_sampling(own) == own
+    task = load_task(write(tmp_path, "prompt: hi\nsampling: {temperature: 0.5, dry_multiplier: 0}\n"))
+    assert task.cpu_sampling(own) == dataclasses.replace(own, temperature=0.5, dry_multiplier=0.0)
+    assert task.cpu_sampling() == Sampling(temperature=0.5)
+    assert model_sampling("smollm2") == Sampling() and model_sampling(None) == Sampling()
+    assert model_sampling("llmos-smol") == Sampling(**FINE_TUNES["llmos-smol"].sampling)

@@ -289,7 +289,7 @@ def _open_session(task: Task, options: RunOptions, folder: Path, resume: str | N
     kernel_options: dict[str, Any] = {
         "system": task.system,
         "budgets": task.kernel_budgets(),
-        "sampling": task.cpu_sampling(),
+        "sampling": task.cpu_sampling(machine.sampling),
         "policy": policy,
         "approver": options.approver,
         "workdir": folder / "artifacts",

@@ -189,10 +189,13 @@ class Task(_Strict):
         b = self.budgets
         return Budgets(max_steps=b.steps, max_tokens=b.tokens, max_seconds=b.seconds, max_step_tokens=b.step_tokens)
 
-    def cpu_sampling(self) -> Sampling:
+    def cpu_sampling(self, model_default: Sampling | None = None) -> Sampling:
+        """The model's own decoding settings (``model_default``) with the fields this task file sets over them."""
+        import dataclasses
+
         from llmos.cpu.base import Sampling
 
-        return Sampling(**self.sampling.model_dump())
+        return dataclasses.replace(model_default or Sampling(), **self.sampling.model_dump(exclude_unset=True))
 
     def kernel_settings(self) -> dict[str, Any]:
         return {"ingest": list(self.ingest), "web": self.web}
