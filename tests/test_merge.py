@@ -38,9 +38,11 @@ def test_the_merged_file_computes_what_the_adapter_at_run_time_computes(files) -
     base, adapter, merged = files
     at_run_time, folded, alone = _logits(base, adapter), _logits(merged), _logits(base)
     # not bit-exact (the run-time path adds the adapter to Q4_1 products, the merged file is Q8_0):
-    # measured 0.93 top-1 agreement on these 44 positions (the rest near-ties), correlation 0.9993
+    # measured on these 44 positions (the disagreements are near-ties): top-1 agreement 0.93 and
+    # correlation 0.9993 for the seed-31 adapter, 0.977 and 0.9990 for seed 45 (larger updates, so
+    # more for Q8_0 to round; mean |difference| 0.30 logits against 3.80 between base and adapter)
     assert np.mean(folded.argmax(-1) == at_run_time.argmax(-1)) >= 0.9
-    assert np.corrcoef(folded.ravel(), at_run_time.ravel())[0, 1] >= 0.999
+    assert np.corrcoef(folded.ravel(), at_run_time.ravel())[0, 1] >= 0.998
     # the adapter is really in it: the merged logits sit nearer the adapter's than the base's
     assert np.abs(folded - at_run_time).mean() < 0.5 * np.abs(alone - at_run_time).mean()
 
