@@ -82,3 +82,17 @@ def test_short_names_and_hub_ids_resolve_in_open_machine(llmos_gguf, tmp_path, m
     store = str(tmp_path / "s.db")
     assert main(["chat", "--model", "hf:me/tiny/tiny.gguf", "--tools", "calculator", "--store", store]) == 0
     assert str(pulled) in capsys.readouterr().err
+
+
+def test_a_session_decodes_as_its_model_does_unless_told_otherwise(tmp_path) -> None:
+    """A fine-tune's own sampling (llmos-smol's DRY) reaches the kernel; a caller's sampling wins."""
+    from llmos.cpu.base import Sampling
+    from llmos.models import FINE_TUNES
+
+    machine = Machine(ScriptedCPU(["hi" + END]), LlmosDialect(), "llmos-smol")
+    store = tmp_path / "s.db"
+    with Session.open(machine=machine, tools=[], store=store, memory=tmp_path / "m.db") as session:
+        assert session.kernel.sampling == Sampling(**FINE_TUNES["llmos-smol"].sampling)
+        assert session.kernel.sampling.dry_multiplier > 0
+    with Session.open(machine=machine, tools=[], store=store, memory=tmp_path / "m.db", sampling=Sampling()) as own:
+        assert own.kernel.sampling == Sampling()
