@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from fractions import Fraction
 
 import pytest
 from llmos_apps.calculator import MAX_DEPTH, evaluate, format_number
+from llmos_sandbox.amounts import money
 from llmos_tools import READ_ONLY, ToolError, load_tools
 
 
@@ -267,22 +269,14 @@ def test_tool_through_the_entry_point() -> None:
     "written", ["$4.5B", "€2 million", "USD 2,000,000", "£750K", "¥3T", "$1,234.5", "2.3 million", "-$5M", "EUR 330M"]
 )
 def test_the_sandboxs_money_reads_amounts_as_the_calculator_does(written: str) -> None:
-    from llmos_sandbox.amounts import money
-
     assert money(written) == float(evaluate(written))
 
 
 @pytest.mark.parametrize("cell", ["not disclosed", "undisclosed", "n/a", "—", "", "5 apples", "$", None, "12 bn"])
 def test_money_is_nan_for_cells_that_are_not_amounts(cell: object) -> None:
-    import math
-
-    from llmos_sandbox.amounts import money
-
     assert math.isnan(money(cell))
 
 
 def test_money_takes_a_trailing_currency_code_and_numbers_as_they_are() -> None:
-    from llmos_sandbox.amounts import money
-
     assert money("2.5 million USD") == 2_500_000.0
     assert money(7) == 7.0 and money(2.5) == 2.5

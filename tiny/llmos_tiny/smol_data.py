@@ -183,8 +183,8 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
     ]
 
 
-# The valuation's python work as two short cells a 135M model can write from memory (round 5 degenerated
-# after about eight lines of llmos-tiny's 28-line cell): the table, read by code from the page, with
+# The valuation's python work as two short cells a 135M model can write from memory (the seed-44 adapter
+# degenerated after about eight lines of llmos-tiny's 28-line cell): the table, read by code from the page, with
 # ``money`` (the calculator's reading of "$4.5B") and the imputed valuations; then the fit and the plot.
 TABLE_CELL = """ratio = {ratio}
 df = page_tables()[0].iloc[:, :4]
