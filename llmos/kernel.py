@@ -146,6 +146,7 @@ class Kernel:
                 pager.store.add_file(path)
         self.turns: list[Turn] = turns or [Turn("system", system or dialect.default_system, id=0)]
         self.specs = [tool.spec() for tool in self.tools.tools.values()]
+        self._call_grammar = dialect.call_grammar(self.specs)  # applied unless sampling.constrain_calls is off
         if isinstance(cpu, TokenCPU):  # a call marker must not end generation
             cpu.not_end.update(t for m in dialect.call_markers if (t := cpu.token_id(m)) is not None)
         self._calls = sum(1 for t in self.turns if t.role == "result")
@@ -228,6 +229,8 @@ class Kernel:
             if force_call and steps == 0:
                 forced: dict[str, Any] = dict(self.dialect.forced_call(self.specs))
                 sampling = dataclasses.replace(sampling, **forced)
+            elif sampling.constrain_calls:
+                sampling = dataclasses.replace(sampling, **self._call_grammar)
             step = _Step()
             try:
                 yield from self._generate(sampling, step, started)

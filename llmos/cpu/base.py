@@ -77,8 +77,14 @@ class Sampling:
     seed: int = 0
     max_tokens: int = 512
     grammar: str | None = None  # GBNF, for backends that support it
+    # A lazy grammar: it applies from this control token on (a call's marker), text before it is
+    # free. It is best-effort: a backend that cannot apply it decodes without it.
+    grammar_trigger: str = ""
     forced_prefix: str = ""  # markup inserted before sampling (a forced call's opening marker)
     forced_suffix: str = ""  # markup that replaces end-of-generation once the grammar is complete
+    # The kernel keeps the model's own calls well-formed with its dialect's lazy call grammar
+    # (Dialect.call_grammar) where the dialect has one; False decodes calls unconstrained.
+    constrain_calls: bool = True
     stop: tuple[str, ...] = ()
     tool_choice: str = ""  # native function calling: "" (the model decides), "required" or a tool's name
 

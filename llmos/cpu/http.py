@@ -19,7 +19,8 @@ Contract (in addition to :mod:`llmos.cpu.base`)
 * With ``llama_extras`` (the default) the request also carries ``cache_prompt``,
   ``top_k``, and ``repeat_penalty``/``dry_multiplier``/``grammar`` when set: fields of the llama.cpp
   family that vLLM accepts or ignores, but a strict hosted API may reject; turn it
-  off there. A grammar without ``llama_extras`` is refused rather than dropped.
+  off there. A grammar without ``llama_extras`` is refused rather than dropped; a lazy
+  call grammar (``grammar_trigger``, best-effort by contract) is not sent at all.
 * Token counts come from the server's tokenizer when it has one (llama.cpp
   ``POST /tokenize``, llama-cpp-python ``POST /extras/tokenize/count``; the count of
   the empty string, i.e. a BOS, is subtracted), else ~4 characters per token.
@@ -46,6 +47,8 @@ one instance from several threads.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import json
 import math
@@ -209,6 +212,8 @@ class HttpCPU:
         """Stream a completion of the context. Closing the generator closes the response."""
         if not self._prompt:
             raise CPUError("nothing to continue from: load a context first")
+        if sampling.grammar_trigger:  # a lazy grammar is best-effort (Sampling): servers differ in its fields
+            sampling = dataclasses.replace(sampling, grammar=None, grammar_trigger="", forced_suffix="")
         if sampling.grammar and not self.llama_extras:
             raise CPUError("a grammar needs a llama.cpp-family server (llama_extras=True)")
         if sampling.forced_prefix:

@@ -397,11 +397,22 @@ class LlamaCPU:
         init = self.lib.llama_sampler_init_dry
         return init(self._vocab, sampling.dry_multiplier, 1.75, allowed, DRY_LAST_N, breakers, len(DRY_BREAKERS))
 
+    def _grammar(self, sampling: Sampling):
+        """The grammar sampler: lazy (from its trigger token on) when ``sampling.grammar_trigger`` is set."""
+        lib, text = self.lib, sampling.grammar.encode() if sampling.grammar else b""
+        if not sampling.grammar_trigger:
+            return lib.llama_sampler_init_grammar(self._vocab, text, b"root")
+        trigger = self.token_id(sampling.grammar_trigger)
+        if trigger is None:
+            raise CPUError(f"a lazy grammar's trigger must be a control token: {sampling.grammar_trigger!r} is not one")
+        triggers = (lib.llama_token * 1)(trigger)
+        return lib.llama_sampler_init_grammar_lazy_patterns(self._vocab, text, b"root", None, 0, triggers, 1)
+
     def _sampler(self, sampling: Sampling):
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         if sampling.grammar:
-            grammar = lib.llama_sampler_init_grammar(self._vocab, sampling.grammar.encode(), b"root")
+            grammar = self._grammar(sampling)
             if not grammar:
                 lib.llama_sampler_free(chain)
                 raise CPUError("llama.cpp rejected the GBNF grammar")
@@ -427,7 +438,8 @@ class LlamaCPU:
         A forced call (``sampling.forced_prefix``/``forced_suffix``, used with a
         grammar for the call body) inserts the prefix markup first; when the grammar
         is complete llama.cpp allows only end-of-generation tokens, and that token is
-        replaced by the suffix markup. Grammars cannot name control tokens themselves
+        replaced by the suffix markup. A lazy grammar (``grammar_trigger``) does the
+        same from the model's own trigger token on. Grammars cannot name control tokens themselves
         in this llama.cpp (token elements reject every token), hence this split.
         """
         if not self.tokens:
@@ -435,6 +447,8 @@ class LlamaCPU:
         chain = self._sampler(sampling)
         # a character can span tokens (byte-fallback tokens): decode incrementally
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        trigger = self.token_id(sampling.grammar_trigger) if sampling.grammar_trigger else None
+        grammar_on = bool(sampling.grammar) and trigger is None
         try:
             yield from self._force(sampling.forced_prefix)
             for _ in range(sampling.max_tokens):
@@ -443,9 +457,10 @@ class LlamaCPU:
                 token = self._next_token(chain)
                 self.counters.tokens_sampled += 1
                 end = self.is_end(token)
-                if self._is_eog(token) and sampling.grammar and sampling.forced_suffix:
+                if self._is_eog(token) and grammar_on and sampling.forced_suffix:
                     yield from self._force(sampling.forced_suffix)
                     return
+                grammar_on = grammar_on or token == trigger
                 self.tokens.append(token)
                 self.counters.context_tokens += 1
                 control = end or self.is_control(token)

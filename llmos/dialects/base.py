@@ -233,3 +233,8 @@ class Dialect(ABC):
         special-token markers, ``forced_prefix``/``forced_suffix``).
         """
         raise NotImplementedError(f"the {self.name} dialect cannot force a call")
+
+    def call_grammar(self, tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Sampling settings that keep the model's own calls well-formed once it opens one (a lazy
+        grammar), or ``{}`` where the dialect has none: its calls are checked only when parsed."""
+        return {}

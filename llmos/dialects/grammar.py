@@ -1,10 +1,18 @@
-"""GBNF grammars that force a well-formed tool call.
+"""GBNF grammars for tool calls: one that forces a call, one that keeps a call well-formed.
 
 :func:`call_grammar` turns tool specs (JSON schemas) into a llama.cpp GBNF grammar
 whose only sentences are ``OPEN {"name": "<tool>", "arguments": {...}} CLOSE`` with
 the arguments that tool declares, in declaration order, required ones always and
 optional ones never (a forced call is a minimal call). Strings are bounded so a
 weak model cannot run away inside one.
+
+:func:`lazy_call_grammar` is the grammar a model's own calls follow once it has written
+the call marker (a lazy grammar: prose before the marker is free). Its sentences are
+``MARKER {"name": "<tool>", "arguments": {...}}`` with a declared tool, and arguments
+the tool declares, in any order, with values of their types. It does not make a call
+*right*: a missing required argument or a repeated one is left to the kernel, which
+answers with an observation. Strings are unbounded (code is long): the kernel's step
+budget bounds them.
 
 Not covered: nested objects and arrays of objects in arguments (they fall back to
 a generic bounded JSON value), ``anyOf`` beyond the first option, regex patterns.
@@ -21,7 +29,7 @@ MAX_STRING = 200
 _BASE = rf"""
 ws ::= [ ]?
 string ::= "\"" char{{0,{MAX_STRING}}} "\""
-char ::= [^"\\\x00-\x1f] | "\\" ["\\/bfnrt]
+char ::= [^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{{4}})
 integer ::= "-"? [0-9]{{1,15}}
 number ::= "-"? [0-9]{{1,15}} ("." [0-9]{{1,10}})?
 boolean ::= "true" | "false"
@@ -79,3 +87,34 @@ def call_grammar(
     markers = [_literal(open_)] if open_ else []
     root = " ".join(["root ::=", *markers, f"({body})", *([_literal(close)] if close else [])])
     return "\n".join([root, *rules]) + _BASE
+
+
+def lazy_call_grammar(tools: Sequence[dict[str, Any]], marker: str) -> str:
+    """The grammar of a call from its ``marker`` on (see the module docstring).
+
+    llama.cpp feeds a lazy grammar the trigger token's own text, so the root starts
+    with the marker as text; the closing marker is the CPU's (``forced_suffix``).
+    """
+    if not tools:
+        raise ValueError("a call grammar needs at least one tool")
+    rules = [f"tool{i} ::= {_lazy_tool_rule(i, spec)}" for i, spec in enumerate(tools)]
+    rules += [rule for i, spec in enumerate(tools) for rule in _lazy_argument_rules(i, spec)]
+    body = " | ".join(f"tool{i}" for i in range(len(tools)))
+    root = f"root ::= {_literal(marker)} ({body})"
+    base = _BASE.replace(f"char{{0,{MAX_STRING}}}", "char*")
+    return "\n".join([root, *rules]) + base
+
+
+def _lazy_tool_rule(index: int, spec: dict[str, Any]) -> str:
+    name, key, arguments = _literal(json.dumps(spec["name"])), _literal('"name"'), _literal('"arguments"')
+    return f'"{{" ws {key} ws ":" ws {name} ws "," ws {arguments} ws ":" ws args{index} ws "}}"'
+
+
+def _lazy_argument_rules(index: int, spec: dict[str, Any]) -> list[str]:
+    properties = spec.get("parameters", {}).get("properties", {})
+    if not properties:
+        return [f'args{index} ::= "{{" ws "}}"']
+    pairs = " | ".join(
+        f"{_literal(json.dumps(name))} ws \":\" ws ({_value_rule(schema)})" for name, schema in properties.items()
+    )
+    return [f"pair{index} ::= {pairs}", f'args{index} ::= "{{" ws (pair{index} (ws "," ws pair{index})*)? ws "}}"']

@@ -133,6 +133,14 @@ class LlmosDialect(Dialect):
         open_, close = self.markup.call
         return {"grammar": call_grammar(tools, body_rule=body_rule), "forced_prefix": open_, "forced_suffix": close}
 
+    def call_grammar(self, tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        from llmos.dialects.grammar import lazy_call_grammar
+
+        if not tools:
+            return {}
+        open_, close = self.markup.call
+        return {"grammar": lazy_call_grammar(tools, open_), "grammar_trigger": open_, "forced_suffix": close}
+
 
 def _turn_left_open(previous: Turn | None) -> bool:
     """The model's turn was cut (a budget, a result last) without its own end marker."""

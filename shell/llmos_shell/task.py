@@ -70,6 +70,9 @@ class TaskSampling(_Strict):
     dry_multiplier: float = Field(0.0, ge=0, description="DRY penalty on repeats of earlier text; 0 is off")
     dry_allowed_length: int = Field(2, ge=1, description="longest repeat DRY lets pass, in tokens")
     seed: int = 0
+    constrain_calls: bool = Field(
+        True, description="keep the model's calls well-formed JSON with the dialect's call grammar (local models)"
+    )
 
 
 class Check(_Strict):
