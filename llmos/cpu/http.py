@@ -49,7 +49,6 @@ one instance from several threads.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import os
