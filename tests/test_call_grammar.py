@@ -1,0 +1,162 @@
+"""The lazy call grammar: llama.cpp's own grammar engine on every installed tool's calls, and on
+llmos-smol's own calls through the real CPU and kernel."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import re
+from typing import Any
+
+import pytest
+from helpers import smollm2_model
+from llmos_tools import load_tools
+
+from llmos.cpu.base import Sampling
+from llmos.cpu.llama import LlamaCPU
+from llmos.dialects.base import Turn
+from llmos.dialects.grammar import lazy_call_grammar
+from llmos.dialects.smol import CALL, CALL_END, IM_END, SmolDialect
+from llmos.kernel import Budgets, Kernel
+from llmos.models import open_machine
+
+
+@pytest.fixture(scope="module")
+def specs() -> list[dict[str, Any]]:
+    return [tool.spec() for tool in load_tools().tools.values()]
+
+
+@pytest.fixture(scope="module")
+def vocab_cpu():
+    """SmolLM2's vocabulary (the grammar reads pieces of text; the weights do not matter here)."""
+    cpu = LlamaCPU(smollm2_model(), n_ctx=256, n_threads=1)
+    yield cpu
+    cpu.close()
+
+
+def _allowed(cpu: LlamaCPU, sampler, token: int) -> bool:
+    lib = cpu.lib
+    data = (lib.llama_token_data * 1)(lib.llama_token_data(token, 0.0, 0.0))
+    candidates = lib.llama_token_data_array(data, 1, -1, False)
+    lib.llama_sampler_apply(sampler, ctypes.byref(candidates))
+    return math.isfinite(data[0].logit)
+
+
+def grammar_reads(cpu: LlamaCPU, grammar: str, text: str) -> tuple[bool, bool]:
+    """(llama.cpp's grammar allows every token of ``text``, it then allows the end of generation)."""
+    lib = cpu.lib
+    trigger = (lib.llama_token * 1)(cpu.token_id(CALL))
+    sampler = lib.llama_sampler_init_grammar_lazy_patterns(cpu._vocab, grammar.encode(), b"root", None, 0, trigger, 1)
+    assert sampler, "llama.cpp rejected the grammar"
+    try:
+        for token in cpu.tokenize(text, special=True):
+            if not _allowed(cpu, sampler, token):
+                return False, False
+            lib.llama_sampler_accept(sampler, token)  # only after the check: a rejected token aborts llama.cpp
+        return True, _allowed(cpu, sampler, cpu.token_id(IM_END))
+    finally:
+        lib.llama_sampler_free(sampler)
+
+
+def _example(schema: dict[str, Any]) -> Any:
+    if "enum" in schema:
+        return schema["enum"][-1]
+    kind = schema.get("type")
+    if kind == "array":
+        return [_example(schema.get("items", {"type": "string"}))] * 2
+    return {
+        "string": 'print("a \\ b")\nfor x in [1]:\n\tpass  # é ✓',
+        "integer": -3,
+        "number": 2.5,
+        "boolean": True,
+    }.get(kind or "", {"key": "value"})
+
+
+def test_every_installed_tool_call_with_every_argument_reads_to_the_end(vocab_cpu, specs) -> None:
+    grammar = lazy_call_grammar(specs, CALL)
+    assert len(specs) >= 6
+    for spec in specs:
+        properties = spec.get("parameters", {}).get("properties", {})
+        arguments = {name: _example(schema) for name, schema in reversed(properties.items())}  # any order
+        for ascii_only in (True, False):
+            call = json.dumps({"name": spec["name"], "arguments": arguments}, ensure_ascii=ascii_only)
+            assert grammar_reads(vocab_cpu, grammar, f"Let me check.{CALL}{call}") == (True, True), call
+    minimal = json.dumps({"name": "python", "arguments": {}}, separators=(",", ":"))
+    assert grammar_reads(vocab_cpu, grammar, CALL + minimal) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "call, why",
+    [
+        ('{"name": "nosuch", "arguments": {}}', "an undeclared tool"),
+        ('{"name": "calculator", "arguments": {"expr": "1"}}', "an undeclared argument"),
+        ('{"name": "python", "arguments": {"code": "print("hi")"}}', "an unescaped quote inside a string"),
+        ('{"name": "python", "arguments": {"code": 7}}', "a number where the tool declares a string"),
+        ('{"name": "python", "arguments": {"code": "x\\q"}}', "an escape JSON does not have"),
+        ('{"arguments": {}, "name": "python"}', "arguments before the name"),
+    ],
+)
+def test_a_malformed_call_is_stopped_at_the_first_wrong_token(vocab_cpu, specs, call, why) -> None:
+    assert grammar_reads(vocab_cpu, lazy_call_grammar(specs, CALL), CALL + call)[0] is False, why
+
+
+def test_a_call_cannot_end_before_its_json_does(vocab_cpu, specs) -> None:
+    grammar = lazy_call_grammar(specs, CALL)
+    assert grammar_reads(vocab_cpu, grammar, CALL + '{"name": "python", "arguments": {"code": "print(1)') == (True, False)
+    assert grammar_reads(vocab_cpu, grammar, "Plain text, no call yet") == (True, True)
+
+
+# ---------------------------------------------------------------- on the real model
+@pytest.fixture(scope="module")
+def smol():
+    smollm2_model()
+    machine = open_machine("llmos-smol", n_ctx=2048)
+    yield machine
+    machine.cpu.close()
+
+
+def _decode(machine, question: str, specs, **sampling: Any) -> list:
+    turns = [Turn("system", SmolDialect.default_system, id=0), Turn("user", question, id=1)]
+    machine.cpu.not_end.update(machine.cpu.token_id(m) for m in (CALL, CALL_END))  # as the kernel does
+    machine.cpu.load(machine.dialect.render(turns, specs))
+    return list(machine.cpu.generate(Sampling(max_tokens=80, **sampling)))
+
+
+# The model's own call pinned to a multiplication it would never write: the grammar bites only
+# after the model chose to call, and its end of generation becomes the call's end marker.
+PINNED = f'root ::= "{CALL}" "{{\\"name\\": \\"calculator\\", \\"arguments\\": {{\\"expression\\": \\"" [1-9] " * 7\\"}}}}"'
+
+
+def test_the_grammar_applies_from_the_models_own_call_marker_on(smol, specs) -> None:
+    free = _decode(smol, "What is 15% of 1,240?", specs)
+    pinned = _decode(smol, "What is 15% of 1,240?", specs, grammar=PINNED, grammar_trigger=CALL, forced_suffix=CALL_END)
+    opened = next(i for i, piece in enumerate(free) if piece.text == CALL)  # the model calls on its own
+    assert [p.token for p in pinned[: opened + 1]] == [p.token for p in free[: opened + 1]]
+    body = "".join(p.text for p in pinned[opened + 1 : -1])
+    assert re.fullmatch(r'\{"name": "calculator", "arguments": \{"expression": "[1-9] \* 7"\}\}', body), body
+    assert pinned[-1].text == CALL_END and pinned[-1].control
+
+
+def test_a_chat_answer_is_untouched_by_the_call_grammar(smol, specs) -> None:
+    lazy = smol.dialect.call_grammar(specs)
+    assert lazy["grammar_trigger"] == CALL and lazy["forced_suffix"] == CALL_END
+    free = _decode(smol, "hello, who are you?", specs)
+    constrained = _decode(smol, "hello, who are you?", specs, **lazy)
+    assert CALL not in "".join(p.text for p in free)
+    assert [p.token for p in constrained] == [p.token for p in free]
+
+
+def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) -> None:
+    """A request llmos-smol answers with a python call whose code has unescaped quotes: decoded
+    free it is not JSON; under the grammar it parses (what the code then does is the model's)."""
+    tools = load_tools(allow={"python", "calculator"})
+    question = "Use python to print the first 10 squares."
+    first = {}
+    for constrain in (False, True):
+        sampling = Sampling(constrain_calls=constrain)
+        kernel = Kernel(smol.cpu, smol.dialect, tools, sampling=sampling, budgets=Budgets(max_steps=1))
+        first[constrain] = next(e for e in kernel.ask(question) if e.kind in ("call", "result"))
+    unparsed = first[False]
+    assert unparsed.kind == "result" and unparsed.name == "?" and "not valid JSON" in unparsed.text
+    assert first[True].kind == "call" and first[True].name == "python"
