@@ -13,13 +13,14 @@ import pytest
 from helpers import smollm2_model
 from llmos_tools import load_tools
 
+from llmos.cpu import sampler
 from llmos.cpu.base import Sampling
 from llmos.cpu.llama import LlamaCPU
 from llmos.dialects.base import Turn
 from llmos.dialects.grammar import lazy_call_grammar
 from llmos.dialects.smol import CALL, CALL_END, IM_END, SmolDialect
 from llmos.kernel import Budgets, Kernel
-from llmos.models import open_machine
+from llmos.models import model_sampling, open_machine
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +79,12 @@ def test_every_installed_tool_call_with_every_argument_reads_to_the_end(vocab_cp
     assert len(specs) >= 6
     for spec in specs:
         properties = spec.get("parameters", {}).get("properties", {})
-        arguments = {name: _example(schema) for name, schema in reversed(properties.items())}  # any order
+        arguments = {name: _example(schema) for name, schema in properties.items()}
         for ascii_only in (True, False):
             call = json.dumps({"name": spec["name"], "arguments": arguments}, ensure_ascii=ascii_only)
             assert grammar_reads(vocab_cpu, grammar, f"Let me check.{CALL}{call}") == (True, True), call
-    minimal = json.dumps({"name": "python", "arguments": {}}, separators=(",", ":"))
-    assert grammar_reads(vocab_cpu, grammar, CALL + minimal) == (True, True)
+    some = json.dumps({"name": "imagegen", "arguments": {"prompt": "a cat", "seed": 7}}, separators=(",", ":"))
+    assert grammar_reads(vocab_cpu, grammar, CALL + some) == (True, True)  # optional ones may be skipped
 
 
 @pytest.mark.parametrize(
@@ -95,6 +96,9 @@ def test_every_installed_tool_call_with_every_argument_reads_to_the_end(vocab_cp
         ('{"name": "python", "arguments": {"code": 7}}', "a number where the tool declares a string"),
         ('{"name": "python", "arguments": {"code": "x\\q"}}', "an escape JSON does not have"),
         ('{"arguments": {}, "name": "python"}', "arguments before the name"),
+        ('{"name": "python", "arguments": {"code": "1", "code": "2"}}', "an argument written twice"),
+        ('{"name": "python", "arguments": {}}', "a required argument left out"),
+        ('{"name": "open", "arguments": {"page": 2, "url": "u"}}', "arguments out of declaration order"),
     ],
 )
 def test_a_malformed_call_is_stopped_at_the_first_wrong_token(vocab_cpu, specs, call, why) -> None:
@@ -103,7 +107,10 @@ def test_a_malformed_call_is_stopped_at_the_first_wrong_token(vocab_cpu, specs, 
 
 def test_a_call_cannot_end_before_its_json_does(vocab_cpu, specs) -> None:
     grammar = lazy_call_grammar(specs, CALL)
-    assert grammar_reads(vocab_cpu, grammar, CALL + '{"name": "python", "arguments": {"code": "print(1)') == (True, False)
+    assert grammar_reads(vocab_cpu, grammar, CALL + '{"name": "python", "arguments": {"code": "print(1)') == (
+        True,
+        False,
+    )
     assert grammar_reads(vocab_cpu, grammar, "Plain text, no call yet") == (True, True)
 
 
@@ -125,7 +132,9 @@ def _decode(machine, question: str, specs, **sampling: Any) -> list:
 
 # The model's own call pinned to a multiplication it would never write: the grammar bites only
 # after the model chose to call, and its end of generation becomes the call's end marker.
-PINNED = f'root ::= "{CALL}" "{{\\"name\\": \\"calculator\\", \\"arguments\\": {{\\"expression\\": \\"" [1-9] " * 7\\"}}}}"'
+PINNED = (
+    f'root ::= "{CALL}" "{{\\"name\\": \\"calculator\\", \\"arguments\\": {{\\"expression\\": \\"" [1-9] " * 7\\"}}}}"'
+)
 
 
 def test_the_grammar_applies_from_the_models_own_call_marker_on(smol, specs) -> None:
@@ -160,3 +169,47 @@ def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) 
     unparsed = first[False]
     assert unparsed.kind == "result" and unparsed.name == "?" and "not valid JSON" in unparsed.text
     assert first[True].kind == "call" and first[True].name == "python"
+
+
+class _GrammarFirst:
+    """llama.cpp's plain way, the reference: the grammar first in the chain, over every token."""
+
+    def __init__(self, cpu: LlamaCPU, sampling: Sampling) -> None:
+        self.lib = lib = cpu.lib
+        self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        lib.llama_sampler_chain_add(
+            self.chain, lib.llama_sampler_init_grammar(cpu._vocab, sampling.grammar.encode(), b"root")
+        )
+        lib.llama_sampler_chain_add(self.chain, sampler._dry(lib, cpu._vocab, sampling))
+        lib.llama_sampler_chain_add(self.chain, lib.llama_sampler_init_greedy())
+
+    def sample(self, ctx, index: int) -> int:
+        return self.lib.llama_sampler_sample(self.chain, ctx, index)
+
+    def free(self) -> None:
+        self.lib.llama_sampler_free(self.chain)
+
+
+# a calculator call the model would not write: its own choices are rejected token after token
+ODD_BODY = (
+    '"{\\"name\\": \\"calculator\\", \\"arguments\\": {\\"expression\\": \\"" [1-9] [0-9] " * 7 - " [1-9] "\\"}}"'
+)
+
+
+@pytest.mark.parametrize("body", [None, ODD_BODY], ids=["the models own call", "a call it would not write"])
+def test_checking_the_chosen_token_first_decodes_what_the_grammar_first_chain_does(smol, specs, body, monkeypatch):
+    """A forced call on llmos-smol, greedy with DRY, against llama.cpp's grammar-first chain."""
+    sampling = {**model_sampling("llmos-smol").__dict__, **smol.dialect.forced_call(specs, body_rule=body)}
+    sampling.pop("max_tokens")
+    free = _decode(smol, "What is 15% of 1,240?", specs, **{**sampling, "grammar": None})
+    fast = _decode(smol, "What is 15% of 1,240?", specs, **sampling)
+    monkeypatch.setattr(smol.cpu, "_sampler", lambda s: _GrammarFirst(smol.cpu, s))
+    reference = _decode(smol, "What is 15% of 1,240?", specs, **sampling)
+    assert [p.token for p in fast] == [p.token for p in reference]
+    assert fast[0].text == CALL and fast[-1].text == CALL_END
+    call = json.loads("".join(p.text for p in fast[1:-1]))
+    if body:  # the grammar overruled the model: the resampling path ran
+        assert re.fullmatch(r"[1-9][0-9] \* 7 - [1-9]", call["arguments"]["expression"])
+        assert [p.token for p in free] != [p.token for p in fast]
+    else:
+        assert call["name"] in {spec["name"] for spec in specs}

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from llmos.cpu.base import Counters, CPUError, Piece, Sampling
 from llmos.cpu.llama import LlamaCPU
+from llmos.cpu.sampler import Sampler
 
 _IDS = itertools.count(1)  # session ids, unique in this OS process (the process table adds the pid)
 GATHER_SECONDS = 0.02  # how long the engine waits for every generating session's step before decoding
@@ -61,7 +62,7 @@ class _Step:
     """One session's request: evaluate its pending tokens, then sample with ``chain`` (if any)."""
 
     cpu: SessionCPU
-    chain: object
+    chain: Sampler | None
     done: bool = False
     token: int = -1
     error: BaseException | None = None
@@ -178,7 +179,7 @@ class SessionCPU(LlamaCPU):
         finally:
             self.engine._set_generating(self, False)
 
-    def _next_token(self, chain) -> int:
+    def _next_token(self, chain: Sampler) -> int:
         return self.engine.step(self, chain)
 
     def close(self) -> None:
@@ -396,7 +397,7 @@ class BatchEngine:
             cpu.generating = value
             self.cond.notify_all()
 
-    def step(self, cpu: SessionCPU, chain) -> int:
+    def step(self, cpu: SessionCPU, chain: Sampler | None) -> int:
         """Evaluate ``cpu``'s pending tokens in the next batch and sample its next token with ``chain``."""
         with self.cond:
             self._admit(cpu)
@@ -482,7 +483,7 @@ class BatchEngine:
         cpu._logits_ready = True
         if request.chain is not None:
             started = time.perf_counter()
-            request.token = self.base.lib.llama_sampler_sample(request.chain, self.base._ctx, index)
+            request.token = request.chain.sample(self.base._ctx, index)
             cpu.counters.sample_seconds += time.perf_counter() - started
         request.done = True
         self.queue.remove(request)

@@ -29,17 +29,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import inspect
 import os
 import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
+from llmos.cpu.sampler import Sampler
 
 SCRATCH = 1  # the scratch sequence id used by replace_span
-DRY_BREAKERS = (b"\n", b":", b'"', b"*")  # where a repeat ends for DRY (llama.cpp's defaults)
-DRY_LAST_N = 4096  # tokens DRY looks back over: -1 ("the whole context") left it inert in this llama.cpp (measured)
 _runtime: dict[str, object] = {}  # the loaded library and the log callback kept alive
 
 
@@ -381,56 +379,14 @@ class LlamaCPU:
         self.counters.eval_seconds += time.perf_counter() - started
 
     # ---------------------------------------------------------------- sampling
-    def _penalties(self, repeat: float):
-        """The repetition penalty over the last 64 tokens. The bindings of llama-cpp-python 0.3.x
-        take the vocabulary size first; llama.cpp's own header dropped it: both are served."""
-        init = self.lib.llama_sampler_init_penalties
-        args: tuple[float, ...] = (64, repeat, 0.0, 0.0)
-        if len(inspect.signature(init).parameters) == 5:
-            args = (self.n_vocab, *args)
-        return init(*args)
-
-    def _dry(self, sampling: Sampling):
-        """llama.cpp's DRY sampler over everything this chain has sampled (llama.cpp's defaults for
-        the base and the sequence breakers; it copies the breakers, so the array may go after init)."""
-        breakers, allowed = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS), sampling.dry_allowed_length
-        init = self.lib.llama_sampler_init_dry
-        return init(self._vocab, sampling.dry_multiplier, 1.75, allowed, DRY_LAST_N, breakers, len(DRY_BREAKERS))
-
-    def _grammar(self, sampling: Sampling):
-        """The grammar sampler: lazy (from its trigger token on) when ``sampling.grammar_trigger`` is set."""
-        lib, text = self.lib, sampling.grammar.encode() if sampling.grammar else b""
-        if not sampling.grammar_trigger:
-            return lib.llama_sampler_init_grammar(self._vocab, text, b"root")
-        trigger = self.token_id(sampling.grammar_trigger)
-        if trigger is None:
-            raise CPUError(f"a lazy grammar's trigger must be a control token: {sampling.grammar_trigger!r} is not one")
-        triggers = (lib.llama_token * 1)(trigger)
-        return lib.llama_sampler_init_grammar_lazy_patterns(self._vocab, text, b"root", None, 0, triggers, 1)
-
-    def _sampler(self, sampling: Sampling):
-        lib = self.lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if sampling.grammar:
-            grammar = self._grammar(sampling)
-            if not grammar:
-                lib.llama_sampler_free(chain)
-                raise CPUError("llama.cpp rejected the GBNF grammar")
-            lib.llama_sampler_chain_add(chain, grammar)
-        if sampling.repeat_penalty != 1.0:
-            lib.llama_sampler_chain_add(chain, self._penalties(sampling.repeat_penalty))
-        if sampling.dry_multiplier > 0:
-            lib.llama_sampler_chain_add(chain, self._dry(sampling))
-        if sampling.temperature <= 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-            return chain
-        if sampling.top_k > 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p < 1.0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed or self._seed))
-        return chain
+    def _sampler(self, sampling: Sampling) -> Sampler:
+        trigger = None
+        if sampling.grammar and sampling.grammar_trigger:
+            trigger = self.token_id(sampling.grammar_trigger)
+            if trigger is None:
+                name = sampling.grammar_trigger
+                raise CPUError(f"a lazy grammar's trigger must be a control token: {name!r} is not one")
+        return Sampler(self.lib, self._vocab, self.n_vocab, sampling, self._seed, trigger)
 
     def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:
         """Decode token by token. Closing the iterator stops at once.
@@ -469,13 +425,13 @@ class LlamaCPU:
                 if end:
                     return
         finally:
-            self.lib.llama_sampler_free(chain)
+            chain.free()
 
-    def _next_token(self, chain) -> int:
+    def _next_token(self, chain: Sampler) -> int:
         """Evaluate what is pending and sample the next token (:mod:`llmos.cpu.batch` batches this step)."""
         self._evaluate_pending()
         started = time.perf_counter()
-        token = self.lib.llama_sampler_sample(chain, self._ctx, -1)
+        token = chain.sample(self._ctx, -1)
         self.counters.sample_seconds += time.perf_counter() - started
         return token
 

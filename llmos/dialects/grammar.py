@@ -8,11 +8,12 @@ weak model cannot run away inside one.
 
 :func:`lazy_call_grammar` is the grammar a model's own calls follow once it has written
 the call marker (a lazy grammar: prose before the marker is free). Its sentences are
-``MARKER {"name": "<tool>", "arguments": {...}}`` with a declared tool, and arguments
-the tool declares, in any order, with values of their types. It does not make a call
-*right*: a missing required argument or a repeated one is left to the kernel, which
-answers with an observation. Strings are unbounded (code is long): the kernel's step
-budget bounds them.
+``MARKER {"name": "<tool>", "arguments": {...}}`` with a declared tool, and the arguments
+it declares in declaration order, each at most once, the required ones always, with values
+of their types (a weak model that runs on inside a call then has to close it rather than
+start a key again). It does not make a call *right*: what the values say is the model's,
+and the kernel answers a wrong one with an observation. Strings are unbounded (code is
+long): the kernel's step budget bounds them.
 
 Not covered: nested objects and arrays of objects in arguments (they fall back to
 a generic bounded JSON value), ``anyOf`` beyond the first option, regex patterns.
@@ -111,10 +112,28 @@ def _lazy_tool_rule(index: int, spec: dict[str, Any]) -> str:
 
 
 def _lazy_argument_rules(index: int, spec: dict[str, Any]) -> list[str]:
-    properties = spec.get("parameters", {}).get("properties", {})
+    """``args{index}``: the tool's declared properties in declaration order, each at most once,
+    the required ones always (``pairN-k``: property k; ``tailN-k``: what may follow property k-1)."""
+    parameters = spec.get("parameters", {})
+    properties = list(parameters.get("properties", {}).items())
     if not properties:
         return [f'args{index} ::= "{{" ws "}}"']
-    pairs = " | ".join(
-        f"{_literal(json.dumps(name))} ws \":\" ws ({_value_rule(schema)})" for name, schema in properties.items()
-    )
-    return [f"pair{index} ::= {pairs}", f'args{index} ::= "{{" ws (pair{index} (ws "," ws pair{index})*)? ws "}}"']
+    required = set(parameters.get("required", [])) & {name for name, _ in properties}
+    last = len(properties) - 1
+
+    def then(k: int) -> str:  # property k, then whatever may follow it
+        return f"pair{index}-{k}" + (f" tail{index}-{k + 1}" if k < last else "")
+
+    rules = []
+    for k, (name, schema) in enumerate(properties):
+        rules.append(f'pair{index}-{k} ::= {_literal(json.dumps(name))} ws ":" ws ({_value_rule(schema)})')
+        if k:
+            pair, rest = f'ws "," ws pair{index}-{k}', f" tail{index}-{k + 1}" if k < last else ""
+            rules.append(
+                f"tail{index}-{k} ::= {pair}{rest}" if name in required else f"tail{index}-{k} ::= ({pair})?{rest}"
+            )
+    # the first property written: any optional one before the first required one, or that one
+    first_required = min((k for k, (name, _) in enumerate(properties) if name in required), default=last)
+    firsts = " | ".join(f"({then(k)})" for k in range(first_required + 1))
+    rules.append(f'args{index} ::= "{{" ws ({firsts}){"" if required else "?"} ws "}}"')
+    return rules

@@ -1,0 +1,115 @@
+"""What the lazy call grammar costs: llmos-smol writing its own calls with and without it.
+
+    python benchmarks/call_grammar.py --json [--rounds 3] [--threads 2]
+
+For each request below, llmos-smol (llama.cpp, greedy with its DRY setting) decodes its first
+turn twice per round, interleaved: free, and under the dialect's lazy call grammar
+(:meth:`~llmos.dialects.base.Dialect.call_grammar`, what the kernel uses by default). Only the
+tokens from the call marker to the call's end are timed, from one piece to the next:
+
+* ``grammar_call_ratio``: tokens/s inside calls under the grammar ÷ free (medians over rounds,
+  requests whose two decodes wrote the same tokens only: the grammar allows what the model
+  chose, so greedy decoding gives the same call whenever the free call was well formed);
+* ``free_call_tps`` / ``grammar_call_tps``: the two rates;
+* ``same_calls``: how many requests decoded the same tokens both ways, of ``requests``.
+
+Not covered: sampling with temperature, the batched engine (``llmos.cpu.batch``, the same
+sampler), grammars other than the call grammar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+REQUESTS = (
+    "What is 15% of 1,240?",
+    "How much is 3,450 divided by 23?",
+    "Compute 17.5 * 12 - 40 for me.",
+    "Use python to print the numbers from 1 to 5.",
+    "Search the web for the population of Lisbon.",
+    "Open https://example.com/report and tell me its title.",
+)
+
+
+def _first_turn(machine: Any, specs: list[dict[str, Any]], request: str, lazy: dict[str, str]) -> tuple[list, list]:
+    """The first turn's tokens and the seconds each piece took."""
+    from dataclasses import replace
+
+    from llmos.dialects.base import Turn
+    from llmos.models import model_sampling
+
+    turns = [Turn("system", machine.dialect.default_system, id=0), Turn("user", request, id=1)]
+    machine.cpu.truncate(0)
+    machine.cpu.load(machine.dialect.render(turns, specs))
+    sampling = replace(model_sampling("llmos-smol"), max_tokens=160, **lazy)
+    tokens, seconds, last = [], [], time.perf_counter()
+    for piece in machine.cpu.generate(sampling):
+        now = time.perf_counter()
+        tokens.append(piece.token)
+        seconds.append(now - last)
+        last = now
+    return tokens, seconds
+
+
+def _call_span(machine: Any, tokens: list[int]) -> slice | None:
+    """The tokens after the call marker, its end marker included; ``None`` without a call."""
+    marker = machine.cpu.token_id(machine.dialect.call_markers[0])
+    if marker not in tokens:
+        return None
+    return slice(tokens.index(marker) + 1, len(tokens))
+
+
+def measure(rounds: int, threads: int) -> dict[str, Any]:
+    from llmos_tools import load_tools
+
+    from llmos.models import open_machine
+
+    machine = open_machine("llmos-smol", n_ctx=2048, n_threads=threads)
+    specs = [tool.spec() for tool in load_tools().tools.values()]
+    lazy = machine.dialect.call_grammar(specs)
+    machine.cpu.not_end.update(machine.cpu.token_id(m) for m in machine.dialect.call_markers)  # as the kernel does
+    rates: dict[str, list[float]] = {"free": [], "grammar": []}
+    same: set[str] = set()
+    try:
+        for _ in range(rounds):
+            for request in REQUESTS:
+                (free, free_s), (held, held_s) = (_first_turn(machine, specs, request, g) for g in ({}, lazy))
+                span = _call_span(machine, free)
+                if span is None or free != held:
+                    continue
+                same.add(request)
+                rates["free"].append(len(free[span]) / sum(free_s[span]))
+                rates["grammar"].append(len(held[span]) / sum(held_s[span]))
+    finally:
+        machine.cpu.close()
+    if not same:
+        raise SystemExit("no request decoded the same call both ways: nothing to compare")
+    free_tps, grammar_tps = statistics.median(rates["free"]), statistics.median(rates["grammar"])
+    return {
+        "grammar_call_ratio": round(grammar_tps / free_tps, 3),
+        "free_call_tps": round(free_tps, 1),
+        "grammar_call_tps": round(grammar_tps, 1),
+        "same_calls": len(same),
+        "requests": len(REQUESTS),
+        "rounds": rounds,
+        "threads": threads,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    figures = measure(args.rounds, args.threads)
+    print(json.dumps(figures) if args.json else "\n".join(f"{k:20} {v}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
