@@ -35,7 +35,7 @@ REQUESTS = (
 )
 
 
-def _first_turn(machine: Any, specs: list[dict[str, Any]], request: str, lazy: dict[str, str]) -> tuple[list, list]:
+def _first_turn(machine: Any, specs: list[dict[str, Any]], request: str, lazy: dict[str, Any]) -> tuple[list, list]:
     """The first turn's tokens and the seconds each piece took."""
     from dataclasses import replace
 
@@ -68,7 +68,7 @@ def measure(rounds: int, threads: int) -> dict[str, Any]:
 
     from llmos.models import open_machine
 
-    machine = open_machine("llmos-smol", n_ctx=2048, n_threads=threads)
+    machine: Any = open_machine("llmos-smol", n_ctx=2048, n_threads=threads)
     specs = [tool.spec() for tool in load_tools().tools.values()]
     lazy = machine.dialect.call_grammar(specs)
     machine.cpu.not_end.update(machine.cpu.token_id(m) for m in machine.dialect.call_markers)  # as the kernel does
@@ -77,7 +77,8 @@ def measure(rounds: int, threads: int) -> dict[str, Any]:
     try:
         for _ in range(rounds):
             for request in REQUESTS:
-                (free, free_s), (held, held_s) = (_first_turn(machine, specs, request, g) for g in ({}, lazy))
+                free, free_s = _first_turn(machine, specs, request, {})
+                held, held_s = _first_turn(machine, specs, request, lazy)
                 span = _call_span(machine, free)
                 if span is None or free != held:
                     continue
