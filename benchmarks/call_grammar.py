@@ -55,12 +55,14 @@ def _first_turn(machine: Any, specs: list[dict[str, Any]], request: str, lazy: d
     return tokens, seconds
 
 
-def _call_span(machine: Any, tokens: list[int]) -> slice | None:
-    """The tokens after the call marker, its end marker included; ``None`` without a call."""
-    marker = machine.cpu.token_id(machine.dialect.call_markers[0])
-    if marker not in tokens:
+def _first_call(machine: Any, tokens: list[int]) -> slice | None:
+    """The first call's tokens after its marker, its end marker included (the kernel stops there);
+    ``None`` without a whole call."""
+    opening, closing = (machine.cpu.token_id(marker) for marker in machine.dialect.call_markers)
+    if opening not in tokens:
         return None
-    return slice(tokens.index(marker) + 1, len(tokens))
+    start = tokens.index(opening) + 1
+    return slice(start, tokens.index(closing, start) + 1) if closing in tokens[start:] else None
 
 
 def measure(rounds: int, threads: int) -> dict[str, Any]:
@@ -79,8 +81,8 @@ def measure(rounds: int, threads: int) -> dict[str, Any]:
             for request in REQUESTS:
                 free, free_s = _first_turn(machine, specs, request, {})
                 held, held_s = _first_turn(machine, specs, request, lazy)
-                span = _call_span(machine, free)
-                if span is None or free != held:
+                span = _first_call(machine, free)
+                if span is None or free[: span.stop] != held[: span.stop]:
                     continue
                 same.add(request)
                 rates["free"].append(len(free[span]) / sum(free_s[span]))
