@@ -87,6 +87,24 @@ def test_every_installed_tool_call_with_every_argument_reads_to_the_end(vocab_cp
     assert grammar_reads(vocab_cpu, grammar, CALL + some) == (True, True)  # optional ones may be skipped
 
 
+def test_a_plugins_unusual_schema_builds_a_grammar_llama_cpp_takes(vocab_cpu) -> None:
+    """Several types, enums, nested objects, arrays of objects, a quote in a name: what an MCP server may declare."""
+    properties = {
+        'say "hi"': {"type": "string"},
+        "maybe": {"type": ["string", "null"]},
+        "rows": {"type": "array", "items": {"type": "object"}},
+        "mode": {"enum": ["a", "b"]},
+        "opts": {"type": "object"},
+    }
+    spec = {"name": "odd.tool", "parameters": {"type": "object", "properties": properties, "required": ["mode"]}}
+    grammar = lazy_call_grammar([spec], CALL)
+    arguments = {'say "hi"': "x", "maybe": None, "rows": [{"k": 1}], "mode": "b", "opts": {"a": "b"}}
+    call = json.dumps({"name": "odd.tool", "arguments": arguments})
+    assert grammar_reads(vocab_cpu, grammar, CALL + call) == (True, True)
+    assert grammar_reads(vocab_cpu, grammar, CALL + '{"name": "odd.tool", "arguments": {"mode": "a"}}') == (True, True)
+    assert not grammar_reads(vocab_cpu, grammar, CALL + '{"name": "odd.tool", "arguments": {"maybe": 3')[0]
+
+
 @pytest.mark.parametrize(
     "call, why",
     [

@@ -50,12 +50,13 @@ def _value_rule(schema: dict[str, Any]) -> str:
     if schema.get("anyOf"):
         return _value_rule(schema["anyOf"][0])
     kind = schema.get("type")
+    if isinstance(kind, list):  # JSON Schema's several types, e.g. ["string", "null"]
+        return " | ".join(f"({_value_rule({**schema, 'type': one})})" for one in kind) or "value | object | array"
     if kind == "array":
         item = _value_rule(schema.get("items", {}))
         return f'"[" ws (({item}) (ws "," ws ({item})){{0,32}})? ws "]"'
-    return {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}.get(
-        kind or "", "value | object | array"
-    )
+    scalars = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "null": '"null"'}
+    return scalars.get(kind if isinstance(kind, str) else "", "value | object | array")
 
 
 def tool_rule(spec: dict[str, Any]) -> str:
