@@ -8,6 +8,8 @@ companies are new (phrasings come from the same templates).
 * calculator tasks: ``call_valid`` (every call the model wrote parses), ``right_tool`` (its first
   call is the calculator), ``args_right`` (the expression gives the reference value),
   ``answer_right`` (the answer contains the calculator's result);
+* ``malformed_why``: why the calls that ``call_valid`` counts as not parsing do not: ``cut`` (no end
+  marker: a budget stopped the turn inside the call) or ``invalid`` (ended, but not a call);
 * lookup tasks (search, open, answer): the first call is ``search`` with the subject, the open
   call names the right page, the answer contains the page's figure;
 * ``valuation_success``: the demo's task on invented companies; success is the demo's own check
@@ -81,20 +83,41 @@ def _reference():
     return module
 
 
+def _call_bodies(transcript: dict) -> list[tuple[str, bool]]:
+    """Each call's body as the model wrote it, and whether its end marker follows."""
+    ends = "|".join(re.escape(d.CALL_END) for d in (llmos_dialect, smol_dialect))
+    opens = "|".join(re.escape(d.CALL) for d in (llmos_dialect, smol_dialect))
+    pattern = re.compile(f"(?:{opens})(.*?)(?:({ends})|$)", re.S)
+    return [
+        (match.group(1), match.group(2) is not None)
+        for turn in transcript["turns"]
+        if turn["role"] == "assistant"
+        for match in pattern.finditer(turn["text"])
+    ]
+
+
 def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
     """Every call the model wrote, parsed (``None`` where it does not parse)."""
     found: list[tuple[str, dict] | None] = []
-    markers = "|".join(f"{re.escape(d.CALL)}(.*?)(?:{re.escape(d.CALL_END)}|$)" for d in (llmos_dialect, smol_dialect))
-    for turn in transcript["turns"]:
-        if turn["role"] != "assistant":
-            continue
-        for bodies in re.findall(markers, turn["text"], re.S):
-            try:
-                call = llmos_dialect.LlmosDialect().parse("".join(bodies))  # one JSON object in either dialect
-                found.append((call.name, call.arguments))
-            except CallSyntaxError:
-                found.append(None)
+    for body, _ in _call_bodies(transcript):
+        try:
+            call = llmos_dialect.LlmosDialect().parse(body)  # one JSON object in either dialect
+            found.append((call.name, call.arguments))
+        except CallSyntaxError:
+            found.append(None)
     return found
+
+
+def malformed_why(transcript: dict) -> list[str]:
+    """Why each call that does not parse does not: ``cut`` (no end marker: a budget stopped the
+    turn inside it) or ``invalid`` (ended, but not a call)."""
+    why = []
+    for body, ended in _call_bodies(transcript):
+        try:
+            llmos_dialect.LlmosDialect().parse(body)
+        except CallSyntaxError:
+            why.append("invalid" if ended else "cut")
+    return why
 
 
 def run(task_kwargs: dict, model: str, out: Path):
@@ -132,6 +155,7 @@ def score_chat_task(kind: str, rng: random.Random, world: World, model: str, out
         "kind": kind,
         "calls": len(calls),
         "calls_valid": sum(c != "malformed" for c in calls),
+        "malformed_why": malformed_why(transcript),
         "right_tool": bool(calls and calls[0] and calls[0][0] == ("calculator" if kind == "calculator" else "search")),
         "args_right": args_right,
         "answer_right": answer_right,
@@ -222,6 +246,7 @@ def score_valuation(company, world_root: Path, model: str, out: Path, reference,
         "problems": problems[:5],
         "calls": calls,
         "calls_valid": sum(c != "malformed" for c in calls),
+        "malformed_why": malformed_why(transcript),
         "seconds": round(time.time() - started, 1),
     }
 
@@ -328,6 +353,7 @@ def summarize(chats: list[dict], valuations: list[dict], demos: list[dict], plai
     report["met"] = {k: report[k] >= v for k, v in TARGETS.items()}
     broke = Counter(r["broke_at"] for r in valuations if r["broke_at"])
     report["valuation_broke_at"] = dict(broke.most_common())
+    report["malformed_why"] = dict(Counter(w for r in chats + valuations for w in r["malformed_why"]))
     report["valuation_by_pairs"] = by_pairs(valuations)
     report["valuations"] = valuations
     report["demo"] = demos

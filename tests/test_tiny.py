@@ -394,3 +394,14 @@ def test_the_plain_chat_prompts_are_held_out_of_every_curriculum() -> None:
     assert not [p for p in prompts if p.lower() in training]
     rows = [{"no_call": True}, {"no_call": False}]
     assert tiny_eval.summarize([], [], [], rows)["chat_no_call"] == 0.5
+    # why a call does not parse: a budget cut it (no end marker) or it ended as something else
+    call, end = "<filename>", "<reponame>"
+    turns = [
+        {"role": "assistant", "text": f'Sure.{call}{{"name": "python", "arguments": {{"code": "1"}}}}{end}'},
+        {"role": "result", "text": "1"},
+        {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "x"}}{end}'},
+        {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "print(1)\\nprint(2'},
+    ]
+    transcript = {"turns": turns}
+    assert [c and c[0] for c in tiny_eval.calls_in(transcript)] == ["python", None, None]
+    assert tiny_eval.malformed_why(transcript) == ["invalid", "cut"]
