@@ -229,7 +229,7 @@ class Kernel:
             if force_call and steps == 0:
                 forced: dict[str, Any] = dict(self.dialect.forced_call(self.specs))
                 sampling = dataclasses.replace(sampling, **forced)
-            elif sampling.constrain_calls:
+            elif sampling.constrain_calls and not sampling.grammar:  # a caller's own grammar stands
                 sampling = dataclasses.replace(sampling, **self._call_grammar)
             step = _Step()
             try:

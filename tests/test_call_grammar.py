@@ -16,11 +16,13 @@ from llmos_tools import load_tools
 from llmos.cpu import sampler
 from llmos.cpu.base import Sampling
 from llmos.cpu.llama import LlamaCPU
+from llmos.dialects import llmos as llmos_dialect
 from llmos.dialects.base import Turn
 from llmos.dialects.grammar import lazy_call_grammar
 from llmos.dialects.smol import CALL, CALL_END, IM_END, SmolDialect
 from llmos.kernel import Budgets, Kernel
 from llmos.models import model_sampling, open_machine
+from llmos.testing import ScriptedCPU
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +233,36 @@ def test_checking_the_chosen_token_first_decodes_what_the_grammar_first_chain_do
         assert [p.token for p in free] != [p.token for p in fast]
     else:
         assert call["name"] in {spec["name"] for spec in specs}
+
+
+OWN = 'root ::= "yes" | "no"'
+
+
+class _RecordingCPU(ScriptedCPU):
+    """A scripted model that keeps the sampling of each step."""
+
+    def __init__(self, outputs: list[str]) -> None:
+        super().__init__(outputs)
+        self.samplings: list[Sampling] = []
+
+    def generate(self, sampling: Sampling):
+        self.samplings.append(sampling)
+        yield from super().generate(sampling)
+
+
+@pytest.mark.parametrize(
+    "sampling, applied",
+    [(Sampling(), "the call grammar"), (Sampling(constrain_calls=False), None), (Sampling(grammar=OWN), OWN)],
+    ids=["by default", "turned off", "a caller's own grammar"],
+)
+def test_which_grammar_the_kernel_decodes_a_step_with(sampling: Sampling, applied: str | None) -> None:
+    tools = load_tools(allow={"calculator"})
+    cpu = _RecordingCPU([f"Hello there.{llmos_dialect.END}"])
+    list(Kernel(cpu, llmos_dialect.LlmosDialect(), tools, sampling=sampling).ask("hi"))
+    got = cpu.samplings[0]
+    if applied == "the call grammar":
+        marker, end = llmos_dialect.CALL, llmos_dialect.CALL_END
+        assert got.grammar == lazy_call_grammar([tools.tools["calculator"].spec()], marker)
+        assert (got.grammar_trigger, got.forced_suffix) == (marker, end)
+    else:
+        assert (got.grammar, got.grammar_trigger) == (applied, "")

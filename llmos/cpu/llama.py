@@ -403,8 +403,8 @@ class LlamaCPU:
         chain = self._sampler(sampling)
         # a character can span tokens (byte-fallback tokens): decode incrementally
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        trigger = self.token_id(sampling.grammar_trigger) if sampling.grammar_trigger else None
-        grammar_on = bool(sampling.grammar) and trigger is None
+        trigger = self.token_id(sampling.grammar_trigger) if sampling.grammar and sampling.grammar_trigger else None
+        grammar_on = bool(sampling.grammar) and trigger is None  # a lazy one: from its trigger on
         try:
             yield from self._force(sampling.forced_prefix)
             for _ in range(sampling.max_tokens):
