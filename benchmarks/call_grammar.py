@@ -5,13 +5,16 @@
 For each request below, llmos-smol (llama.cpp, greedy with its DRY setting) decodes its first
 turn twice per round, interleaved: free, and under the dialect's lazy call grammar
 (:meth:`~llmos.dialects.base.Dialect.call_grammar`, what the kernel uses by default). Only the
-tokens from the call marker to the call's end are timed, from one piece to the next:
+tokens from the call marker to the call's end are timed (all but the first token of an answer
+without a call), from one piece to the next:
 
 * ``grammar_call_ratio``: tokens/s inside calls under the grammar ÷ free (medians over rounds,
   requests whose two decodes wrote the same tokens only: the grammar allows what the model
   chose, so greedy decoding gives the same call whenever the free call was well formed);
-* ``free_call_tps`` / ``grammar_call_tps``: the two rates;
-* ``same_calls``: how many requests decoded the same tokens both ways, of ``requests``.
+* ``grammar_prose_ratio``: the same for the plain chat answers (no call: every token after the
+  first), where a lazy grammar only waits for its trigger;
+* ``free_call_tps`` / ``grammar_call_tps`` / ``free_prose_tps`` / ``grammar_prose_tps``: the rates;
+* ``same_tokens``: how many requests decoded the same tokens both ways, of ``requests``.
 
 Not covered: sampling with temperature, the batched engine (``llmos.cpu.batch``, the same
 sampler), grammars other than the call grammar.
@@ -32,6 +35,8 @@ REQUESTS = (
     "Use python to print the numbers from 1 to 5.",
     "Search the web for the population of Lisbon.",
     "Open https://example.com/report and tell me its title.",
+    "hello, who are you?",  # plain chat: no call, the grammar only waits for its trigger
+    "Give me three tips for sleeping better.",
 )
 
 
@@ -74,29 +79,34 @@ def measure(rounds: int, threads: int) -> dict[str, Any]:
     specs = [tool.spec() for tool in load_tools().tools.values()]
     lazy = machine.dialect.call_grammar(specs)
     machine.cpu.not_end.update(machine.cpu.token_id(m) for m in machine.dialect.call_markers)  # as the kernel does
-    rates: dict[str, list[float]] = {"free": [], "grammar": []}
+    rates: dict[str, list[float]] = {"free": [], "grammar": [], "free_prose": [], "grammar_prose": []}
     same: set[str] = set()
     try:
         for _ in range(rounds):
             for request in REQUESTS:
                 free, free_s = _first_turn(machine, specs, request, {})
                 held, held_s = _first_turn(machine, specs, request, lazy)
-                span = _first_call(machine, free)
-                if span is None or free[: span.stop] != held[: span.stop]:
+                call = _first_call(machine, free)
+                span = call or slice(1, len(free))  # prose: every token after the first (the prefill)
+                if free[: span.stop] != held[: span.stop]:
                     continue
                 same.add(request)
-                rates["free"].append(len(free[span]) / sum(free_s[span]))
-                rates["grammar"].append(len(held[span]) / sum(held_s[span]))
+                kind = "" if call else "_prose"
+                rates[f"free{kind}"].append(len(free[span]) / sum(free_s[span]))
+                rates[f"grammar{kind}"].append(len(held[span]) / sum(held_s[span]))
     finally:
         machine.cpu.close()
-    if not same:
-        raise SystemExit("no request decoded the same call both ways: nothing to compare")
-    free_tps, grammar_tps = statistics.median(rates["free"]), statistics.median(rates["grammar"])
+    if not (rates["free"] and rates["free_prose"]):
+        raise SystemExit(f"too few requests decoded the same tokens both ways to compare: {sorted(same)}")
+    median = {key: statistics.median(values) for key, values in rates.items()}
     return {
-        "grammar_call_ratio": round(grammar_tps / free_tps, 3),
-        "free_call_tps": round(free_tps, 1),
-        "grammar_call_tps": round(grammar_tps, 1),
-        "same_calls": len(same),
+        "grammar_call_ratio": round(median["grammar"] / median["free"], 3),
+        "grammar_prose_ratio": round(median["grammar_prose"] / median["free_prose"], 3),
+        "free_call_tps": round(median["free"], 1),
+        "grammar_call_tps": round(median["grammar"], 1),
+        "free_prose_tps": round(median["free_prose"], 1),
+        "grammar_prose_tps": round(median["grammar_prose"], 1),
+        "same_tokens": len(same),
         "requests": len(REQUESTS),
         "rounds": rounds,
         "threads": threads,

@@ -47,19 +47,18 @@ def _allowed(cpu: LlamaCPU, sampler, token: int) -> bool:
 
 
 def grammar_reads(cpu: LlamaCPU, grammar: str, text: str) -> tuple[bool, bool]:
-    """(llama.cpp's grammar allows every token of ``text``, it then allows the end of generation)."""
+    """(llama.cpp's grammar, lazy from the call marker on, allows every token of ``text``; it then
+    allows the end of generation). The grammar sampler is the one :class:`LlamaCPU` builds."""
     lib = cpu.lib
-    trigger = (lib.llama_token * 1)(cpu.token_id(CALL))
-    sampler = lib.llama_sampler_init_grammar_lazy_patterns(cpu._vocab, grammar.encode(), b"root", None, 0, trigger, 1)
-    assert sampler, "llama.cpp rejected the grammar"
+    grammar_sampler = sampler._grammar(lib, cpu._vocab, Sampling(grammar=grammar), cpu.token_id(CALL))
     try:
         for token in cpu.tokenize(text, special=True):
-            if not _allowed(cpu, sampler, token):
+            if not _allowed(cpu, grammar_sampler, token):
                 return False, False
-            lib.llama_sampler_accept(sampler, token)  # only after the check: a rejected token aborts llama.cpp
-        return True, _allowed(cpu, sampler, cpu.token_id(IM_END))
+            lib.llama_sampler_accept(grammar_sampler, token)  # only after the check: a rejected token aborts
+        return True, _allowed(cpu, grammar_sampler, cpu.token_id(IM_END))
     finally:
-        lib.llama_sampler_free(sampler)
+        lib.llama_sampler_free(grammar_sampler)
 
 
 def _example(schema: dict[str, Any]) -> Any:
@@ -193,6 +192,8 @@ def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) 
 
 class _GrammarFirst:
     """llama.cpp's plain way, the reference: the grammar first in the chain, over every token."""
+
+    trigger = None  # a forced call's grammar holds from the first token
 
     def __init__(self, cpu: LlamaCPU, sampling: Sampling) -> None:
         self.lib = lib = cpu.lib

@@ -383,7 +383,7 @@ class LlamaCPU:
         trigger = None
         if sampling.grammar and sampling.grammar_trigger:
             trigger = self.token_id(sampling.grammar_trigger)
-            if trigger is None:
+            if trigger is None:  # see llmos.cpu.sampler: a text trigger is not safe in this llama.cpp
                 name = sampling.grammar_trigger
                 raise CPUError(f"a lazy grammar's trigger must be a control token: {name!r} is not one")
         return Sampler(self.lib, self._vocab, self.n_vocab, sampling, self._seed, trigger)
@@ -403,7 +403,7 @@ class LlamaCPU:
         chain = self._sampler(sampling)
         # a character can span tokens (byte-fallback tokens): decode incrementally
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        trigger = self.token_id(sampling.grammar_trigger) if sampling.grammar and sampling.grammar_trigger else None
+        trigger = chain.trigger
         grammar_on = bool(sampling.grammar) and trigger is None  # a lazy one: from its trigger on
         try:
             yield from self._force(sampling.forced_prefix)
