@@ -8,8 +8,8 @@ companies are new (phrasings come from the same templates).
 * calculator tasks: ``call_valid`` (every call the model wrote parses), ``right_tool`` (its first
   call is the calculator), ``args_right`` (the expression gives the reference value),
   ``answer_right`` (the answer contains the calculator's result);
-* ``malformed_why``: why the calls that ``call_valid`` counts as not parsing do not: ``cut`` (no end
-  marker: a budget stopped the turn inside the call) or ``invalid`` (ended, but not a call);
+* ``malformed_why``: why the calls that ``call_valid`` counts as not parsing do not: ``cut`` (a
+  budget stopped the turn inside the call, as the kernel's observation says) or ``invalid``;
 * lookup tasks (search, open, answer): the first call is ``search`` with the subject, the open
   call names the right page, the answer contains the page's figure;
 * ``valuation_success``: the demo's task on invented companies; success is the demo's own check
@@ -83,23 +83,26 @@ def _reference():
     return module
 
 
-def _call_bodies(transcript: dict) -> list[tuple[str, bool]]:
-    """Each call's body as the model wrote it, and whether its end marker follows."""
+def _call_bodies(transcript: dict) -> list[tuple[str, bool, str]]:
+    """Each call's body as the model wrote it, whether its end marker follows, and the result
+    turn after it (the kernel's observation; ``""`` when the run ended there)."""
     ends = "|".join(re.escape(d.CALL_END) for d in (llmos_dialect, smol_dialect))
     opens = "|".join(re.escape(d.CALL) for d in (llmos_dialect, smol_dialect))
     pattern = re.compile(f"(?:{opens})(.*?)(?:({ends})|$)", re.S)
-    return [
-        (match.group(1), match.group(2) is not None)
-        for turn in transcript["turns"]
-        if turn["role"] == "assistant"
-        for match in pattern.finditer(turn["text"])
-    ]
+    turns = transcript["turns"]
+    found = []
+    for i, turn in enumerate(turns):
+        if turn["role"] != "assistant":
+            continue
+        after = turns[i + 1]["text"] if i + 1 < len(turns) and turns[i + 1]["role"] == "result" else ""
+        found += [(match.group(1), match.group(2) is not None, after) for match in pattern.finditer(turn["text"])]
+    return found
 
 
 def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
     """Every call the model wrote, parsed (``None`` where it does not parse)."""
     found: list[tuple[str, dict] | None] = []
-    for body, _ in _call_bodies(transcript):
+    for body, _, _ in _call_bodies(transcript):
         try:
             call = llmos_dialect.LlmosDialect().parse(body)  # one JSON object in either dialect
             found.append((call.name, call.arguments))
@@ -109,14 +112,16 @@ def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
 
 
 def malformed_why(transcript: dict) -> list[str]:
-    """Why each call that does not parse does not: ``cut`` (no end marker: a budget stopped the
-    turn inside it) or ``invalid`` (ended, but not a call)."""
+    """Why each call that does not parse does not: ``cut`` (no end marker, and the kernel said the
+    call was cut off, or the run ended there: a budget stopped it) or ``invalid`` (anything else:
+    ended but not a call, or broken by a marker the model wrote inside it)."""
     why = []
-    for body, ended in _call_bodies(transcript):
+    for body, ended, after in _call_bodies(transcript):
         try:
             llmos_dialect.LlmosDialect().parse(body)
         except CallSyntaxError:
-            why.append("invalid" if ended else "cut")
+            cut = not ended and (not after or "the call was cut off" in after)
+            why.append("cut" if cut else "invalid")
     return why
 
 

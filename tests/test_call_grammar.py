@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import smollm2_model
 from llmos_tools import load_tools
@@ -267,3 +268,23 @@ def test_which_grammar_the_kernel_decodes_a_step_with(sampling: Sampling, applie
         assert (got.grammar_trigger, got.forced_suffix) == (marker, end)
     else:
         assert (got.grammar, got.grammar_trigger) == (applied, "")
+
+
+def test_a_held_call_refuses_the_vocabularys_control_tokens(smol, specs) -> None:
+    """llama.cpp's grammar reads a control token by its text, so ``<repo_name>`` passed for a
+    string's characters (llmos-smol wrote it inside a python cell, then prose and a new call)."""
+    cpu = smol.cpu
+    chain = cpu._sampler(Sampling(**smol.dialect.call_grammar(specs)))
+    try:
+        repo_name, word = cpu.token_id("<repo_name>"), cpu.tokenize("print", special=False)[0]
+        assert cpu.is_control(repo_name) and chain.allowed(repo_name)  # prose before a call: anything
+        for token in cpu.tokenize(CALL + '{"name": "python", "arguments": {"code": "x = 1', special=True):
+            assert chain.allowed(token)
+            chain.accept(token)
+        assert _allowed(cpu, chain.grammar, repo_name)  # the grammar alone would take it
+        assert chain.allowed(word) and not chain.allowed(repo_name) and not chain.allowed(cpu.token_id(CALL))
+        logits = np.full(cpu.n_vocab, -10.0, dtype=np.float32)
+        logits[[repo_name, cpu.token_id(CALL), word]] = (9.0, 8.0, 5.0)
+        assert chain._pick(logits, constrained=True) == word  # the model's favourites are refused
+    finally:
+        chain.free()

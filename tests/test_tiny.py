@@ -394,14 +394,29 @@ def test_the_plain_chat_prompts_are_held_out_of_every_curriculum() -> None:
     assert not [p for p in prompts if p.lower() in training]
     rows = [{"no_call": True}, {"no_call": False}]
     assert tiny_eval.summarize([], [], [], rows)["chat_no_call"] == 0.5
-    # why a call does not parse: a budget cut it (no end marker) or it ended as something else
+
+
+def test_tiny_eval_says_why_a_call_did_not_parse() -> None:
+    """``cut``: a budget stopped the turn inside it (the kernel says so, or the run ended there);
+    ``invalid``: anything else, a marker the model wrote inside a call included."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_eval", ROOT / "benchmarks" / "tiny_eval.py")
+    assert spec and spec.loader
+    tiny_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_eval)
     call, end = "<filename>", "<reponame>"
     turns = [
         {"role": "assistant", "text": f'Sure.{call}{{"name": "python", "arguments": {{"code": "1"}}}}{end}'},
         {"role": "result", "text": "1"},
         {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "x"}}{end}'},
+        {"role": "result", "text": "error: unexpected end of JSON"},
+        {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "1<repo_name>Done.{call}'},
+        {"role": "result", "text": f"error: {call} is not allowed here: only the kernel writes it"},
         {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "print(1)\\nprint(2'},
+        {"role": "result", "text": f"error: the call was cut off before {end}"},
+        {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "print(1)'},
     ]
     transcript = {"turns": turns}
-    assert [c and c[0] for c in tiny_eval.calls_in(transcript)] == ["python", None, None]
-    assert tiny_eval.malformed_why(transcript) == ["invalid", "cut"]
+    assert [c and c[0] for c in tiny_eval.calls_in(transcript)] == ["python", None, None, None, None]
+    assert tiny_eval.malformed_why(transcript) == ["invalid", "invalid", "cut", "cut"]

@@ -182,6 +182,9 @@ class SessionCPU(LlamaCPU):
     def _next_token(self, chain: Sampler) -> int:
         return self.engine.step(self, chain)
 
+    def _held_out_of_calls(self) -> tuple[int, ...]:
+        return self.engine.base._held_out_of_calls()  # one vocabulary: computed once, on the engine's CPU
+
     def close(self) -> None:
         """Leave the engine (its slot and any swapped state are freed); the model stays loaded."""
         self.engine.detach(self)

@@ -163,6 +163,7 @@ class LlamaCPU:
         # its guesses (gpt-oss ends a message there); the kernel adds its dialect's call markers here
         self.not_end: set[int] = set()
         self._seed = seed
+        self._controls: tuple[int, ...] | None = None  # see _held_out_of_calls
 
     # ---------------------------------------------------------------- tokens
     def tokenize(self, text: str, *, special: bool, add_bos: bool = False) -> list[int]:
@@ -386,7 +387,15 @@ class LlamaCPU:
             if trigger is None:  # see llmos.cpu.sampler: a text trigger is not safe in this llama.cpp
                 name = sampling.grammar_trigger
                 raise CPUError(f"a lazy grammar's trigger must be a control token: {name!r} is not one")
-        return Sampler(self.lib, self._vocab, self.n_vocab, sampling, self._seed, trigger)
+        controls = self._held_out_of_calls() if sampling.grammar else ()
+        return Sampler(self.lib, self._vocab, self.n_vocab, sampling, self._seed, trigger, controls)
+
+    def _held_out_of_calls(self) -> tuple[int, ...]:
+        """The control tokens a grammar-held call may not contain: all but end of generation
+        (:mod:`llmos.cpu.sampler`). Computed once per vocabulary."""
+        if self._controls is None:
+            self._controls = tuple(t for t in range(self.n_vocab) if self.is_control(t) and not self._is_eog(t))
+        return self._controls
 
     def generate(self, sampling: Sampling) -> Generator[Piece, None, None]:
         """Decode token by token. Closing the iterator stops at once.

@@ -16,6 +16,9 @@ A lazy grammar (``trigger``: a control token id) allows everything until the mod
 trigger, then holds from the token after it on (``llama_sampler_init_grammar_lazy_patterns``).
 Until then the check of the chosen token passes at once: prose decodes at the speed it has without
 a grammar (``grammar_prose_ratio``).
+While the grammar holds, the vocabulary's control tokens other than end of generation are refused
+as well (``controls``): llama.cpp's grammar reads a control token by its text, and llmos-smol wrote
+``<repo_name>`` inside a python cell's string, then prose and a new call marker.
 Text triggers (llama.cpp's trigger patterns, for markers such as hermes's ``<tool_call>`` that
 are several tokens of text) are not offered: llama.cpp feeds the grammar the whole token that
 completes the pattern, and a character there the grammar refuses throws a C++ exception through
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np  # comes with llama-cpp-python
@@ -44,42 +48,77 @@ class Sampler:
     """One generation's sampling state: ``sample`` a token, then ``free`` (the C objects are not
     garbage collected)."""
 
-    def __init__(self, lib: Any, vocab: Any, n_vocab: int, sampling: Sampling, seed: int, trigger: int | None) -> None:
+    def __init__(
+        self,
+        lib: Any,
+        vocab: Any,
+        n_vocab: int,
+        sampling: Sampling,
+        seed: int,
+        trigger: int | None,
+        controls: Sequence[int] = (),
+    ) -> None:
         self.lib, self.n_vocab, self.trigger = lib, n_vocab, trigger
         self.grammar = _grammar(lib, vocab, sampling, trigger) if sampling.grammar else None
         self.chain = _chain(lib, vocab, n_vocab, sampling, seed)
+        self.held = self.grammar is not None and trigger is None  # whether the grammar holds yet
         if self.grammar is not None:
             self._ids = np.arange(n_vocab, dtype=np.int32)
             self._data = np.zeros(n_vocab, dtype=TOKEN_DATA)
             self._one = np.zeros(1, dtype=TOKEN_DATA)
+            self._controls = np.asarray(controls, dtype=np.int32)
+            self._control_set = frozenset(int(t) for t in self._controls)
 
     def sample(self, ctx: Any, index: int) -> int:
         """The next token from the logits of batch position ``index`` (-1: the last), accepted by
         every sampler (penalties and DRY remember it, a grammar advances over it)."""
         if self.grammar is None:
             return int(self.lib.llama_sampler_sample(self.chain, ctx, index))
-        token = self._pick(ctx, index, constrained=False)
-        if not self._allowed(token):
-            token = self._pick(ctx, index, constrained=True)
-        self.lib.llama_sampler_accept(self.grammar, token)  # only allowed tokens: a rejected one aborts
-        self.lib.llama_sampler_accept(self.chain, token)
+        token = self._pick(self._logits(ctx, index), constrained=False)
+        if not self.allowed(token):
+            token = self._pick(self._logits(ctx, index), constrained=True)
+        self.accept(token)
         return token
+
+    def accept(self, token: int) -> None:
+        """Advance every sampler over ``token``; the grammar only over a token it allows (a refused
+        one throws in llama.cpp, which aborts the process)."""
+        if self.grammar is not None:
+            self.lib.llama_sampler_accept(self.grammar, token)
+            self.held = self.held or token == self.trigger
+        self.lib.llama_sampler_accept(self.chain, token)
+
+    def allowed(self, token: int) -> bool:
+        """Whether the grammar lets ``token`` come next. While it holds, the control tokens passed
+        in (the vocabulary's, end of generation aside) never do: llama.cpp's grammar reads a control
+        token as its text, so ``<repo_name>`` would pass for a string's characters."""
+        if self.held and token in self._control_set:
+            return False
+        one = self._one
+        one[0] = (token, 0.0, 0.0)
+        self.lib.llama_sampler_apply(self.grammar, ctypes.byref(self._candidates(one)))
+        return bool(np.isfinite(one[0]["logit"]))
 
     def _candidates(self, data: np.ndarray) -> Any:
         pointer = data.ctypes.data_as(ctypes.POINTER(self.lib.llama_token_data))
         return self.lib.llama_token_data_array(pointer, len(data), -1, False)
 
-    def _pick(self, ctx: Any, index: int, constrained: bool) -> int:
-        """The chain's choice over the whole vocabulary, or over what the grammar allows."""
+    def _logits(self, ctx: Any, index: int) -> np.ndarray:
         logits = self.lib.llama_get_logits_ith(ctx, index)
         if not logits:
             raise CPUError(f"llama.cpp has no logits at batch position {index}")
+        return np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+
+    def _pick(self, logits: np.ndarray, constrained: bool) -> int:
+        """The chain's choice over the whole vocabulary, or over what the grammar allows."""
         data = self._data
         data["id"] = self._ids
-        data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        data["logit"] = logits
         data["p"] = 0.0
         candidates = self._candidates(data)
         if constrained:
+            if self.held:
+                data["logit"][self._controls] = -np.inf
             self.lib.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
         self.lib.llama_sampler_apply(self.chain, ctypes.byref(candidates))
         if candidates.selected < 0:
