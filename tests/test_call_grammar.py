@@ -194,7 +194,7 @@ def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) 
 class _GrammarFirst:
     """llama.cpp's plain way, the reference: the grammar first in the chain, over every token."""
 
-    trigger = None  # a forced call's grammar holds from the first token
+    held = True  # a forced call's grammar holds from the first token
 
     def __init__(self, cpu: LlamaCPU, sampling: Sampling) -> None:
         self.lib = lib = cpu.lib

@@ -412,20 +412,18 @@ class LlamaCPU:
         chain = self._sampler(sampling)
         # a character can span tokens (byte-fallback tokens): decode incrementally
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        trigger = chain.trigger
-        grammar_on = bool(sampling.grammar) and trigger is None  # a lazy one: from its trigger on
         try:
             yield from self._force(sampling.forced_prefix)
             for _ in range(sampling.max_tokens):
                 if len(self.tokens) >= self.n_ctx:
                     raise ContextOverflow(f"the context window of {self.n_ctx} tokens is full")
+                held = chain.held  # before this token: a trigger that llama.cpp counts as an end opens a call
                 token = self._next_token(chain)
                 self.counters.tokens_sampled += 1
                 end = self.is_end(token)
-                if self._is_eog(token) and grammar_on and sampling.forced_suffix:
+                if self._is_eog(token) and held and sampling.forced_suffix:
                     yield from self._force(sampling.forced_suffix)
                     return
-                grammar_on = grammar_on or token == trigger
                 self.tokens.append(token)
                 self.counters.context_tokens += 1
                 control = end or self.is_control(token)
