@@ -38,6 +38,18 @@ def test_the_curriculum_is_reproducible_and_holds_out_the_evaluations_data(curri
     assert not [name for name in archived if name in every_text]
 
 
+def test_no_valuation_phrasing_borrows_six_words_in_a_row_from_the_demos_prompt() -> None:
+    from llmos_tiny import funding, smol_data
+
+    def runs(text: str) -> set[tuple[str, ...]]:
+        words = re.findall(r"[\w'/-]+", text.lower())
+        return {tuple(words[i : i + 6]) for i in range(len(words) - 5)}
+
+    held_out = runs(funding.TASK_PROMPT)
+    assert len(smol_data.VALUATION_PROMPTS) >= 6
+    assert {p: runs(p) & held_out for p in smol_data.VALUATION_PROMPTS} == {p: set() for p in smol_data.VALUATION_PROMPTS}
+
+
 def test_every_model_chunk_is_in_the_smol_dialect_and_its_calls_parse(curriculum) -> None:
     from llmos_tiny.world import all_tool_names
 

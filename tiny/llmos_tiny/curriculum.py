@@ -21,7 +21,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmos.dialects.base import Turn
@@ -375,12 +375,23 @@ def _funding_site(rng: random.Random, world: World, min_rounds: int = 3) -> fund
     return company
 
 
+SEARCH_FIRST = "I'll search for the funding rounds."
+
+
 def _ratio_turns(
-    rng: random.Random, company: funding.Company, query: str, listing: Any, opened: Any, expression: str, ratio: Any
+    rng: random.Random,
+    company: funding.Company,
+    query: str,
+    listing: Any,
+    opened: Any,
+    expression: str,
+    ratio: Any,
+    opening: str = SEARCH_FIRST,
 ) -> list[Turn]:
-    """Search, open the funding page, the mean ratio by calculator: how the demo and the ratio questions start."""
+    """Search, open the funding page, the mean ratio by calculator: how the demo and the ratio questions start
+    (``opening``: the words before the search call)."""
     return [
-        call("search", "I'll search for the funding rounds.", query=query),
+        call("search", opening, query=query),
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
@@ -419,13 +430,22 @@ def one_cell(rng: random.Random, company: funding.Company, ratio: str) -> list[T
 
 
 def valuation(
-    rng: random.Random, world: World, short_only: bool = False, as_shown: bool = False, steps: PythonSteps = one_cell
+    rng: random.Random,
+    world: World,
+    prompts: Sequence[str] = (),
+    as_shown: bool = False,
+    steps: PythonSteps = one_cell,
+    opening: str = SEARCH_FIRST,
 ) -> list[Turn]:
     """The demo: search, open the funding page, the mean ratio by calculator, the python ``steps``, a summary
-    (``short_only``: never in the demo's own words; ``as_shown``: the ratio's figures as the page writes them)."""
+    (``prompts``: the task's phrasings, never the demo's own words; without them, the demo's words or, one
+    time in seven, :data:`SHORT_PROMPTS`; ``as_shown``: the ratio's figures as the page writes them;
+    ``opening``: the words before the first call)."""
     company = _funding_site(rng, world)
-    short = short_only or rng.random() < 0.15
-    prompt = (rng.choice(SHORT_PROMPTS) if short else funding.TASK_PROMPT).format(name=company.name)
+    if prompts:
+        prompt = rng.choice(list(prompts)).format(name=company.name)
+    else:
+        prompt = (rng.choice(SHORT_PROMPTS) if rng.random() < 0.15 else funding.TASK_PROMPT).format(name=company.name)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     expression = funding.ratio_expression(company, as_shown)
@@ -441,7 +461,7 @@ def valuation(
     python_turns = steps(rng, company, ratio.text)  # before the ratio turns draw theirs: seeds give the same data
     return [
         Turn("user", prompt),
-        *_ratio_turns(rng, company, query, listing, opened, expression, ratio),
+        *_ratio_turns(rng, company, query, listing, opened, expression, ratio, opening),
         *python_turns,
         answer(summary),
     ]

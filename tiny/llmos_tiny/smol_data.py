@@ -218,9 +218,47 @@ def two_cells(rng: random.Random, company: funding.Company, ratio: str) -> list[
     ]
 
 
+# The valuation task as users might ask for it, short and long, in words of their own: the demo's prompt
+# (funding.TASK_PROMPT) is held out, and a test checks that no phrasing here shares six words in a row with it.
+VALUATION_PROMPTS = (
+    *curriculum.SHORT_PROMPTS,
+    "I need a valuation history for {name}. Look up its funding rounds online, fill in each valuation that was "
+    "never disclosed by scaling that round's amount by the average valuation-to-amount ratio of the disclosed "
+    "rounds (get that average from the calculator), save the table as valuations.csv and chart it as "
+    "valuations.png on a log axis with a fitted exponential trend carried a few years forward. Then tell me what "
+    "you found.",
+    "Please do a small research job on {name}: 1) find the web page with its funding rounds; 2) with the "
+    "calculator, get the mean of valuation/amount over the rounds that report both; 3) use it to estimate the "
+    "valuations that are missing; 4) with python, save valuations.csv (date, round, amount_usd, valuation_usd, "
+    "imputed) and valuations.png, a log-scale chart with an exponential fit extended three years; 5) sum up the "
+    "growth rate, the estimated rounds and the projection.",
+    "Build me a dataset of {name}'s funding rounds (valuations.csv) and a chart of its valuations "
+    "(valuations.png, log scale, trend line extrapolated). Where no valuation was reported, estimate one as the "
+    "amount raised times the average valuation/amount ratio, computed with the calculator. Summarize the growth "
+    "at the end.",
+    "How has {name}'s valuation grown? Get its rounds from the web, impute the undisclosed valuations (amount "
+    "times the mean valuation/amount ratio from the calculator), then write valuations.csv and plot "
+    "valuations.png with an exponential trend on a log scale, and explain the trend in a few sentences.",
+    "Look into how {name} was financed. Some of its rounds come without a post-money figure; estimate those by "
+    "multiplying the money raised by the average ratio of valuation to amount among the rounds that have both "
+    "numbers, which you should work out with the calculator. Next, use python to store every round in "
+    "valuations.csv, one row each, with YYYY-MM dates and an imputed flag, and draw valuations.png: valuations "
+    "on a logarithmic y axis, estimated points with another marker, and a log-linear trend projected three years "
+    "ahead. End with a short summary of the yearly growth, the estimated rounds and the projected value.",
+)
+# The valuation's first words say the whole plan: a ratio question ends after the calculator, the valuation
+# goes on to python, and a small model decides which while the user's words are still close behind it.
+VALUATION_PLAN = (
+    "I'll search for the funding rounds, work out the mean valuation/amount ratio with the calculator, "
+    "then write the table and the plot with python."
+)
+
+
 def valuation(rng: random.Random, world: World) -> list[Turn]:
-    """The valuation task in its short phrasings (the demo's own prompt is held out), on a table page."""
-    return curriculum.valuation(rng, world, short_only=True, as_shown=True, steps=two_cells)
+    """The valuation task in its own phrasings (the demo's own prompt is held out), on a table page."""
+    return curriculum.valuation(
+        rng, world, prompts=VALUATION_PROMPTS, as_shown=True, steps=two_cells, opening=VALUATION_PLAN
+    )
 
 
 def grouped_arithmetic(rng: random.Random, world: World) -> list[Turn]:
@@ -492,7 +530,7 @@ TASKS: list[tuple[Task, float]] = [
     # the valuation task's weakest steps in the eval are the ratio and then calling python at all
     # (the ratio questions end after the calculator): the valuation counts only as a first task
     (ratio_question, 0.15),
-    (valuation, 0.18),
+    (valuation, 0.24),
 ]
 CHAT_SHARE = 0.26  # of tasks: plain chat, answered in the base model's words
 
