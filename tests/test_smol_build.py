@@ -47,7 +47,8 @@ def test_no_valuation_phrasing_borrows_six_words_in_a_row_from_the_demos_prompt(
 
     held_out = runs(funding.TASK_PROMPT)
     assert len(smol_data.VALUATION_PROMPTS) >= 6
-    assert {p: runs(p) & held_out for p in smol_data.VALUATION_PROMPTS} == {p: set() for p in smol_data.VALUATION_PROMPTS}
+    borrowed = {p: runs(p) & held_out for p in smol_data.VALUATION_PROMPTS}
+    assert {p: shared for p, shared in borrowed.items() if shared} == {}
 
 
 def test_every_model_chunk_is_in_the_smol_dialect_and_its_calls_parse(curriculum) -> None:
