@@ -376,6 +376,7 @@ def _funding_site(rng: random.Random, world: World, min_rounds: int = 3) -> fund
 
 
 SEARCH_FIRST = "I'll search for the funding rounds."
+RATIO_FIRST = "The mean valuation/amount ratio of the rounds with both figures:"
 
 
 def _ratio_turns(
@@ -387,15 +388,16 @@ def _ratio_turns(
     expression: str,
     ratio: Any,
     opening: str = SEARCH_FIRST,
+    working: str = RATIO_FIRST,
 ) -> list[Turn]:
     """Search, open the funding page, the mean ratio by calculator: how the demo and the ratio questions start
-    (``opening``: the words before the search call)."""
+    (``opening``: the words before the search call; ``working``: before the calculator call)."""
     return [
         call("search", opening, query=query),
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
-        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
+        call("calculator", working, expression=expression),
         tool_turn(ratio, rng),
     ]
 
@@ -436,11 +438,13 @@ def valuation(
     as_shown: bool = False,
     steps: PythonSteps = one_cell,
     opening: str = SEARCH_FIRST,
+    working: Callable[[funding.Company], str] | None = None,
 ) -> list[Turn]:
     """The demo: search, open the funding page, the mean ratio by calculator, the python ``steps``, a summary
     (``prompts``: the task's phrasings, never the demo's own words; without them, the demo's words or, one
     time in seven, :data:`SHORT_PROMPTS`; ``as_shown``: the ratio's figures as the page writes them;
-    ``opening``: the words before the first call)."""
+    ``opening``: the words before the first call; ``working``: the company's words before the calculator
+    call, :data:`RATIO_FIRST` without it)."""
     company = _funding_site(rng, world)
     if prompts:
         prompt = rng.choice(list(prompts)).format(name=company.name)
@@ -461,7 +465,17 @@ def valuation(
     python_turns = steps(rng, company, ratio.text)  # before the ratio turns draw theirs: seeds give the same data
     return [
         Turn("user", prompt),
-        *_ratio_turns(rng, company, query, listing, opened, expression, ratio, opening),
+        *_ratio_turns(
+            rng,
+            company,
+            query,
+            listing,
+            opened,
+            expression,
+            ratio,
+            opening,
+            working(company) if working else RATIO_FIRST,
+        ),
         *python_turns,
         answer(summary),
     ]

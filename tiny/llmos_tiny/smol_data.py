@@ -12,10 +12,13 @@ Contract
   separators too), data work through python, look-ups through search and open (with injected
   pages), recall of a paged-out page, images, tool errors and the retry or the honest answer after
   them, funding pages in several layouts, currencies and ways of saying "undisclosed", the mean
-  valuation/amount ratio by calculator (its terms copy the page's figures as written, ``$4.5B/$250M``,
-  which the calculator reads: copying is what a small model does well, converting scales is not),
-  differences below zero (the answer keeps the sign), and the valuation task (short phrasings
-  only; its python work is two short cells, :data:`TABLE_CELL` and :data:`PLOT_CELL`). A
+  valuation/amount ratio by calculator (the model first lists the rounds with both figures in its
+  own words, :func:`ratio_working`; the calculator's terms then copy that list's figures as the page
+  writes them, ``$4.5B/$250M``, which the calculator reads: copying is what a small model does well,
+  converting scales is not),
+  differences below zero (the answer keeps the sign), and the valuation task (phrasings
+  in :data:`VALUATION_PROMPTS`, with a first message that states the plan; its python work is two
+  short cells, :data:`TABLE_CELL` and :data:`PLOT_CELL`). A
   conversation holds one to three tasks, so follow-up questions come after earlier answers.
 * Held out of training, for :mod:`benchmarks.tiny_eval`: the ``prose`` layout family of funding
   pages (:data:`HELD_OUT_LAYOUTS`), the demo's task prompt (:data:`llmos_tiny.funding.TASK_PROMPT`),
@@ -86,17 +89,39 @@ def figure(shown: str, style: int, currency: tuple[str, str]) -> str:
 # ---------------------------------------------------------------- funding pages in several layouts
 
 
-def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[str, str]:
-    """The company's funding page in ``layout`` and the calculator expression for its mean ratio."""
+Pairs = list[tuple[str, str, str]]  # the rounds with both figures: (round, amount, valuation) as the page writes them
+
+
+def table_pairs(c: funding.Company) -> Pairs:
+    """:data:`Pairs` of the demo's table page (``funding.funding_page``)."""
+    return [(rnd, amount, value) for _, rnd, amount, value, _ in c.rows if value]
+
+
+def ratio_working(pairs: Pairs) -> str:
+    """The model's words before the ratio's calculator call: the rounds with both figures, listed in
+    page order as the page writes them, so the calculator's terms copy from a few tokens back, not
+    from a page a thousand tokens up (the eval's ratio misses paired a valuation with a neighbour
+    row's amount)."""
+    lines = "".join(f"\n- {rnd}: raised {amount} at {value}" for rnd, amount, value in pairs)
+    return f"The rounds with both figures:{lines}\nTheir mean valuation/amount ratio:"
+
+
+def ratio_of(pairs: Pairs) -> str:
+    """The calculator's expression for the mean valuation/amount ratio over ``pairs``."""
+    return f"mean({', '.join(f'{value}/{amount}' for _, amount, value in pairs)})"
+
+
+def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[str, Pairs]:
+    """The company's funding page in ``layout`` and its :data:`Pairs`."""
     if layout == "table":
-        return funding.funding_page(c, []), funding.ratio_expression(c, as_shown=True)
+        return funding.funding_page(c, []), table_pairs(c)
     style, currency, undisclosed = rng.randrange(3), rng.choice(CURRENCIES), rng.choice(UNDISCLOSED)
     rows, known = [], []
     for date, rnd, amount, value, lead in c.rows:
         shown_amount = figure(amount, style, currency)
         shown_value = figure(value, style, currency) if value else undisclosed
         if value:
-            known.append(f"{shown_value}/{shown_amount}")
+            known.append((rnd, shown_amount, shown_value))
         rows.append((date, rnd, shown_amount, shown_value, lead, bool(value)))
     render = {"renamed_table": _renamed_table, "list": _listing, "prose": _prose}[layout]
     body = render(c, rows, rng)
@@ -106,7 +131,7 @@ def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[s
         f"<h1>{html.escape(c.name)}: funding history</h1><p>{html.escape(c.intro)}</p>{body}"
         f"<p>{html.escape(c.after)}</p></article></main><footer><p>Private markets notes</p></footer></body></html>"
     )
-    return page, f"mean({', '.join(known)})"
+    return page, known
 
 
 def _renamed_table(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
@@ -151,12 +176,12 @@ def _funding_world(rng: random.Random, world: World, layouts: Sequence[str], min
     """A company's funding page in one of ``layouts`` beside a few other companies' pages."""
     company = funding.random_company(rng, min_rounds)
     layout = rng.choice(list(layouts))
-    page, expression = funding_page(company, layout, rng)
+    page, pairs = funding_page(company, layout, rng)
     world.add(company.url, page, company.title, company.keywords)
     for _ in range(rng.randint(1, 3)):
         other = funding.random_company(rng)
         world.add(other.url, funding_page(other, rng.choice(list(layouts)), rng)[0], other.title, other.keywords)
-    return company, layout, expression
+    return company, layout, pairs
 
 
 # ---------------------------------------------------------------- tasks
@@ -164,18 +189,18 @@ def _funding_world(rng: random.Random, world: World, layouts: Sequence[str], min
 
 def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TRAIN_LAYOUTS) -> list[Turn]:
     """Search, open the funding page (any layout), the mean valuation/amount ratio by calculator."""
-    company, layout, expression = _funding_world(rng, world, layouts)
-    query = f"{company.name} funding rounds"
+    company, layout, pairs = _funding_world(rng, world, layouts)
+    query, expression = f"{company.name} funding rounds", ratio_of(pairs)
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     ratio = world.call("calculator", expression=expression)
-    known = expression.count("/")
+    known = len(pairs)
     return [
         Turn("user", rng.choice(curriculum.RATIO_PROMPTS).format(name=company.name), meta={"layout": layout}),
         call("search", lead_in(rng, ["I'll search for the funding rounds."]), query=query),
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
-        call("calculator", "The mean valuation/amount ratio of the rounds with both figures:", expression=expression),
+        call("calculator", ratio_working(pairs), expression=expression),
         tool_turn(ratio, rng),
         answer(
             f"Over the {known} rounds of {company.name} with both figures reported, the mean valuation/amount ratio is {ratio.text}."
@@ -257,7 +282,13 @@ VALUATION_PLAN = (
 def valuation(rng: random.Random, world: World) -> list[Turn]:
     """The valuation task in its own phrasings (the demo's own prompt is held out), on a table page."""
     return curriculum.valuation(
-        rng, world, prompts=VALUATION_PROMPTS, as_shown=True, steps=two_cells, opening=VALUATION_PLAN
+        rng,
+        world,
+        prompts=VALUATION_PROMPTS,
+        as_shown=True,
+        steps=two_cells,
+        opening=VALUATION_PLAN,
+        working=lambda company: ratio_working(table_pairs(company)),
     )
 
 
