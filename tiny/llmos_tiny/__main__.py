@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "smol":
         from pathlib import Path
 
-        from llmos_tiny.smol_train import SmolSettings, build
+        from llmos_tiny.smol_train import SmolSettings
+        from llmos_tiny.smol_train import build as build_smol
 
         settings = SmolSettings(
             conversations=args.conversations,
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             threads=args.threads,
             init_from=args.init_from,
         )
-        record = build(Path(args.out), settings)
+        record = build_smol(Path(args.out), settings)
         print(json.dumps({k: v for k, v in record.items() if k != "log"}))
         return
     if args.command == "probe":

@@ -144,7 +144,9 @@ def train(
     """One pass over ``data`` in a seeded order; AdamW, warm-up then cosine decay over the planned steps."""
     order = list(range(len(data)))
     random.Random(s.seed).shuffle(order)
-    groups, current, filled = [], [], 0
+    groups: list[list[int]] = []
+    current: list[int] = []
+    filled = 0
     for i in order:
         current.append(i)
         filled += sum(data[i][1])
@@ -162,7 +164,8 @@ def train(
         targets = sum(sum(data[i][1][1:]) for i in group)
         total = 0.0
         for i in group:
-            loss = masked_loss(model, *data[i], device, s.bf16) / targets
+            ids, mask = data[i]
+            loss = masked_loss(model, ids, mask, device, s.bf16) / targets
             loss.backward()
             total += loss.item()
             seen += len(data[i][0])
