@@ -134,6 +134,7 @@ def kv_restore_speedup(repeats: int = 5) -> dict[str, Any]:
 
 def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
     from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
+    from llmos.events import Done
     from llmos.kernel import Budgets, Kernel
     from llmos.pager import Pager
     from llmos.testing import scripted_llama
@@ -170,7 +171,7 @@ def _paged_session(model: Path, folder: Path, can_shift: bool) -> float:
         settings={"memory_recall_pages": 1, "memory_recall_more": 1},
     )
     events = list(kernel.ask("Which paragraph mentions 2100 sacks?"))
-    assert events[-1].reason == "answer", events[-2:]
+    assert isinstance(events[-1], Done) and events[-1].reason == "answer", events[-2:]
     ratio = cpu.counters.recompute_ratio()
     cpu.close()
     pager.close()

@@ -60,6 +60,7 @@ def throughput_once(
     builds the baseline ``Llama`` (``plain(model, n_ctx=…, n_threads=…, n_threads_batch=…)``,
     e.g. :func:`llmos.testing.plain_llama`; by default ``llama_cpp.Llama`` itself).
     """
+    from llmos.cpu.llama import LlamaCPU
     from llmos.kernel import Budgets, Kernel
     from llmos.models import open_machine
 
@@ -72,6 +73,7 @@ def throughput_once(
     llm = plain(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads)
     machine = open_machine(str(model), dialect=dialect, n_ctx=n_ctx, n_threads=threads)
     cpu = machine.cpu
+    assert isinstance(cpu, LlamaCPU)  # both sides decode on llama.cpp: the kernel's context is replayed
     budgets = Budgets(max_step_tokens=n_tokens, max_tokens=n_tokens)
     kernel = Kernel(cpu, machine.dialect, [], system="", budgets=budgets)
     events = kernel.ask(prompt)
@@ -137,7 +139,7 @@ def throughput(repeats: int, threads: int) -> dict[str, float]:
 FORCE = '"{\\"name\\": \\"calculator\\", \\"arguments\\": {\\"expression\\": \\"" [1-9] [0-9] " * " [1-9] "\\"}}"'
 
 
-def tool_session(model: Path, calls: int, threads: int) -> dict[str, float]:
+def tool_session(model: Path, calls: int, threads: int) -> dict[str, Any]:
     """Ten user turns, each a forced calculator call and a short continuation."""
     from llmos_tools import load_tools
 
@@ -183,7 +185,7 @@ def naive_session(model: Path, transcript: list[tuple[str, str]], threads: int) 
         return original_eval(tokens)
 
     llm.eval = counting_eval  # type: ignore[method-assign]
-    dialect, specs = LlmosDialect(), []
+    dialect, specs = LlmosDialect(), list[dict[str, Any]]()
     turns: list[Turn] = []
     for index, (role, text) in enumerate(transcript):
         if role == "assistant":

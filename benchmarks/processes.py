@@ -107,7 +107,9 @@ def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[s
     plain = LlamaCPU(model, n_ctx=512, n_threads=threads)
     engine = BatchEngine(model, slots=4, n_ctx=512, n_threads=threads)
     single, engine_single, many = [], [], []
-    one_ms, four_ms = [], []  # milliseconds inside llama_decode per batch: 1 session's token, 4 sessions'
+    # milliseconds inside llama_decode per batch: 1 session's token, 4 sessions'
+    one_ms: list[float] = []
+    four_ms: list[float] = []
     try:
         for _ in range(rounds):
             count, seconds = _decode(plain, PROMPTS[0], n_tokens)

@@ -155,6 +155,7 @@ def tool_session(path: Path, threads: int, sizes: dict[str, Any]) -> dict[str, A
     """Ten questions, each a forced calculator call, its result, and a short continuation."""
     from llmos_tools import load_tools
 
+    from llmos.events import ResultEvent
     from llmos.kernel import Budgets, Kernel
     from llmos.models import open_machine
 
@@ -165,7 +166,7 @@ def tool_session(path: Path, threads: int, sizes: dict[str, Any]) -> dict[str, A
     calls = errors = 0
     for question in QUESTIONS:
         for event in kernel.ask(question, force_call=True):
-            if event.kind == "result":
+            if isinstance(event, ResultEvent):
                 calls += 1
                 errors += event.is_error
     counters = machine.cpu.counters
@@ -205,6 +206,7 @@ def tool_use(path: Path, threads: int, n: int) -> dict[str, Any]:
     """Each question on a fresh conversation, the calculator call forced: is the result right, is it used?"""
     from llmos_tools import load_tools
 
+    from llmos.events import Done, ResultEvent
     from llmos.kernel import Budgets, Kernel
     from llmos.models import open_machine
 
@@ -214,9 +216,11 @@ def tool_use(path: Path, threads: int, n: int) -> dict[str, Any]:
     for question, expected in WORDED[:n]:
         kernel = Kernel(machine.cpu, machine.dialect, tools, budgets=Budgets(max_steps=2, max_step_tokens=120))
         events = list(kernel.ask(question, force_call=True))
-        first = next((e for e in events if e.kind == "result"), None)
+        first = next((e for e in events if isinstance(e, ResultEvent)), None)
+        done = events[-1]
+        assert isinstance(done, Done)  # a turn's stream ends with its Done
         call_right += first is not None and first.text.strip() == expected
-        answer_right += expected in events[-1].answer.replace(",", "")
+        answer_right += expected in done.answer.replace(",", "")
     machine.cpu.close()
     return {
         "tool_questions": n,
@@ -238,12 +242,14 @@ def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any
     from llmos_tools import load_tools
 
     from llmos.cpu.base import Sampling
+    from llmos.cpu.llama import LlamaCPU
     from llmos.dialects.base import Turn
     from llmos.kernel import Budgets, Kernel
     from llmos.models import open_machine
 
     machine = open_machine(str(path), n_ctx=sizes["ttft_ctx"], n_threads=threads)
     cpu, dialect = machine.cpu, machine.dialect
+    assert isinstance(cpu, LlamaCPU)  # the benchmark reads llama.cpp's own token state
     tools = load_tools(allow={"calculator"})
     specs = [t.spec() for t in tools.tools.values()]
     frame = [Turn("system", "", id=0), Turn("user", TTFT_QUESTION, id=1)]
@@ -251,7 +257,7 @@ def ttft_after_tool(path: Path, repeats: int, threads: int, sizes: dict[str, Any
     words = cpu.tokenize(real_text(), special=False)
     document = cpu.detokenize(words[: sizes["ttft_context"] - overhead], special=False)
 
-    firsts: list[tuple[float, int, list[int]]] = []  # (time, token, context) at each generation's first piece
+    firsts: list[tuple[float, int | None, list[int]]] = []  # (time, token, context) at each generation's first piece
     generate = cpu.generate
 
     def timed_generate(sampling: Sampling):

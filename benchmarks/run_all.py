@@ -156,8 +156,8 @@ def meets(value: Any, spec: str) -> bool | None:
 
 
 def targets_for(name: str, figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    own = figures.get("targets") if isinstance(figures.get("targets"), dict) else {}
-    specs = {**TARGETS.get(name, {}), **own}
+    own = figures.get("targets")
+    specs = {**TARGETS.get(name, {}), **(own if isinstance(own, dict) else {})}
     result = {}
     for figure, spec in specs.items():
         value = lookup(figures, figure)

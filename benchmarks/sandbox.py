@@ -91,7 +91,11 @@ def pool_start_ms(rounds: int) -> float:
         for index in range(rounds):
             pool.wait_ready(120)
             session = f"bench-{index}"
-            times.append(timed_ms(lambda session=session: pool.for_session(session).run(CELL)))
+
+            def first_cell(session: str = session) -> object:
+                return pool.for_session(session).run(CELL)
+
+            times.append(timed_ms(first_cell))
             pool.end_session(session)
     return statistics.median(times)
 

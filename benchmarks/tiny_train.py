@@ -28,8 +28,8 @@ def measure(steps: int) -> dict:
 
     shape, vocab_size, _ = SIZES["default"]
     config = Config(vocab_size=vocab_size, n_ctx=4096, rope_theta=ROPE_THETA, **shape)
-    models = {"float32": plant_induction(Tiny(config)), "bfloat16": None}
-    models["bfloat16"] = copy.deepcopy(models["float32"])
+    planted = plant_induction(Tiny(config))
+    models = {"float32": planted, "bfloat16": copy.deepcopy(planted)}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {k: [] for k in models}

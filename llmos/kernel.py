@@ -161,7 +161,7 @@ class Kernel:
         return turn
 
     # ------------------------------------------------------------------ loop
-    def ask(self, text: str | None, *, force_call: bool = False) -> Iterator[Event]:
+    def ask(self, text: str | None, *, force_call: bool = False) -> Generator[Event, None, None]:
         """Add a user turn and run until the model answers or a budget runs out.
 
         ``text=None`` continues the conversation as it stands, adding no turn (see the
@@ -207,7 +207,9 @@ class Kernel:
             return []
         raise ValueError("nothing to continue: the model already answered (ask a new question)")
 
-    def _loop(self, text: str | None, pending: list[CallClosed | Malformed], force_call: bool) -> Iterator[Event]:
+    def _loop(
+        self, text: str | None, pending: list[CallClosed | Malformed], force_call: bool
+    ) -> Generator[Event, None, None]:
         if text is not None:
             self._add("user", text)
         started = time.monotonic()
