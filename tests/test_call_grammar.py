@@ -192,7 +192,8 @@ def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) 
 
 
 class _GrammarFirst:
-    """llama.cpp's plain way, the reference: the grammar first in the chain, over every token."""
+    """llama.cpp's plain way, the reference: the grammar first in the chain, over every token (and
+    no DRY: a forced call's grammar holds from its first token, and inside a call the chain has none)."""
 
     held = True  # a forced call's grammar holds from the first token
 
@@ -202,7 +203,6 @@ class _GrammarFirst:
         lib.llama_sampler_chain_add(
             self.chain, lib.llama_sampler_init_grammar(cpu._vocab, sampling.grammar.encode(), b"root")
         )
-        lib.llama_sampler_chain_add(self.chain, sampler._dry(lib, cpu._vocab, sampling))
         lib.llama_sampler_chain_add(self.chain, lib.llama_sampler_init_greedy())
 
     def sample(self, ctx, index: int) -> int:
@@ -235,6 +235,29 @@ def test_checking_the_chosen_token_first_decodes_what_the_grammar_first_chain_do
         assert [p.token for p in free] != [p.token for p in fast]
     else:
         assert call["name"] in {spec["name"] for spec in specs}
+
+
+# a pinned call that repeats a pattern, then leaves the model one digit: it continues the pattern
+REPEATING = (
+    f'root ::= "{CALL}" "{{\\"name\\": \\"calculator\\", \\"arguments\\": {{\\"expression\\": '
+    f'\\"1+2+1+2+1+2+1+2+" [0-9] [0-9]? "\\"}}}}"'
+)
+STRONG_DRY = {"dry_multiplier": 3.0, "dry_allowed_length": 2}
+
+
+def test_dry_breaks_repeats_in_prose_and_leaves_calls_alone(smol, specs) -> None:
+    """DRY is there for greedy loops in prose; code and JSON repeat by nature, so while the call
+    grammar holds the chain picks without it (before this, DRY turned the digit below into a 2)."""
+    pinned = {"grammar": REPEATING, "grammar_trigger": CALL, "forced_suffix": CALL_END}
+    plain = _decode(smol, "What is 15% of 1,240?", specs, **pinned)
+    strong = _decode(smol, "What is 15% of 1,240?", specs, **pinned, **STRONG_DRY)
+    assert [p.token for p in strong] == [p.token for p in plain]
+    assert '"1+2+1+2+1+2+1+2+1"' in "".join(p.text for p in plain)  # the model's own digit
+    lazy = smol.dialect.call_grammar(specs)  # prose, with the call grammar waiting: DRY still bites
+    story = "Write a short poem about the sea."
+    assert [p.token for p in _decode(smol, story, specs, **lazy)] != [
+        p.token for p in _decode(smol, story, specs, **lazy, **STRONG_DRY)
+    ]
 
 
 OWN = 'root ::= "yes" | "no"'

@@ -18,7 +18,11 @@ Until then the check of the chosen token passes at once: prose decodes at the sp
 a grammar (``grammar_prose_ratio``).
 While the grammar holds, the vocabulary's control tokens other than end of generation are refused
 as well (``controls``): llama.cpp's grammar reads a control token by its text, and llmos-smol wrote
-``<repo_name>`` inside a python cell's string, then prose and a new call marker.
+``<repo_name>`` inside a python cell's string, then prose and a new call marker. And while it holds,
+the chain picks without DRY (``Sampling.dry_multiplier``): DRY is there to break greedy loops in
+prose, but code and JSON repeat by nature (``df["a"] = df.a.map(money)`` and the next line), and
+JSON-escaped newlines and quotes are not DRY's sequence breakers, so inside a call DRY pushed the
+model off the very lines it had learned.
 Text triggers (llama.cpp's trigger patterns, for markers such as hermes's ``<tool_call>`` that
 are several tokens of text) are not offered: llama.cpp feeds the grammar the whole token that
 completes the pattern, and a character there the grammar refuses throws a C++ exception through
@@ -31,6 +35,7 @@ token), several grammars at once, sampler chains shared between threads.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +66,9 @@ class Sampler:
         self.lib, self.n_vocab, self.trigger = lib, n_vocab, trigger
         self.grammar = _grammar(lib, vocab, sampling, trigger) if sampling.grammar else None
         self.chain = _chain(lib, vocab, n_vocab, sampling, seed)
+        self.call_chain = self.chain  # the chain while the grammar holds: the same one, less DRY
+        if self.grammar is not None and sampling.dry_multiplier > 0:
+            self.call_chain = _chain(lib, vocab, n_vocab, dataclasses.replace(sampling, dry_multiplier=0.0), seed)
         self.held = self.grammar is not None and trigger is None  # whether the grammar holds yet
         if self.grammar is not None:
             self._ids = np.arange(n_vocab, dtype=np.int32)
@@ -87,6 +95,8 @@ class Sampler:
             self.lib.llama_sampler_accept(self.grammar, token)
             self.held = self.held or token == self.trigger
         self.lib.llama_sampler_accept(self.chain, token)
+        if self.call_chain is not self.chain:
+            self.lib.llama_sampler_accept(self.call_chain, token)
 
     def allowed(self, token: int) -> bool:
         """Whether the grammar lets ``token`` come next. While it holds, the control tokens passed
@@ -120,22 +130,15 @@ class Sampler:
             if self.held:
                 data["logit"][self._controls] = -np.inf
             self.lib.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
-        self.lib.llama_sampler_apply(self.chain, ctypes.byref(candidates))
+        self.lib.llama_sampler_apply(self.call_chain if self.held else self.chain, ctypes.byref(candidates))
         if candidates.selected < 0:
             raise CPUError("llama.cpp's sampler chain selected no token")
         return int(candidates.data[candidates.selected].id)
 
-    def _allowed(self, token: int) -> bool:
-        one = self._one
-        one[0] = (token, 0.0, 0.0)
-        self.lib.llama_sampler_apply(self.grammar, ctypes.byref(self._candidates(one)))
-        return bool(np.isfinite(one[0]["logit"]))
-
     def free(self) -> None:
-        for sampler in (self.chain, self.grammar):
-            if sampler is not None:
-                self.lib.llama_sampler_free(sampler)
-        self.chain = self.grammar = None
+        for sampler in {id(s): s for s in (self.chain, self.call_chain, self.grammar) if s is not None}.values():
+            self.lib.llama_sampler_free(sampler)
+        self.chain = self.call_chain = self.grammar = None
 
 
 def _grammar(lib: Any, vocab: Any, sampling: Sampling, trigger: int | None) -> Any:
