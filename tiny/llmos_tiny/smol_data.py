@@ -15,11 +15,10 @@ Contract
   valuation/amount ratio by calculator (the model first lists the rounds with both figures in its
   own words, :func:`ratio_working`; the calculator's terms then copy that list's figures as the page
   writes them, ``$4.5B/$250M``, which the calculator reads: copying is what a small model does well,
-  converting scales is not),
-  differences below zero (the answer keeps the sign), and the valuation task (phrasings
-  in :data:`VALUATION_PROMPTS`, with a first message that states the plan; its python work is two
-  short cells, :data:`TABLE_CELL` and :data:`PLOT_CELL`). A
-  conversation holds one to three tasks, so follow-up questions come after earlier answers.
+  converting scales is not), differences below zero (the answer keeps the sign), and the valuation
+  task (phrasings in :data:`VALUATION_PROMPTS`, with a first message that states the plan; its python
+  work is two short cells, :data:`TABLE_CELL` and :data:`PLOT_CELL`). A conversation holds one to
+  three tasks, so follow-up questions come after earlier answers.
 * Held out of training, for :mod:`benchmarks.tiny_eval`: the ``prose`` layout family of funding
   pages (:data:`HELD_OUT_LAYOUTS`), the demo's task prompt (:data:`llmos_tiny.funding.TASK_PROMPT`),
   the three archived companies (every company here is invented), and the plain chat prompts of
@@ -196,7 +195,7 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
     known = len(pairs)
     return [
         Turn("user", rng.choice(curriculum.RATIO_PROMPTS).format(name=company.name), meta={"layout": layout}),
-        call("search", lead_in(rng, ["I'll search for the funding rounds."]), query=query),
+        call("search", lead_in(rng, [curriculum.SEARCH_FIRST]), query=query),
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
