@@ -71,7 +71,8 @@ CHAT_TARGET = 0.95  # issue 25: plain chat answered without a call, in a turn th
 SAMPLING: dict[str, Any] = {}  # fields set over the model's own decoding in every run (main sets them)
 CHAT_PROMPTS = Path(__file__).with_name("data") / "chat_prompts.txt"
 SEED = 424_242  # training uses seeds 0 and 1,000,003
-STEPS = ("search", "open", "calculator", "python")  # the demo's method, call by call
+# the demo's method, call by call: llmos-tiny's, and llmos-smol's (python reads the table for the calculator)
+METHODS = (("search", "open", "calculator", "python"), ("search", "open", "python", "calculator", "python"))
 
 
 def _reference():
@@ -269,10 +270,12 @@ def _is_ratio(arguments: dict, reference, company: str, world_root: Path) -> boo
 
 
 def broke_at(calls: list[str], problems: list[str], status: str, ratio_right: bool | None = None) -> str | None:
-    """The first step of the demo's method that went wrong (None: the run passed).
+    """The first step of the demo's method that went wrong (None: the run passed), in whichever of
+    :data:`METHODS` the calls followed furthest.
 
     ``ratio_right`` is whether the calculator call computed the mean ratio (None: not judged)."""
-    for i, step in enumerate(STEPS):
+    method = max(METHODS, key=lambda steps: _steps_followed(calls, steps))
+    for i, step in enumerate(method):
         if i >= len(calls) or calls[i] != step:
             return f"{step} call"  # missing, malformed or another tool
         if step == "calculator" and ratio_right is False:
@@ -284,6 +287,10 @@ def broke_at(calls: list[str], problems: list[str], status: str, ratio_right: bo
     if problems:
         return "artifacts"
     return None if status == "answer" else "summary"
+
+
+def _steps_followed(calls: list[str], steps: tuple[str, ...]) -> int:
+    return next((i for i, step in enumerate(steps) if i >= len(calls) or calls[i] != step), len(steps))
 
 
 def evaluate(model: str, n: int, companies: int, demo: bool = True, chat: int = 50, layouts: int = 10) -> dict:

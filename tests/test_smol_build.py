@@ -161,7 +161,8 @@ def test_an_exported_adapter_reads_back_for_a_warm_start(tmp_path) -> None:
 @pytest.mark.parametrize("seed", [3, 8])
 def test_the_valuation_cells_print_what_the_curriculum_says_and_pass_the_demos_check(tmp_path, seed) -> None:
     """The two python cells the curriculum teaches, run by the real python app on the page the task opened:
-    they print exactly the result turns the model trains on, and their files pass the demo's own check."""
+    they print exactly the result turns the model trains on (the first, the calculator's terms), and their
+    files pass the demo's own check."""
     need_module("ipykernel")
     import random
 
@@ -181,11 +182,13 @@ def test_the_valuation_cells_print_what_the_curriculum_says_and_pass_the_demos_c
             if "<|call|>" in t.text
         ]
         results = [t for t in turns if t.role == "result"]
-        assert [c.name for c in calls] == ["search", "open", "calculator", "python", "python"]
+        assert [c.name for c in calls] == ["search", "open", "python", "calculator", "python"]
         opened = results[1]
         context = ToolContext(session_id=f"cells-{seed}", workdir=tmp_path, documents={opened.source: opened.text})
-        for call, want in zip(calls[3:], results[3:], strict=True):
-            assert python.run(call.arguments, context).text == want.text
+        for i in (2, 4):
+            assert python.run(calls[i].arguments, context).text == results[i].text
+        terms = results[2].text.removeprefix("valuation/amount: ")
+        assert calls[3].arguments["expression"] == f"mean({terms})"  # the calculator copies the line above
         company = calls[0].arguments["query"].removesuffix(" funding rounds")
         reference = valuation_reference()
         expected = reference.expected_rows(company, world.root)

@@ -361,6 +361,12 @@ def test_tiny_eval_says_where_a_valuation_run_broke() -> None:
     # a wrong ratio is the first break even when the cell after it fails too
     assert tiny_eval.broke_at(method, missing, "answer", ratio_right=False) == "ratio"
     assert tiny_eval.broke_at(method, missing, "answer", ratio_right=True) == "python run"
+    # llmos-smol's method reads the table with python before the calculator
+    smol = ["search", "open", "python", "calculator", "python"]
+    assert tiny_eval.broke_at(smol, [], "answer") is None
+    assert tiny_eval.broke_at(smol[:4], missing, "answer", ratio_right=True) == "python call"
+    assert tiny_eval.broke_at(smol[:3], missing, "answer") == "calculator call"
+    assert tiny_eval.broke_at(smol, missing, "answer", ratio_right=False) == "ratio"
 
 
 def test_tiny_eval_judges_the_ratio_from_the_calculator_call() -> None:

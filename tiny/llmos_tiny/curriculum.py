@@ -21,7 +21,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from llmos.dialects.base import Turn
@@ -363,7 +363,7 @@ RATIO_PROMPTS = (
 )
 
 
-def _funding_site(rng: random.Random, world: World, min_rounds: int = 3) -> funding.Company:
+def funding_site(rng: random.Random, world: World, min_rounds: int = 3) -> funding.Company:
     """A company's funding page on the demo site, beside a few others (and sometimes the site index)."""
     company = funding.random_company(rng, min_rounds)
     companies = [company, *(funding.random_company(rng) for _ in range(rng.randint(1, 4)))]
@@ -387,17 +387,14 @@ def _ratio_turns(
     opened: Any,
     expression: str,
     ratio: Any,
-    opening: str = SEARCH_FIRST,
-    working: str = RATIO_FIRST,
 ) -> list[Turn]:
-    """Search, open the funding page, the mean ratio by calculator: how the demo and the ratio questions start
-    (``opening``: the words before the search call; ``working``: before the calculator call)."""
+    """Search, open the funding page, the mean ratio by calculator: how the demo and the ratio questions start."""
     return [
-        call("search", opening, query=query),
+        call("search", SEARCH_FIRST, query=query),
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
-        call("calculator", working, expression=expression),
+        call("calculator", RATIO_FIRST, expression=expression),
         tool_turn(ratio, rng),
     ]
 
@@ -405,7 +402,7 @@ def _ratio_turns(
 def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     """The demo's hardest copy on its own: the calculator's mean ratio over a funding table's rows,
     drawn from the longer tables (seven rounds or more), where the demo's copies go wrong."""
-    company = _funding_site(rng, world, min_rounds=7)
+    company = funding_site(rng, world, min_rounds=7)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     expression = funding.ratio_expression(company)
@@ -418,43 +415,18 @@ def ratio_question(rng: random.Random, world: World) -> list[Turn]:
     ]
 
 
-PythonSteps = Callable[[random.Random, funding.Company, str], list[Turn]]
-
-
-def one_cell(rng: random.Random, company: funding.Company, ratio: str) -> list[Turn]:
-    """llmos-tiny's python step: one cell (:func:`llmos_tiny.funding.python_cell`) and what it prints."""
-    printed = funding.cell_output(company, ratio)
-    return [
-        call("python", "Now the table, the imputed valuations and the plot.", code=funding.python_cell(company, ratio)),
-        # python output is untrusted (code can print what it read), so it comes back as a page
-        page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400)),
-    ]
-
-
-def valuation(
-    rng: random.Random,
-    world: World,
-    prompts: Sequence[str] = (),
-    as_shown: bool = False,
-    steps: PythonSteps = one_cell,
-    opening: str = SEARCH_FIRST,
-    working: Callable[[funding.Company], str] | None = None,
-) -> list[Turn]:
-    """The demo: search, open the funding page, the mean ratio by calculator, the python ``steps``, a summary
-    (``prompts``: the task's phrasings, never the demo's own words; without them, the demo's words or, one
-    time in seven, :data:`SHORT_PROMPTS`; ``as_shown``: the ratio's figures as the page writes them;
-    ``opening``: the words before the first call; ``working``: the company's words before the calculator
-    call, :data:`RATIO_FIRST` without it)."""
-    company = _funding_site(rng, world)
-    if prompts:
-        prompt = rng.choice(list(prompts)).format(name=company.name)
-    else:
-        prompt = (rng.choice(SHORT_PROMPTS) if rng.random() < 0.15 else funding.TASK_PROMPT).format(name=company.name)
+def valuation(rng: random.Random, world: World) -> list[Turn]:
+    """The demo: search, open the funding page, the mean ratio by calculator, one python cell
+    (:func:`llmos_tiny.funding.python_cell`) and what it prints, a summary (the demo's own words or, one time
+    in seven, :data:`SHORT_PROMPTS`)."""
+    company = funding_site(rng, world)
+    prompt = (rng.choice(SHORT_PROMPTS) if rng.random() < 0.15 else funding.TASK_PROMPT).format(name=company.name)
     query = f"{company.name} funding rounds"
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
-    expression = funding.ratio_expression(company, as_shown)
+    expression = funding.ratio_expression(company)
     ratio = world.call("calculator", expression=expression)
-    growth, imputed, trend = funding.cell_output(company, ratio.text).split("; ")
+    printed = funding.cell_output(company, ratio.text)
+    growth, imputed, trend = printed.split("; ")
     year, value = trend.removeprefix("trend ").split(": ")
     summary = (
         f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
@@ -462,21 +434,14 @@ def valuation(
         f"{imputed.removeprefix('imputed: ')}. The trend extrapolates to about {value} in {year}. "
         "The table is in valuations.csv and the plot in valuations.png."
     )
-    python_turns = steps(rng, company, ratio.text)  # before the ratio turns draw theirs: seeds give the same data
+    cell = funding.python_cell(company, ratio.text)
+    # python output is untrusted (code can print what it read), so it comes back as a page
+    printout = page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400))
     return [
         Turn("user", prompt),
-        *_ratio_turns(
-            rng,
-            company,
-            query,
-            listing,
-            opened,
-            expression,
-            ratio,
-            opening,
-            working(company) if working else RATIO_FIRST,
-        ),
-        *python_turns,
+        *_ratio_turns(rng, company, query, listing, opened, expression, ratio),
+        call("python", "Now the table, the imputed valuations and the plot.", code=cell),
+        printout,
         answer(summary),
     ]
 

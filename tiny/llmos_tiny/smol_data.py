@@ -16,8 +16,9 @@ Contract
   own words, :func:`ratio_working`; the calculator's terms then copy that list's figures as the page
   writes them, ``$4.5B/$250M``, which the calculator reads: copying is what a small model does well,
   converting scales is not), differences below zero (the answer keeps the sign), and the valuation
-  task (phrasings in :data:`VALUATION_PROMPTS`, with a first message that states the plan; its python
-  work is two short cells, :data:`TABLE_CELL` and :data:`PLOT_CELL`). A conversation holds one to
+  task (phrasings in :data:`VALUATION_PROMPTS`, with a first message that states the plan; a python
+  cell, :data:`READ_CELL`, reads the table and prints the rounds with both figures as the calculator's
+  terms, and :data:`TABLE_AND_PLOT_CELL` writes the table and the plot). A conversation holds one to
   three tasks, so follow-up questions come after earlier answers.
 * Held out of training, for :mod:`benchmarks.tiny_eval`: the ``prose`` layout family of funding
   pages (:data:`HELD_OUT_LAYOUTS`), the demo's task prompt (:data:`llmos_tiny.funding.TASK_PROMPT`),
@@ -207,20 +208,25 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
     ]
 
 
-# The valuation's python work as two short cells a 135M model can write from memory (the seed-44 adapter
-# degenerated after about eight lines of llmos-tiny's 28-line cell): the table, read by code from the page, with
-# ``money`` (the calculator's reading of "$4.5B") and the imputed valuations; then the fit and the plot.
-TABLE_CELL = """ratio = {ratio}
-df = page_tables()[0].iloc[:, :4]
-df.columns = ["date", "round", "amount_usd", "valuation_usd"]
+# The valuation's python work in two cells a 135M model can write from memory. The first reads the table by
+# code and prints the rounds with both figures as the calculator's terms: the seed-47 round (stop 38), which
+# listed those rounds from the page in its own words, skipped rows, took neighbours' figures and swapped
+# amount and valuation in 18 of 20 held-out companies. Its calculator call then copies one line from just
+# above. The second imputes, writes the table and draws the plot in one go: the same round, asked for the
+# plot in a cell of its own after the table's, wrote the table's cell again.
+READ_CELL = """df = page_tables()[0].iloc[:, :4]
+df.columns = ["date", "round", "amount", "valuation"]
 df["date"] = pd.to_datetime(df.date, format="%b %Y")
-df["amount_usd"] = df.amount_usd.map(money)
-df["valuation_usd"] = df.valuation_usd.map(money)
+df["amount_usd"] = df.amount.map(money)
+df["valuation_usd"] = df.valuation.map(money)
 df["imputed"] = df.valuation_usd.isna()
+known = df[~df.imputed]
+print("valuation/amount:", ", ".join(known.valuation + "/" + known.amount))"""
+TABLE_AND_PLOT_CELL = """ratio = {ratio}
 df.loc[df.imputed, "valuation_usd"] = df.amount_usd * ratio
-df.to_csv("valuations.csv", index=False, date_format="%Y-%m", float_format="%.0f")
-print("imputed:", ", ".join(df["round"][df.imputed]))"""
-PLOT_CELL = """t = df.date.dt.year + (df.date.dt.month - 0.5) / 12
+columns = ["date", "round", "amount_usd", "valuation_usd", "imputed"]
+df.to_csv("valuations.csv", columns=columns, index=False, date_format="%Y-%m", float_format="%.0f")
+t = df.date.dt.year + (df.date.dt.month - 0.5) / 12
 b, a = np.polyfit(t, np.log10(df.valuation_usd), 1)
 end = t.max() + 3
 f = np.linspace(t.min(), end, 50)
@@ -228,18 +234,8 @@ plt.semilogy(t, df.valuation_usd, "o", f, 10 ** (a + b * f), "--")
 plt.semilogy(t[df.imputed], df.valuation_usd[df.imputed], "s", mfc="none", ms=12)
 plt.title("{name} valuations")
 plt.savefig("valuations.png"); plt.close()
+print("imputed:", ", ".join(df["round"][df.imputed]) or "none")
 print(f"growth x{{10 ** b:.2f}} per year; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
-
-
-def two_cells(rng: random.Random, company: funding.Company, ratio: str) -> list[Turn]:
-    """:data:`TABLE_CELL` and :data:`PLOT_CELL` with what they print (``funding.cell_output``'s figures)."""
-    growth, imputed, trend = funding.cell_output(company, ratio).split("; ")
-    return [
-        call("python", "Now the table with the imputed valuations.", code=TABLE_CELL.format(ratio=ratio)),
-        curriculum.page(f"{imputed.rstrip()}\nfiles: valuations.csv", "python", rng.randint(1, 400)),
-        call("python", "And the plot with its exponential trend.", code=PLOT_CELL.format(name=company.name)),
-        curriculum.page(f"{growth}; {trend}\nfiles: valuations.png", "python", rng.randint(1, 400)),
-    ]
 
 
 # The valuation task as users might ask for it, short and long, in words of their own: the demo's prompt
@@ -273,22 +269,49 @@ VALUATION_PROMPTS = (
 # The valuation's first words say the whole plan: a ratio question ends after the calculator, the valuation
 # goes on to python, and a small model decides which while the user's words are still close behind it.
 VALUATION_PLAN = (
-    "I'll search for the funding rounds, work out the mean valuation/amount ratio with the calculator, "
-    "then write the table and the plot with python."
+    "I'll search for the funding rounds, read their table with python, work out the mean valuation/amount "
+    "ratio with the calculator, then write the table and the plot with python."
 )
 
 
 def valuation(rng: random.Random, world: World) -> list[Turn]:
-    """The valuation task in its own phrasings (the demo's own prompt is held out), on a table page."""
-    return curriculum.valuation(
-        rng,
-        world,
-        prompts=VALUATION_PROMPTS,
-        as_shown=True,
-        steps=two_cells,
-        opening=VALUATION_PLAN,
-        working=lambda company: ratio_working(table_pairs(company)),
+    """The valuation task in its own phrasings (the demo's own prompt is held out), on the demo's table page:
+    search, open, :data:`READ_CELL`, the mean ratio by calculator over the terms it printed,
+    :data:`TABLE_AND_PLOT_CELL`, a summary of what that printed."""
+    company = curriculum.funding_site(rng, world)
+    prompt = rng.choice(VALUATION_PROMPTS).format(name=company.name)
+    query, pairs = f"{company.name} funding rounds", table_pairs(company)
+    terms = ", ".join(f"{value}/{amount}" for _, amount, value in pairs)
+    listing, opened = world.call("search", query=query), world.call("open", url=company.url)
+    ratio = world.call("calculator", expression=ratio_of(pairs))
+    growth, imputed, trend = funding.cell_output(company, ratio.text).split("; ")
+    year, value = trend.removeprefix("trend ").split(": ")
+    imputed = imputed.removeprefix("imputed: ") or "none"
+    summary = (
+        f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
+        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio.text}): {imputed}. "
+        f"The trend extrapolates to about {value} in {year}. "
+        "The table is in valuations.csv and the plot in valuations.png."
     )
+    cell = TABLE_AND_PLOT_CELL.format(ratio=ratio.text, name=company.name)
+    return [
+        Turn("user", prompt),
+        call("search", VALUATION_PLAN, query=query),
+        tool_turn(listing, rng),
+        call("open", "", url=company.url),
+        tool_turn(opened, rng),
+        call("python", "The rounds with both figures, read from the page's table:", code=READ_CELL),
+        curriculum.page(f"valuation/amount: {terms}", "python", rng.randint(1, 400)),
+        call("calculator", "Their mean valuation/amount ratio:", expression=ratio_of(pairs)),
+        tool_turn(ratio, rng),
+        call("python", "Now the table with the imputed valuations, and the plot with its trend.", code=cell),
+        curriculum.page(
+            f"imputed: {imputed}\n{growth}; {trend}\nfiles: valuations.csv, valuations.png",
+            "python",
+            rng.randint(1, 400),
+        ),
+        answer(summary),
+    ]
 
 
 def grouped_arithmetic(rng: random.Random, world: World) -> list[Turn]:
@@ -560,9 +583,9 @@ TASKS: list[tuple[Task, float]] = [
     # the valuation task's weakest steps in the eval are the ratio and then calling python at all
     # (the ratio questions end after the calculator): the valuation counts only as a first task
     (ratio_question, 0.15),
-    (valuation, 0.24),
+    (valuation, 0.30),
 ]
-CHAT_SHARE = 0.26  # of tasks: plain chat, answered in the base model's words
+CHAT_SHARE = 0.32  # of tasks: plain chat, answered in the base model's words
 
 
 def conversation(rng: random.Random, world: World, chats: dict[str, str], max_tasks: int = 3) -> list[Turn]:
