@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     smol_cmd.add_argument("--seed", type=int, default=25)
     smol_cmd.add_argument("--rank", type=int, default=16)
     smol_cmd.add_argument("--lr", type=float, default=1e-3)
+    smol_cmd.add_argument("--max-tokens", type=int, default=4096, help="clip each conversation to this many tokens")
     smol_cmd.add_argument("--batch-tokens", type=int, default=2048, help="trained-on tokens per optimizer step")
     smol_cmd.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this long")
     smol_cmd.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu or cuda")
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             rank=args.rank,
             lr=args.lr,
+            max_tokens=args.max_tokens,
             batch_tokens=args.batch_tokens,
             max_minutes=args.max_minutes,
             device=args.device,

@@ -54,7 +54,10 @@ class SmolSettings:
     alpha: float = 32.0
     lr: float = 1e-3
     warmup: int = 5
-    max_tokens: int = 2048  # the kernel's default context
+    # every valuation conversation runs 2,400-3,300 tokens (the demo's task files and tiny_eval give the
+    # kernel 8,192): clipped at the kernel's default 2,048, the adapters up to stop 38 never saw a table
+    # cell's end, a plot cell or a summary
+    max_tokens: int = 4096
     batch_tokens: int = 2048  # trained-on tokens per optimizer step (gradient accumulation)
     max_minutes: float = 0.0
     device: str = "auto"
