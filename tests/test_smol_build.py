@@ -72,9 +72,10 @@ def test_every_model_chunk_is_in_the_smol_dialect_and_its_calls_parse(curriculum
                 assert dialect.parse(event.raw).name in tools
 
 
-def test_the_loss_falls_on_the_models_own_tokens_only(curriculum) -> None:
+def test_the_loss_falls_on_the_models_own_tokens_only_and_nothing_is_clipped(curriculum) -> None:
     need_module("llama_cpp")
     from llmos_tiny import smol_data
+    from llmos_tiny.smol_train import SmolSettings
 
     from llmos.cpu.llama import LlamaCPU
     from llmos.dialects.smol import CALL, IM_START
@@ -82,11 +83,16 @@ def test_the_loss_falls_on_the_models_own_tokens_only(curriculum) -> None:
 
     cpu = LlamaCPU(packaged_model("smollm2"), n_ctx=64, n_threads=1)
     try:
-        ids, mask = smol_data.encode(curriculum[0], lambda text, special: cpu.tokenize(text, special=special), None)
+        tokenize = lambda text, special: cpu.tokenize(text, special=special)  # noqa: E731
+        ids, mask = smol_data.encode(curriculum[0], tokenize, None)
         trained = cpu.detokenize([t for t, m in zip(ids, mask, strict=True) if m])
         untrained = cpu.detokenize([t for t, m in zip(ids, mask, strict=True) if not m])
+        lengths = {tuple(c[0].meta["tasks"]): len(smol_data.encode(c, tokenize, None)[0]) for c in curriculum}
     finally:
         cpu.close()
+    # training clips at max_tokens: a longer conversation would lose its end (a valuation's cells and summary)
+    assert any("valuation" in tasks for tasks in lengths)
+    assert {tasks: n for tasks, n in lengths.items() if n > SmolSettings().max_tokens} == {}
     assert len(ids) == len(mask) and 0 < sum(mask) < len(ids)
     assert IM_START not in trained and "Tools:" in untrained
     model_text = "".join(t.text for t in curriculum[0] if t.role == "assistant" and t.meta.get("train", True))
