@@ -213,19 +213,20 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TR
 # listed those rounds from the page in its own words, skipped rows, took neighbours' figures and swapped
 # amount and valuation in 18 of 20 held-out companies. Its calculator call then copies one line from just
 # above. The second imputes, writes the table and draws the plot in one go: the same round, asked for the
-# plot in a cell of its own after the table's, wrote the table's cell again.
+# plot in a cell of its own after the table's, wrote the table's cell again. Both keep that round's lines
+# as they were, in the same order; only the print of the terms and the cells' boundaries are new.
 READ_CELL = """df = page_tables()[0].iloc[:, :4]
-df.columns = ["date", "round", "amount", "valuation"]
+df.columns = ["date", "round", "amount_usd", "valuation_usd"]
+known = df[df.valuation_usd.map(money).notna()]
+print("valuation/amount:", ", ".join(known.valuation_usd + "/" + known.amount_usd))
 df["date"] = pd.to_datetime(df.date, format="%b %Y")
-df["amount_usd"] = df.amount.map(money)
-df["valuation_usd"] = df.valuation.map(money)
-df["imputed"] = df.valuation_usd.isna()
-known = df[~df.imputed]
-print("valuation/amount:", ", ".join(known.valuation + "/" + known.amount))"""
+df["amount_usd"] = df.amount_usd.map(money)
+df["valuation_usd"] = df.valuation_usd.map(money)
+df["imputed"] = df.valuation_usd.isna()"""
 TABLE_AND_PLOT_CELL = """ratio = {ratio}
 df.loc[df.imputed, "valuation_usd"] = df.amount_usd * ratio
-columns = ["date", "round", "amount_usd", "valuation_usd", "imputed"]
-df.to_csv("valuations.csv", columns=columns, index=False, date_format="%Y-%m", float_format="%.0f")
+df.to_csv("valuations.csv", index=False, date_format="%Y-%m", float_format="%.0f")
+print("imputed:", ", ".join(df["round"][df.imputed]))
 t = df.date.dt.year + (df.date.dt.month - 0.5) / 12
 b, a = np.polyfit(t, np.log10(df.valuation_usd), 1)
 end = t.max() + 3
@@ -234,7 +235,6 @@ plt.semilogy(t, df.valuation_usd, "o", f, 10 ** (a + b * f), "--")
 plt.semilogy(t[df.imputed], df.valuation_usd[df.imputed], "s", mfc="none", ms=12)
 plt.title("{name} valuations")
 plt.savefig("valuations.png"); plt.close()
-print("imputed:", ", ".join(df["round"][df.imputed]) or "none")
 print(f"growth x{{10 ** b:.2f}} per year; trend {{end:.0f}}: ${{10 ** (a + b * end) / 1e9:,.1f}}B")"""
 
 
@@ -286,10 +286,10 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
     ratio = world.call("calculator", expression=ratio_of(pairs))
     growth, imputed, trend = funding.cell_output(company, ratio.text).split("; ")
     year, value = trend.removeprefix("trend ").split(": ")
-    imputed = imputed.removeprefix("imputed: ") or "none"
+    imputed = imputed.removeprefix("imputed: ")
     summary = (
         f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
-        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio.text}): {imputed}. "
+        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio.text}): {imputed or 'none'}. "
         f"The trend extrapolates to about {value} in {year}. "
         "The table is in valuations.csv and the plot in valuations.png."
     )
@@ -300,11 +300,11 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
-        call("python", "The rounds with both figures, read from the page's table:", code=READ_CELL),
+        call("python", "First I'll read the table with python.", code=READ_CELL),
         curriculum.page(f"valuation/amount: {terms}", "python", rng.randint(1, 400)),
         call("calculator", "Their mean valuation/amount ratio:", expression=ratio_of(pairs)),
         tool_turn(ratio, rng),
-        call("python", "Now the table with the imputed valuations, and the plot with its trend.", code=cell),
+        call("python", "Now the imputed valuations, the table and the plot.", code=cell),
         curriculum.page(
             f"imputed: {imputed}\n{growth}; {trend}\nfiles: valuations.csv, valuations.png",
             "python",
