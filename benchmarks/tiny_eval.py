@@ -31,12 +31,14 @@ companies are new (phrasings come from the same templates).
   no tool call in a turn that ends with a non-empty answer, every tool offered.
 
 Usage: ``python benchmarks/tiny_eval.py [MODEL] [--n 40] [--companies 20] [--chat 50] [--layouts 10]
-[--dry-multiplier X [--dry-allowed-length N]] [--no-call-grammar] [--json]`` (MODEL: a GGUF path or a model name such
-as ``smollm2`` or ``llmos-smol``; default the bundled llmos-tiny). Decoding is the model's own
-(greedy, or a fine-tune's settings: ``llmos.models.FineTune.sampling``); ``--dry-multiplier`` and
-``--dry-allowed-length`` set llama.cpp's DRY repetition penalty over it in every run
-(``report["sampling"]`` says what was used). Calls are decoded under the dialect's lazy call
-grammar (``Sampling.constrain_calls``) unless ``--no-call-grammar`` is given.
+[--chat-prompts FILE] [--dry-multiplier X [--dry-allowed-length N]] [--no-call-grammar] [--json]``
+(MODEL: a GGUF path or a model name such as ``smollm2`` or ``llmos-smol``; default the bundled
+llmos-tiny). Decoding is the model's own (greedy, or a fine-tune's settings:
+``llmos.models.FineTune.sampling``); ``--dry-multiplier`` and ``--dry-allowed-length`` set
+llama.cpp's DRY repetition penalty over it in every run (``report["sampling"]`` says what was
+used). Calls are decoded under the dialect's lazy call grammar (``Sampling.constrain_calls``)
+unless ``--no-call-grammar`` is given. ``--chat-prompts benchmarks/data/chat_dev_prompts.txt``
+scores plain chat on prompts for tuning decoding, in neither the curriculum nor the held-out file.
 Targets are issue 25's (``TARGETS``).
 Not covered: sampling with temperature, the recall and imagegen tasks, tasks in other phrasings.
 """
@@ -210,8 +212,8 @@ def _as_transcript(turns) -> dict:
     return {"turns": [{"role": t.role, "text": t.text} for t in turns]}
 
 
-def chat_prompts(limit: int) -> list[str]:
-    lines = [line.strip() for line in CHAT_PROMPTS.read_text().splitlines()]
+def chat_prompts(limit: int, path: Path = CHAT_PROMPTS) -> list[str]:
+    lines = [line.strip() for line in path.read_text().splitlines()]
     return [line for line in lines if line and not line.startswith("#")][:limit]
 
 
@@ -293,12 +295,20 @@ def _steps_followed(calls: list[str], steps: tuple[str, ...]) -> int:
     return next((i for i, step in enumerate(steps) if i >= len(calls) or calls[i] != step), len(steps))
 
 
-def evaluate(model: str, n: int, companies: int, demo: bool = True, chat: int = 50, layouts: int = 10) -> dict:
+def evaluate(
+    model: str,
+    n: int,
+    companies: int,
+    demo: bool = True,
+    chat: int = 50,
+    layouts: int = 10,
+    chat_file: Path = CHAT_PROMPTS,
+) -> dict:
     reference = _reference()
     rng = random.Random(SEED)
     work = Path(tempfile.mkdtemp(prefix="tiny-eval-"))
     chats, valuations, demos = [], [], []
-    plain = [score_plain_chat(p, model, work / f"plain-{i}") for i, p in enumerate(chat_prompts(chat))]
+    plain = [score_plain_chat(p, model, work / f"plain-{i}") for i, p in enumerate(chat_prompts(chat, chat_file))]
     with World() as world:
         ratios = []
         for i in range(layouts):
@@ -381,6 +391,9 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=20, help="invented companies for the valuation task")
     parser.add_argument("--no-demo", action="store_true", help="skip the three real companies")
     parser.add_argument("--chat", type=int, default=50, help="plain chat prompts (chat_no_call)")
+    parser.add_argument(
+        "--chat-prompts", type=Path, default=CHAT_PROMPTS, help="their file (data/chat_dev_prompts.txt: for tuning)"
+    )
     parser.add_argument("--layouts", type=int, default=10, help="ratio questions on pages in held-out layouts")
     parser.add_argument("--dry-multiplier", type=float, help="llama.cpp's DRY penalty (0: off; default: the model's)")
     parser.add_argument("--dry-allowed-length", type=int, help="longest repeat DRY lets pass (default: the model's)")
@@ -393,7 +406,9 @@ def main() -> None:
         if getattr(args, name) is not None:
             SAMPLING[name] = getattr(args, name)
     model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model  # a file or a name
-    report = evaluate(model, args.n, args.companies, demo=not args.no_demo, chat=args.chat, layouts=args.layouts)
+    report = evaluate(
+        model, args.n, args.companies, not args.no_demo, args.chat, args.layouts, chat_file=args.chat_prompts
+    )
     report["sampling"] = {"model": dataclasses.asdict(model_sampling(model)), "set": SAMPLING}
     if args.json:
         print(json.dumps(report, indent=2))

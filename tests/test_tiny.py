@@ -398,6 +398,10 @@ def test_the_plain_chat_prompts_are_held_out_of_every_curriculum() -> None:
     assert len(prompts) == len(set(prompts)) == 50
     training = "\n".join(p.read_text() for p in (ROOT / "tiny").rglob("*.py")).lower()
     assert not [p for p in prompts if p.lower() in training]
+    # the prompts decoding is tuned on are in neither the curriculum nor the held-out set
+    tuning = tiny_eval.chat_prompts(1000, ROOT / "benchmarks" / "data" / "chat_dev_prompts.txt")
+    assert len(tuning) >= 20 and not set(tuning) & set(prompts)
+    assert not [p for p in tuning if p.lower() in training]
     rows = [{"no_call": True}, {"no_call": False}]
     assert tiny_eval.summarize([], [], [], rows)["chat_no_call"] == 0.5
 
