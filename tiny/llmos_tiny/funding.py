@@ -364,11 +364,10 @@ def literal(shown: str) -> str:
     return shown.strip("$")[:-1] + SCALE[shown[-1]]
 
 
-def ratio_expression(c: Company, as_shown: bool = False) -> str:
-    """The calculator's mean ratio over the rows with both figures: ``4.5e9/250e6`` terms, or
-    with ``as_shown`` the page's own figures (``$4.5B/$250M``), which the calculator reads too."""
-    figure = (lambda shown: shown) if as_shown else literal
-    known = [f"{figure(val)}/{figure(amount)}" for _, _, amount, val, _ in c.rows if val]
+def ratio_expression(c: Company) -> str:
+    """The calculator's mean ratio over the rows with both figures, in ``4.5e9/250e6`` terms
+    (llmos-smol copies the page's own figures instead: ``smol_data.ratio_of``)."""
+    known = [f"{literal(val)}/{literal(amount)}" for _, _, amount, val, _ in c.rows if val]
     return f"mean({', '.join(known)})"
 
 
