@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmos_memory.migrations import StoreError, migrate  # one error and one migration runner for every store
+from llmos_memory.migrations import StoreError, migrate, use_wal  # one error and one migration runner for every store
 
 from llmos.dialects.base import Turn
 from llmos.events import CallEvent, Done, Event, PolicyDecision, ResultEvent, Token
@@ -200,7 +200,7 @@ class SessionStore:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._check_is_ours(conn)  # before any pragma that would change a stranger's file
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn, BUSY_TIMEOUT_S)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, MIGRATIONS, self.path)

@@ -138,6 +138,24 @@ def test_pause_resume_and_kill(model) -> None:
         assert failed and "killed" in str(failed[0]) and len(got) < 40
 
 
+def test_a_bug_in_the_engine_raises_in_the_waiting_session_and_the_engine_goes_on(model, expected) -> None:
+    with BatchEngine(model, slots=1, n_ctx=128, n_threads=1) as engine:
+        decode, broken = engine._run_batch, []
+
+        def fails_once() -> None:
+            if not broken:
+                broken.append(True)
+                raise RuntimeError("a bug in the batch")
+            decode()
+
+        engine._run_batch = fails_once  # type: ignore[method-assign]
+        cpu = engine.session()
+        cpu.load([Segment(PROMPTS[0])])
+        with pytest.raises(RuntimeError, match="a bug in the batch"):
+            list(cpu.generate(GREEDY))
+        assert [p.token for p in cpu.generate(GREEDY)] == expected[0]
+
+
 def test_sessions_share_one_model_through_the_kernel_and_ps_lists_them(model, tmp_path, capsys) -> None:
     from llmos_shell.cli import main
 
@@ -145,24 +163,32 @@ def test_sessions_share_one_model_through_the_kernel_and_ps_lists_them(model, tm
     with Processes.open(str(model), slots=2, n_ctx=512, n_threads=1, table=table) as processes:
         sessions: list = [None, None]
         answers: list[str] = ["", ""]
-        opened, gate = threading.Barrier(3), threading.Event()
+        failures: list[BaseException] = []
+        opened, gate = threading.Barrier(3, timeout=60), threading.Event()
 
         def ask(i: int) -> None:  # a session is opened in its own thread (the store's connection is)
-            sessions[i] = processes.session(
-                tools=["calculator"], title=f"job {i}", store=tmp_path / "s.db", memory=tmp_path / "m.sqlite",
-                budgets=Budgets(max_tokens=24, max_step_tokens=24),
-            )  # fmt: skip
-            opened.wait()
-            gate.wait()
-            for event in sessions[i].ask(["What is 2+2?", "Say hello."][i]):
-                if event.kind == "done":
-                    answers[i] = event.answer  # type: ignore[attr-defined]
-            sessions[i].close()
+            try:
+                sessions[i] = processes.session(
+                    tools=["calculator"], title=f"job {i}", store=tmp_path / "s.db", memory=tmp_path / "m.sqlite",
+                    budgets=Budgets(max_tokens=24, max_step_tokens=24),
+                )  # fmt: skip
+                opened.wait()
+                gate.wait(timeout=60)
+                for event in sessions[i].ask(["What is 2+2?", "Say hello."][i]):
+                    if event.kind == "done":
+                        answers[i] = event.answer  # type: ignore[attr-defined]
+                sessions[i].close()
+            except BaseException as exc:  # a thread that dies must fail the test, not hang it
+                failures.append(exc)
+                opened.abort()
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
         for thread in threads:
             thread.start()
-        opened.wait()
+        try:
+            opened.wait()
+        except threading.BrokenBarrierError:
+            pytest.fail(f"a session did not open: {failures!r}")
         processes.publish()
         assert main(["ps", "--table", str(table)]) == 0
         listing = capsys.readouterr().out
@@ -170,6 +196,7 @@ def test_sessions_share_one_model_through_the_kernel_and_ps_lists_them(model, tm
         gate.set()
         for thread in threads:
             thread.join(timeout=120)
+        assert failures == []
         assert all(answers) and answers[0] != answers[1]
         ids = {s.kernel.cpu.session_id for s in sessions}
         assert ids == {s.id for s in sessions}

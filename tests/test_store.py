@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,32 @@ def test_reopening_is_idempotent_and_uses_wal(tmp_path: Path) -> None:
     assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
+
+
+def test_threads_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """Sessions of one process open their stores in their own threads: a new file's switch to WAL lost
+    one open in about a hundred to "database is locked" (and a session thread that dies there leaves
+    its job waiting)."""
+    from llmos_memory.store import Store
+
+    failures: list[BaseException] = []
+
+    def open_both(folder: Path, together: threading.Barrier) -> None:
+        try:
+            together.wait(timeout=10)
+            SessionStore(folder / "s.db").close()
+            Store(folder / "m.sqlite").close()
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    for i in range(250):
+        together = threading.Barrier(3)
+        threads = [threading.Thread(target=open_both, args=(tmp_path / str(i), together)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert failures == []
 
 
 def test_upgrade_from_an_older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,8 @@ Contract
   waits (and may be swapped out); a killed one raises :class:`SessionKilled` (a
   :class:`~llmos.cpu.base.CPUError`, so the kernel ends its turn with a ``backend`` error).
 * Thread safety: one lock guards the llama.cpp context; every KV operation of a session
-  holds it and its slot (``pinned``). Tokenizing needs neither.
+  holds it and its slot (``pinned``). Tokenizing needs neither. An exception in the engine's
+  thread is raised in every session waiting for a step; the engine goes on.
 * The window of each session is ``n_ctx``; the context holds ``slots * n_ctx`` cells plus
   room for the scratch sequence (``kv_unified``: the cells are shared, positions are per
   sequence).
@@ -432,8 +433,16 @@ class BatchEngine:
                         break
                     self.cond.wait(left)
                 if self.queue and not self._closed:
-                    self._run_batch()
+                    try:
+                        self._run_batch()
+                    except Exception as exc:  # our bug: it raises in every waiting session, none waits forever
+                        self._fail_queue(exc)
                     self.cond.notify_all()
+
+    def _fail_queue(self, error: BaseException) -> None:
+        for request in self.queue:
+            request.error, request.done = error, True
+        self.queue.clear()
 
     def _expected(self) -> int:
         """How many steps to wait for: every resident session that is generating."""
@@ -497,9 +506,7 @@ class BatchEngine:
             if self._closed:
                 return
             self._closed = True
-            for request in self.queue:
-                request.error, request.done = CPUError("the batch engine was closed"), True
-            self.queue.clear()
+            self._fail_queue(CPUError("the batch engine was closed"))
             self.cond.notify_all()
         self._thread.join(timeout=5)
         with self.lock:

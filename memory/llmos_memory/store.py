@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmos_memory.extract import extract_file, html_to_text
-from llmos_memory.migrations import StoreError, migrate
+from llmos_memory.migrations import StoreError, migrate, use_wal
 from llmos_memory.pages import DEFAULT_PAGE_TOKENS, STOPWORDS, TokenCounter, estimate_tokens, split_pages
 
 TRUST_LEVELS = ("trusted", "untrusted")
@@ -188,7 +188,8 @@ class Store:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         try:
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "cache_size=-65536"):
+            use_wal(self._db)
+            for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "cache_size=-65536"):
                 self._db.execute(f"PRAGMA {pragma}")
             migrate(self._db, MIGRATIONS, self.path)
         except BaseException:
