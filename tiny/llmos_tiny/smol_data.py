@@ -37,6 +37,7 @@ import dataclasses
 import html
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -468,7 +469,18 @@ GREETINGS = (
     "see you later",
     "can you introduce yourself?",
     "nice to meet you",
+    "hello, what are you?",
+    "hey, tell me about yourself",
+    "hi! what should I call you?",
+    "good afternoon",
+    "hello there, are you an AI?",
+    "hi, is anyone there?",
+    "hey, what's up?",
+    "morning!",
 )
+# A greeting is answered with one: the base model, asked "hello!" with every tool listed, often answers
+# "How can I assist you?" or introduces itself without a hello, and a fine-tune trained on that greets no one.
+SALUTATION = re.compile(r"(hi|hello|hey|good (morning|afternoon|evening)|morning)\b", re.IGNORECASE)
 
 
 # Everyday requests beyond explanations: words, short writing, advice, opinions, small talk.
@@ -510,6 +522,18 @@ REQUESTS = (
     "What is the moral of the story of the boy who cried wolf?",
     "Is it a good idea to drink water before a run?",
     "Goodbye, and thanks!",
+    # numbers that need no tool: a count of ideas, an age, a year
+    "Give me 5 ideas for a weekend trip.",
+    "Name 3 famous painters.",
+    "Suggest 4 names for a puppy.",
+    "Write a short toast for my parents' 25th anniversary.",
+    "List 3 fruits that are rich in vitamin C.",
+    "Share 2 tips for a 10-minute morning workout.",
+    "What are 3 good habits to start in the new year?",
+    "Write a card for a friend turning 40.",
+    "How do I make hot chocolate?",
+    "How do I brew coffee with a French press?",
+    "What were the 1920s known for?",
 )
 
 
@@ -526,16 +550,21 @@ def chat_prompts() -> list[str]:
 # When the greedy answer does not end (a loop) or holds a control token (a call), a few sampled
 # answers with a repetition penalty are tried: greedy decoding loops on poems and greetings, and a
 # prompt with no ending answer teaches the fine-tune nothing about ending.
-RETRIES = tuple(Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.15, seed=seed) for seed in (1, 2, 3))
+RETRIES = tuple(Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.15, seed=seed) for seed in range(1, 7))
+
+
+def fits(prompt: str, answer: str) -> bool:
+    """Whether the base model's answer can be a target: a greeting's answer greets back."""
+    return not SALUTATION.match(prompt) or bool(SALUTATION.match(answer))
 
 
 def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max_tokens: int = 320) -> dict[str, str]:
     """The base model's own answers to :func:`chat_prompts`, rendered as the kernel would (smol
     dialect, every tool listed), cached in ``path``: greedy, else the first of :data:`RETRIES` that
-    ends without a call; prompts with none are dropped (and not asked again)."""
+    ends without a call and :func:`fits`; prompts with none are dropped (and not asked again)."""
     cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    answers = {p: cached[p] for p in chat_prompts() if p in cached}
-    asked = set(cached.get("_asked", []))  # prompts whose answer did not end: not asked again
+    answers = {p: cached[p] for p in chat_prompts() if p in cached and fits(p, cached[p])}
+    asked = set(cached.get("_asked", [])) - set(cached)  # prompts with no answer that fits: not asked again
     missing = [p for p in chat_prompts() if p not in answers and p not in asked]
     if not missing:
         return answers
@@ -545,7 +574,7 @@ def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max
     try:
         for prompt in missing:
             turns = [Turn("system", smol.DEFAULT_SYSTEM, id=0), Turn("user", prompt, id=1)]
-            found = _ending_answer(cpu, smol.SmolDialect().render(turns, tools), max_tokens)
+            found = _ending_answer(cpu, smol.SmolDialect().render(turns, tools), max_tokens, prompt)
             if found:
                 answers[prompt] = found
     finally:
@@ -555,15 +584,23 @@ def chat_answers(model: str | Path, path: Path, tools: list[dict[str, Any]], max
     return answers
 
 
-def _ending_answer(cpu: Any, segments: list[Any], max_tokens: int) -> str | None:
-    """The first answer (greedy, then :data:`RETRIES`) that ends with no control token before its end."""
+def _ending_answer(cpu: Any, segments: list[Any], max_tokens: int, prompt: str) -> str | None:
+    """The first answer (greedy, then :data:`RETRIES`) that ends with no control token before its end
+    and :func:`fits` the prompt."""
     end = cpu.token_id(smol.IM_END)
     for sampling in (Sampling(temperature=0.0), *RETRIES):
         cpu.load(segments)
         pieces = list(cpu.generate(dataclasses.replace(sampling, max_tokens=max_tokens)))
         text = "".join(p.text for p in pieces)
-        if pieces and pieces[-1].token == end and text.strip() and not any(p.control for p in pieces[:-1]):
-            return text.removesuffix(smol.IM_END).strip()
+        answer = text.removesuffix(smol.IM_END).strip()
+        if (
+            pieces
+            and pieces[-1].token == end
+            and answer
+            and not any(p.control for p in pieces[:-1])
+            and fits(prompt, answer)
+        ):
+            return answer
     return None
 
 
