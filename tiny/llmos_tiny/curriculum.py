@@ -426,14 +426,6 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
     expression = funding.ratio_expression(company)
     ratio = world.call("calculator", expression=expression)
     printed = funding.cell_output(company, ratio.text)
-    growth, imputed, trend = printed.split("; ")
-    year, value = trend.removeprefix("trend ").split(": ")
-    summary = (
-        f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
-        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio.text}): "
-        f"{imputed.removeprefix('imputed: ')}. The trend extrapolates to about {value} in {year}. "
-        "The table is in valuations.csv and the plot in valuations.png."
-    )
     cell = funding.python_cell(company, ratio.text)
     # python output is untrusted (code can print what it read), so it comes back as a page
     printout = page(f"{printed}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400))
@@ -442,8 +434,20 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
         *_ratio_turns(rng, company, query, listing, opened, expression, ratio),
         call("python", "Now the table, the imputed valuations and the plot.", code=cell),
         printout,
-        answer(summary),
+        answer(valuation_summary(company.name, printed, ratio.text)),
     ]
+
+
+def valuation_summary(name: str, printed: str, ratio: str) -> str:
+    """The valuation's closing answer, in words, from what its python printed (:func:`funding.cell_output`)."""
+    growth, imputed, trend = printed.split("; ")
+    year, value = trend.removeprefix("trend ").split(": ")
+    return (
+        f"The valuation of {name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
+        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio}): "
+        f"{imputed.removeprefix('imputed: ') or 'none'}. The trend extrapolates to about {value} in {year}. "
+        "The table is in valuations.csv and the plot in valuations.png."
+    )
 
 
 TASKS: list[tuple[Callable[[random.Random, World], list[Turn]], float]] = [

@@ -285,15 +285,8 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
     terms = ", ".join(f"{value}/{amount}" for _, amount, value in pairs)
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     ratio = world.call("calculator", expression=ratio_of(pairs))
-    growth, imputed, trend = funding.cell_output(company, ratio.text).split("; ")
-    year, value = trend.removeprefix("trend ").split(": ")
-    imputed = imputed.removeprefix("imputed: ")
-    summary = (
-        f"The valuation of {company.name} grew about {growth.removeprefix('growth ')} on the fitted exponential trend. "
-        f"Imputed valuations (amount raised times the mean valuation/amount ratio {ratio.text}): {imputed or 'none'}. "
-        f"The trend extrapolates to about {value} in {year}. "
-        "The table is in valuations.csv and the plot in valuations.png."
-    )
+    printed = funding.cell_output(company, ratio.text)
+    growth, imputed, trend = printed.split("; ")  # the cell prints the imputed rounds first
     cell = TABLE_AND_PLOT_CELL.format(ratio=ratio.text, name=company.name)
     return [
         Turn("user", prompt),
@@ -307,11 +300,9 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
         tool_turn(ratio, rng),
         call("python", "Now the imputed valuations, the table and the plot.", code=cell),
         curriculum.page(
-            f"imputed: {imputed}\n{growth}; {trend}\nfiles: valuations.csv, valuations.png",
-            "python",
-            rng.randint(1, 400),
+            f"{imputed}\n{growth}; {trend}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400)
         ),
-        answer(summary),
+        answer(curriculum.valuation_summary(company.name, printed, ratio.text)),
     ]
 
 
