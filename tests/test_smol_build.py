@@ -200,3 +200,14 @@ def test_the_valuation_cells_print_what_the_curriculum_says_and_pass_the_demos_c
         expected = reference.expected_rows(company, world.root)
         assert reference.check_csv(tmp_path / "valuations.csv", expected) == []
         assert reference.check_plot(tmp_path / "valuations.png") == []
+
+
+def test_a_greetings_target_greets_back_and_other_prompts_take_any_answer() -> None:
+    from llmos_tiny import smol_data
+
+    assert smol_data.fits("hello!", "Hello! How can I help you today?")
+    assert smol_data.fits("good afternoon", "Good afternoon. What can I do for you?")
+    assert not smol_data.fits("hello!", "How can I assist you?")
+    assert not smol_data.fits("hey there", "I'm a helpful assistant.")
+    assert smol_data.fits("Name 3 famous painters.", "1. Pablo Picasso")
+    assert smol_data.fits("Which hill is highest?", "Mount Everest.")  # "hi" inside a word is no greeting

@@ -8,7 +8,7 @@ Contract
   tokenizes it with the model's own tokenizer (llama.cpp): markup and the model's chunks with
   special parsing on, content with it off, the loss on the model's chunks only.
 * Tasks: plain chat answered by the base model itself (:func:`chat_answers`: its own words, so
-  the fine-tune keeps its manners), arithmetic through the calculator (numbers with thousands
+  the fine-tune keeps its manners; a greeting's target greets back, :func:`fits`), arithmetic through the calculator (numbers with thousands
   separators too), data work through python, look-ups through search and open (with injected
   pages), recall of a paged-out page, images, tool errors and the retry or the honest answer after
   them, funding pages in several layouts, currencies and ways of saying "undisclosed", the mean
