@@ -407,7 +407,13 @@ def main() -> None:
             SAMPLING[name] = getattr(args, name)
     model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model  # a file or a name
     report = evaluate(
-        model, args.n, args.companies, not args.no_demo, args.chat, args.layouts, chat_file=args.chat_prompts
+        model,
+        args.n,
+        args.companies,
+        demo=not args.no_demo,
+        chat=args.chat,
+        layouts=args.layouts,
+        chat_file=args.chat_prompts,
     )
     report["sampling"] = {"model": dataclasses.asdict(model_sampling(model)), "set": SAMPLING}
     if args.json:
