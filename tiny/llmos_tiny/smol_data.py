@@ -274,6 +274,11 @@ VALUATION_PLAN = (
     "ratio with the calculator, then write the table and the plot with python."
 )
 
+# The calculator's lead-in says what the ratio is for: right after its result the model decides between
+# the ratio question's answer and the valuation's second python cell, and the seed-49 round answered the
+# Databricks demo there as a ratio question ("Over the 6 rounds of Databricks …", stop 40).
+VALUATION_RATIO_LEAD_IN = "Their mean valuation/amount ratio, for the imputed valuations, the table and the plot:"
+
 
 def valuation(rng: random.Random, world: World) -> list[Turn]:
     """The valuation task in its own phrasings (the demo's own prompt is held out), on the demo's table page:
@@ -296,7 +301,7 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
         tool_turn(opened, rng),
         call("python", "First I'll read the table with python.", code=READ_CELL),
         curriculum.page(f"valuation/amount: {terms}", "python", rng.randint(1, 400)),
-        call("calculator", "Their mean valuation/amount ratio:", expression=ratio_of(pairs)),
+        call("calculator", VALUATION_RATIO_LEAD_IN, expression=ratio_of(pairs)),
         tool_turn(ratio, rng),
         call("python", "Now the imputed valuations, the table and the plot.", code=cell),
         curriculum.page(
@@ -544,8 +549,20 @@ def chat_prompts() -> list[str]:
 RETRIES = tuple(Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.15, seed=seed) for seed in range(1, 7))
 
 
+# The base model sometimes repeats the prompt back ("nice to meet you" answered "nice to meet you. …")
+# or answers a card with a code block; a fine-tune trained on those echoes or writes code unasked.
+CODE = re.compile(r"```|^\s*(def|import|class|print\()\b", re.MULTILINE)
+ASKS_FOR_CODE = re.compile(r"\b(code|python|program|script|function)\b", re.IGNORECASE)
+
+
 def fits(prompt: str, answer: str) -> bool:
-    """Whether the base model's answer can be a target: a greeting's answer greets back."""
+    """Whether the base model's answer can be a target: a greeting's answer greets back, no answer
+    starts by repeating the prompt, and only a prompt that asks for code gets code."""
+    said, heard = (re.sub(r"\W+", " ", text).strip().lower() for text in (answer, prompt))
+    if len(heard.split()) >= 3 and said.startswith(heard):  # a greeting may be answered with itself
+        return False
+    if CODE.search(answer) and not ASKS_FOR_CODE.search(prompt):
+        return False
     return not SALUTATION.match(prompt) or bool(SALUTATION.match(answer))
 
 
