@@ -13,6 +13,7 @@ Figures (each ratio measured side by side in this process, medians of interleave
   engine's milliseconds inside ``llama_decode`` per batch of 1 and of 4 sessions' tokens;
   ``decode_ceiling`` (4 × decode_ms_1 ÷ decode_ms_4) is the speedup batching alone allows
   with no overhead at all: what llama.cpp's CPU kernels give, not the engine.
+  ``--flash-attn`` runs both sides with llama.cpp's flash attention (off by default).
 * ``swap_ratio``: seconds to swap a 2,000-token session out and back in (its KV state to
   memory and back) ÷ seconds to re-prefill those 2,000 tokens. Target ≤ 0.05.
   ``swap_ratio_disk``: the same with the state written to a file and read back.
@@ -100,12 +101,12 @@ def _decode_ms(engine: Any, before: tuple[int, float]) -> float:
     return 1000 * (seconds - before[1]) / max(1, batches - before[0])
 
 
-def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[str, Any]:
+def concurrency(model: Path, n_tokens: int, rounds: int, threads: int, flash_attn: bool = False) -> dict[str, Any]:
     from llmos.cpu.batch import BatchEngine
     from llmos.cpu.llama import LlamaCPU
 
-    plain = LlamaCPU(model, n_ctx=512, n_threads=threads)
-    engine = BatchEngine(model, slots=4, n_ctx=512, n_threads=threads)
+    plain = LlamaCPU(model, n_ctx=512, n_threads=threads, flash_attn=flash_attn)
+    engine = BatchEngine(model, slots=4, n_ctx=512, n_threads=threads, flash_attn=flash_attn)
     single, engine_single, many = [], [], []
     # milliseconds inside llama_decode per batch: 1 session's token, 4 sessions'
     one_ms: list[float] = []
@@ -137,6 +138,7 @@ def concurrency(model: Path, n_tokens: int, rounds: int, threads: int) -> dict[s
         "decode_tokens": n_tokens,
         "rounds": rounds,
         "threads": threads,
+        "flash_attn": flash_attn,
     }
 
 
@@ -360,6 +362,7 @@ def main() -> int:
     parser.add_argument("--swap-tokens", type=int, default=2000)
     parser.add_argument("--tasks", type=int, default=24, help="tool-using tasks of the affinity section")
     parser.add_argument("--servers", type=int, default=3, help="local servers of the affinity section")
+    parser.add_argument("--flash-attn", action="store_true", help="concurrency with flash attention on (both sides)")
     parser.add_argument(
         "--only", choices=["concurrency", "swapping", "affinity"], action="append", help="sections to run (default all)"
     )
@@ -372,7 +375,7 @@ def main() -> int:
     figures: dict[str, Any] = {}
     sections = args.only or ["concurrency", "swapping", "affinity"]
     if "concurrency" in sections:
-        figures.update(concurrency(model, args.tokens, args.rounds, args.threads))
+        figures.update(concurrency(model, args.tokens, args.rounds, args.threads, args.flash_attn))
     if "swapping" in sections:
         figures.update(swapping(model, args.swap_tokens, args.rounds, args.threads))
     if "affinity" in sections:

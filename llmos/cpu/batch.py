@@ -209,13 +209,20 @@ class BatchEngine:
         quantum: float = 2.0,
         gather_seconds: float = GATHER_SECONDS,
         lora: str | Path | None = None,
+        flash_attn: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError("a batch engine needs at least one slot")
         self.slots, self.window, self.scratch = slots, n_ctx, slots
         cells = slots * n_ctx + n_batch  # room for the scratch sequence's edits
         self.base = LlamaCPU(
-            model_path, n_ctx=cells, n_batch=n_batch, n_threads=n_threads, sequences=slots + 1, lora=lora
+            model_path,
+            n_ctx=cells,
+            n_batch=n_batch,
+            n_threads=n_threads,
+            sequences=slots + 1,
+            lora=lora,
+            flash_attn=flash_attn,
         )
         self.name = self.base.name
         self.swap_dir = Path(swap_dir) if swap_dir else None
