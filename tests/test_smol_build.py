@@ -203,17 +203,17 @@ def test_the_valuation_cells_print_what_the_curriculum_says_and_pass_the_demos_c
 
 
 def test_a_chat_target_greets_a_greeting_and_neither_echoes_nor_writes_unasked_code() -> None:
-    from llmos_tiny import smol_data
+    from llmos_tiny import smol_chat
 
-    assert smol_data.fits("hello!", "Hello! How can I help you today?")
-    assert smol_data.fits("good afternoon", "Good afternoon. What can I do for you?")
-    assert not smol_data.fits("hello!", "How can I assist you?")
-    assert not smol_data.fits("hey there", "I'm a helpful assistant.")
-    assert smol_data.fits("Name 3 famous painters.", "1. Pablo Picasso")
-    assert smol_data.fits("Which hill is highest?", "Mount Everest.")  # "hi" inside a word is no greeting
-    assert not smol_data.fits("nice to meet you", "nice to meet you. I'm a helpful assistant.")  # an echo
-    assert smol_data.fits("good evening", "Good evening.")  # a greeting may be answered with itself
-    assert not smol_data.fits("hey, what's up?", "Hey, what's up? I'm here to help.")
-    assert smol_data.fits("hi", "Hi! How can I help?")  # a one-word greeting may open the answer
-    assert not smol_data.fits("Write a card for a friend turning 40.", "```python\nprint('Happy 40th!')\n```")
-    assert smol_data.fits("Write a python function that adds two numbers.", "```python\ndef add(a, b): ...\n```")
+    assert smol_chat.fits("hello!", "Hello! How can I help you today?")
+    assert smol_chat.fits("good afternoon", "Good afternoon. What can I do for you?")
+    assert not smol_chat.fits("hello!", "How can I assist you?")
+    assert not smol_chat.fits("hey there", "I'm a helpful assistant.")
+    assert smol_chat.fits("Name 3 famous painters.", "1. Pablo Picasso")
+    assert smol_chat.fits("Which hill is highest?", "Mount Everest.")  # "hi" inside a word is no greeting
+    assert not smol_chat.fits("nice to meet you", "nice to meet you. I'm a helpful assistant.")  # an echo
+    assert smol_chat.fits("good evening", "Good evening.")  # a greeting may be answered with itself
+    assert not smol_chat.fits("hey, what's up?", "Hey, what's up? I'm here to help.")
+    assert smol_chat.fits("hi", "Hi! How can I help?")  # a one-word greeting may open the answer
+    assert not smol_chat.fits("Write a card for a friend turning 40.", "```python\nprint('Happy 40th!')\n```")
+    assert smol_chat.fits("Write a python function that adds two numbers.", "```python\ndef add(a, b): ...\n```")

@@ -2,13 +2,14 @@
 
     python -m llmos_tiny smol --out DIR [--conversations 400] [--device auto] [--max-minutes 0]
 
-Steps: the base model's own answers to the plain chat prompts (cached in ``DIR``), the curriculum
-(:mod:`llmos_tiny.smol_data`) tokenized by llama.cpp, LoRA adapters on every linear layer of the
-base read from its GGUF (:func:`llmos_tiny.smol.load_gguf_llama`), training with the loss on the
-model's own tokens only, the adapter exported for llama.cpp (``DIR/llmos-smol.lora.gguf``,
-float16), and a parity check: llama.cpp with the adapter over the Q4_1 base against the trained
-PyTorch model on a held-out conversation. ``DIR/llmos-smol.build.json`` records the data, the
-settings, the steps, the seed, the losses and the parity.
+Steps: the base model's own answers to the plain chat prompts (:mod:`llmos_tiny.smol_chat`, cached
+in ``DIR``), the curriculum (:mod:`llmos_tiny.smol_data`) tokenized by llama.cpp, LoRA adapters on
+every linear layer of the base read from its GGUF (:func:`llmos_tiny.smol.load_gguf_llama`),
+training with the loss on the model's own tokens only, the adapter exported for llama.cpp
+(``DIR/llmos-smol.lora.gguf``, float16), and a parity check: llama.cpp with the adapter over the
+Q4_1 base against the trained PyTorch model on a held-out conversation.
+``DIR/llmos-smol.build.json`` records the data, the settings, the steps, the seed, the losses and
+the parity.
 
 Contract: the same settings and seed give the same data and the same initial adapters; training
 is deterministic on one device and thread count (not across them). A GPU (``--device cuda``) runs
@@ -38,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmos_tiny import smol, smol_data
+from llmos_tiny import smol, smol_chat, smol_data
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER = "llmos-smol.lora.gguf"
@@ -201,7 +202,7 @@ def build(out: Path, s: SmolSettings, say: Callable[[str], None] = print) -> dic
     torch.manual_seed(s.seed)
     device, base = _device(s.device), packaged_model("smollm2")
     began = time.perf_counter()
-    chats = smol_data.chat_answers(base, out / "chat_answers.json", tool_specs(all_tool_names()))
+    chats = smol_chat.chat_answers(base, out / "chat_answers.json", tool_specs(all_tool_names()))
     say(f"{len(chats)} plain chat answers from the base model")
     train_turns = smol_data.conversations(s.conversations, s.seed, chats)
     val_turns = smol_data.conversations(s.held_out, s.seed + 1, chats)
