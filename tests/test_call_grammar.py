@@ -177,8 +177,9 @@ def test_a_chat_answer_is_untouched_by_the_call_grammar(smol, specs) -> None:
 
 
 def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) -> None:
-    """A request llmos-smol answers with a python call whose code has unescaped quotes: decoded
-    free it is not JSON; under the grammar it parses (what the code then does is the model's)."""
+    """A request llmos-smol answers with a python call that, decoded free, does not parse (the
+    seed-49 round wrote code with unescaped quotes, not JSON; the seed-51 round puts a control token
+    inside the call); under the grammar it parses (what the code then does is the model's)."""
     tools = load_tools(allow={"python", "calculator"})
     question = "Use python to print the first 10 squares."
     first = {}
@@ -187,7 +188,7 @@ def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) 
         kernel = Kernel(smol.cpu, smol.dialect, tools, sampling=sampling, budgets=Budgets(max_steps=1))
         first[constrain] = next(e for e in kernel.ask(question) if e.kind in ("call", "result"))
     unparsed = first[False]
-    assert unparsed.kind == "result" and unparsed.name == "?" and "not valid JSON" in unparsed.text
+    assert unparsed.kind == "result" and unparsed.name == "?" and unparsed.is_error, unparsed
     assert first[True].kind == "call" and first[True].name == "python"
 
 
