@@ -58,17 +58,19 @@ def throughput_once(
 
     ``dialect`` is the kernel's (``hermes``: the model's own chat template); ``plain``
     builds the baseline ``Llama`` (``plain(model, n_ctx=…, n_threads=…, n_threads_batch=…)``,
-    e.g. :func:`llmos.testing.plain_llama`; by default ``llama_cpp.Llama`` itself).
+    e.g. :func:`llmos.testing.plain_llama`; by default ``llama_cpp.Llama`` itself). Both sides
+    decode on llmos's compute thread (:mod:`llmos.cpu.compute`), as one team of llama.cpp threads.
     """
     from llmos.cpu.llama import LlamaCPU
     from llmos.kernel import Budgets, Kernel
     from llmos.models import open_machine
+    from llmos.testing import on_compute_thread
 
     if plain is None:
         from llama_cpp import Llama
 
         def plain(path: Path, **options: Any) -> Any:
-            return Llama(str(path), verbose=False, **options)
+            return on_compute_thread(Llama(str(path), verbose=False, **options))
 
     llm = plain(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads)
     machine = open_machine(str(model), dialect=dialect, n_ctx=n_ctx, n_threads=threads)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmos.cpu.base import Counters, CPUError, Piece, Sampling, Segment
 
@@ -210,11 +211,23 @@ def llama_defaults_like_llmos() -> Iterator[None]:
 
 
 def plain_llama(model_path: str | Path, **options: object):
-    """llama-cpp-python's own ``Llama`` on a model: the baseline tests and benchmarks compare llmos with."""
+    """llama-cpp-python's own ``Llama`` on a model: the baseline tests and benchmarks compare llmos with.
+    Its evaluations run on llmos's compute thread (:func:`on_compute_thread`)."""
     from llama_cpp import Llama
 
     with llama_defaults_like_llmos():
-        return Llama(str(model_path), verbose=False, **options)  # type: ignore[arg-type]
+        return on_compute_thread(Llama(str(model_path), verbose=False, **options))  # type: ignore[arg-type]
+
+
+def on_compute_thread(llama: Any) -> Any:
+    """``llama`` (llama-cpp-python's ``Llama``) with its ``eval``, and so its generation, on llmos's
+    compute thread (:mod:`llmos.cpu.compute`): a baseline that decodes in another thread beside
+    llmos would keep a second OpenMP team, and the two throttle each other."""
+    from llmos.cpu import compute
+
+    evaluate = llama.eval
+    llama.eval = lambda tokens: compute.run(evaluate, tokens)
+    return llama
 
 
 def llama_logits(

@@ -8,6 +8,7 @@ import time
 import pytest
 from helpers import smollm2_model
 
+from llmos.cpu import compute
 from llmos.cpu.base import Sampling, Segment
 from llmos.cpu.batch import BatchEngine, SessionKilled
 from llmos.cpu.llama import LlamaCPU
@@ -249,3 +250,37 @@ def test_jobs_on_one_local_model_share_it(model, tmp_path, monkeypatch) -> None:
     assert len(opened) == 1 and opened[0].engine.slots == 2  # one model loaded, two slots
     assert len({r.folder for r in results}) == 3 and all(r.exit_code in (0, 3) for r in results)
     assert all((r.folder / "summary.json").is_file() for r in results)
+
+
+def test_every_decode_of_every_cpu_runs_on_the_one_compute_thread(model, expected, monkeypatch) -> None:
+    """llama.cpp's OpenMP keeps a worker team per thread that decodes, and two teams on a small
+    machine throttle each other (llmos.cpu.compute): the plain CPU's decodes in this thread and the
+    engine's batches in its own all run on the compute thread, and they decode what they decode alone."""
+    import llama_cpp
+
+    ran_on: set[int] = set()
+    raw = llama_cpp.llama_decode
+
+    def recorded(ctx, batch):
+        ran_on.add(threading.get_ident())
+        return raw(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recorded)
+    plain = LlamaCPU(model, n_ctx=256, n_threads=1)
+    plain.load([Segment(PROMPTS[0])])
+    assert [p.token for p in plain.generate(GREEDY)] == expected[0]
+    plain.close()
+    engine = BatchEngine(model, slots=3, n_ctx=256, n_threads=1)
+    try:
+        assert _run_all(engine, PROMPTS) == expected
+    finally:
+        engine.close()
+    assert ran_on == {compute.compute_thread_ident()}
+    assert threading.get_ident() not in ran_on
+
+
+def test_the_compute_thread_raises_in_the_caller_and_runs_its_own_calls_directly() -> None:
+    with pytest.raises(ZeroDivisionError):
+        compute.run(lambda: 1 / 0)
+    # a call made on the compute thread itself runs there at once instead of waiting for itself
+    assert compute.run(compute.run, threading.get_ident) == compute.compute_thread_ident()

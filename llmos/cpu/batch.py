@@ -6,8 +6,9 @@ sessions on one llama.cpp model and context. Each session gets a :class:`Session
 owns one sequence id (a *slot*) while it is resident, so the existing :class:`~llmos.kernel.Kernel`
 and pager run on it unchanged. Kernels run in their own threads; the engine's thread
 gathers the decode steps of every session that is generating and runs them as one
-``llama_decode`` (one token per decoding session, plus prefill chunks up to ``n_batch``),
-then samples each session's token from its own logits.
+``llama_decode`` (one token per decoding session, plus prefill chunks up to ``n_batch``; on the
+process's compute thread, :mod:`llmos.cpu.compute`), then samples each session's token from its
+own logits.
 
 Contract
 --------
@@ -46,6 +47,7 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmos.cpu import compute
 from llmos.cpu.base import Counters, CPUError, Piece, Sampling
 from llmos.cpu.llama import LlamaCPU
 from llmos.cpu.sampler import Sampler
@@ -479,7 +481,7 @@ class BatchEngine:
             planned.append((request, take, used - 1))
         batch.n_tokens = used
         started = time.perf_counter()
-        status = lib.llama_decode(base._ctx, batch)
+        status = compute.decode(lib, base._ctx, batch)
         seconds = time.perf_counter() - started
         self.stats.batches += 1
         self.stats.batch_tokens += used

@@ -18,7 +18,9 @@ Contract (in addition to :mod:`llmos.cpu.base`)
   ``reprefilled_tokens``).
 * ``lora``: a LoRA adapter GGUF that llama.cpp applies over the model at every step (llmos-smol).
 * Threads: ``n_threads`` defaults to the number of cores, because llama.cpp threads
-  spin, and oversubscribing a small machine slows decoding by orders of magnitude.
+  spin, and oversubscribing a small machine slows decoding by orders of magnitude. Every
+  ``llama_decode`` runs on the process's one compute thread (:mod:`llmos.cpu.compute`), whichever
+  thread calls this CPU: two threads that decode would keep two OpenMP teams that throttle each other.
 
 Not covered: several sequences here (see :mod:`llmos.cpu.batch`), GPU offload settings beyond ``n_gpu_layers``,
 several LoRA adapters or scales other than 1, embeddings.
@@ -34,6 +36,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
+from llmos.cpu import compute
 from llmos.cpu.base import ContextOverflow, Counters, CPUError, Piece, Sampling, Segment, count_distinct
 from llmos.cpu.sampler import Sampler
 
@@ -347,7 +350,7 @@ class LlamaCPU:
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = seq
                 batch.logits[i] = False
-            status = lib.llama_decode(self._ctx, batch)
+            status = compute.decode(lib, self._ctx, batch)
             if status != 0:
                 raise CPUError(f"llama_decode failed with status {status}")
             self.counters.tokens_evaluated += len(chunk)
@@ -371,7 +374,7 @@ class LlamaCPU:
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = self.seq
                 batch.logits[i] = i == len(chunk) - 1
-            status = lib.llama_decode(self._ctx, batch)
+            status = compute.decode(lib, self._ctx, batch)
             if status != 0:
                 raise CPUError(f"llama_decode failed with status {status}")
             self.n_evaluated += len(chunk)
