@@ -12,7 +12,9 @@ Figures (each ratio measured side by side in this process, medians of interleave
   on the engine (its overhead against the plain CPU). ``decode_ms_1``/``decode_ms_4``: the
   engine's milliseconds inside ``llama_decode`` per batch of 1 and of 4 sessions' tokens;
   ``decode_ceiling`` (4 × decode_ms_1 ÷ decode_ms_4) is the speedup batching alone allows
-  with no overhead at all: what llama.cpp's CPU kernels give, not the engine.
+  with no overhead at all: what llama.cpp's CPU kernels give, not the engine. Both sides decode
+  on llmos's one compute thread (:mod:`llmos.cpu.compute`); until stop 43 the plain side decoded
+  in this thread and the engine in its own, two OpenMP teams that throttled each other.
   ``--flash-attn`` runs both sides with llama.cpp's flash attention (off by default).
 * ``swap_ratio``: seconds to swap a 2,000-token session out and back in (its KV state to
   memory and back) ÷ seconds to re-prefill those 2,000 tokens. Target ≤ 0.05.

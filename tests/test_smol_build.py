@@ -217,3 +217,30 @@ def test_a_chat_target_greets_a_greeting_and_neither_echoes_nor_writes_unasked_c
     assert smol_chat.fits("hi", "Hi! How can I help?")  # a one-word greeting may open the answer
     assert not smol_chat.fits("Write a card for a friend turning 40.", "```python\nprint('Happy 40th!')\n```")
     assert smol_chat.fits("Write a python function that adds two numbers.", "```python\ndef add(a, b): ...\n```")
+
+
+def test_a_valuations_broken_ratio_copy_is_context_and_its_retry_is_the_target() -> None:
+    """Some valuations show a ratio call the calculator rejects (a copy slip, not trained on), the
+    calculator's real error, and the whole expression copied again (trained on)."""
+    import random
+
+    from llmos_tiny import smol_data
+    from llmos_tiny.world import World
+
+    retried = 0
+    with World() as world:
+        for seed in range(40):  # every slip the curriculum draws must be one the calculator rejects
+            turns = smol_data.valuation(random.Random(seed), world)
+            ratio_calls = [t for t in turns if '"name": "calculator"' in t.text]
+            if len(ratio_calls) == 1:
+                continue
+            retried += 1
+            first, retry = ratio_calls
+            assert first.meta["train"] is False and retry.meta.get("train", True)
+            error = turns[turns.index(first) + 1]
+            assert error.role == "result" and error.text.startswith("error: ")
+            assert retry.text.startswith(smol_data.RATIO_RETRY_LEAD_IN)
+            good = retry.text.split('"expression": "')[1].split('"')[0]
+            assert good.endswith(")") and good != first.text.split('"expression": "')[1].split('"')[0]
+            assert not turns[turns.index(retry) + 1].text.startswith("error")  # the retry's result is the ratio
+    assert 3 <= retried <= 16  # about RATIO_SLIP_SHARE of 40

@@ -274,10 +274,47 @@ VALUATION_PLAN = (
 VALUATION_RATIO_LEAD_IN = "Their mean valuation/amount ratio, for the imputed valuations, the table and the plot:"
 
 
+# The ratio's first copy sometimes breaks, and the model copies it again: the seed-51 round (stop 42)
+# copied 9 pairs without the closing parenthesis, got the calculator's "missing ')'", and never
+# called the calculator again (a python cell that did not compile, then loops). The tool-error task
+# only retries short arithmetic, so the valuation's own retry is trained here.
+RATIO_SLIP_SHARE = 0.2  # of valuations
+RATIO_RETRY_LEAD_IN = "The calculator could not read that; the terms again, copied whole from the line above:"
+
+
+def slipped(expression: str, rng: random.Random) -> str:
+    """``expression`` (a :func:`ratio_of`) with a copy slip the calculator rejects: its closing
+    parenthesis dropped, a term's ``/`` dropped, or the copy stopped inside its last term."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return expression[:-1]
+    if kind == 1:
+        cut = rng.choice([i for i, c in enumerate(expression) if c == "/"])
+        return expression[:cut] + expression[cut + 1 :]
+    return expression[: expression.rindex("/") + 1]
+
+
+def ratio_steps(rng: random.Random, world: World, expression: str, ratio) -> list[Turn]:
+    """The valuation's calculator call and its result; in :data:`RATIO_SLIP_SHARE` of them a first
+    call with a :func:`slipped` copy comes first (not a target) with the calculator's real error."""
+    steps = [call("calculator", VALUATION_RATIO_LEAD_IN, expression=expression), tool_turn(ratio, rng)]
+    if rng.random() >= RATIO_SLIP_SHARE:
+        return steps
+    wrong = slipped(expression, rng)
+    failed = world.call("calculator", expression=wrong)
+    if not failed.is_error:
+        raise AssertionError(f"a slipped ratio the calculator accepts: {wrong!r}")
+    first = call("calculator", VALUATION_RATIO_LEAD_IN, expression=wrong)
+    first.meta["train"] = False  # the mistake is context, not a target
+    retry = call("calculator", RATIO_RETRY_LEAD_IN, expression=expression)
+    return [first, tool_turn(failed, rng), retry, steps[1]]
+
+
 def valuation(rng: random.Random, world: World) -> list[Turn]:
     """The valuation task in its own phrasings (the demo's own prompt is held out), on the demo's table page:
     search, open, :data:`READ_CELL`, the mean ratio by calculator over the terms it printed,
-    :data:`TABLE_AND_PLOT_CELL`, a summary of what that printed."""
+    :data:`TABLE_AND_PLOT_CELL`, a summary of what that printed (:func:`ratio_steps`: sometimes the
+    ratio's first copy fails and is copied again)."""
     company = curriculum.funding_site(rng, world)
     prompt = rng.choice(VALUATION_PROMPTS).format(name=company.name)
     query, pairs = f"{company.name} funding rounds", table_pairs(company)
@@ -295,8 +332,7 @@ def valuation(rng: random.Random, world: World) -> list[Turn]:
         tool_turn(opened, rng),
         call("python", "First I'll read the table with python.", code=READ_CELL),
         curriculum.page(f"valuation/amount: {terms}", "python", rng.randint(1, 400)),
-        call("calculator", VALUATION_RATIO_LEAD_IN, expression=ratio_of(pairs)),
-        tool_turn(ratio, rng),
+        *ratio_steps(rng, world, ratio_of(pairs), ratio),
         call("python", "Now the imputed valuations, the table and the plot.", code=cell),
         curriculum.page(
             f"{imputed}\n{growth}; {trend}\nfiles: valuations.csv, valuations.png", "python", rng.randint(1, 400)
