@@ -8,8 +8,9 @@ companies are new (phrasings come from the same templates).
 * calculator tasks: ``call_valid`` (every call the model wrote parses), ``right_tool`` (its first
   call is the calculator), ``args_right`` (the expression gives the reference value),
   ``answer_right`` (the answer contains the calculator's result);
-* ``malformed_why``: why the calls that ``call_valid`` counts as not parsing do not: ``cut`` (a
-  budget stopped the turn inside the call, as the kernel's observation says) or ``invalid``;
+* ``malformed_why``: why the calls that ``call_valid`` counts as not parsing do not: ``loop`` (the
+  kernel's loop guard stopped a call repeating one unit), ``cut`` (a budget stopped the turn inside
+  the call, as the kernel's observation says) or ``invalid``;
 * lookup tasks (search, open, answer): the first call is ``search`` with the subject, the open
   call names the right page, the answer contains the page's figure;
 * ``valuation_success``: the demo's task on invented companies; success is the demo's own check
@@ -115,16 +116,18 @@ def calls_in(transcript: dict) -> list[tuple[str, dict] | None]:
 
 
 def malformed_why(transcript: dict) -> list[str]:
-    """Why each call that does not parse does not: ``cut`` (no end marker, and the kernel said the
-    call was cut off, or the run ended there: a budget stopped it) or ``invalid`` (anything else:
-    ended but not a call, or broken by a marker the model wrote inside it)."""
+    """Why each call that does not parse does not: ``loop`` (the kernel's loop guard stopped it
+    repeating one unit), ``cut`` (no end marker, and the kernel said the call was cut off, or the
+    run ended there: a budget stopped it) or ``invalid`` (anything else: ended but not a call, or
+    broken by a marker the model wrote inside it)."""
     why = []
     for body, ended, after in _call_bodies(transcript):
         try:
             llmos_dialect.LlmosDialect().parse(body)
         except CallSyntaxError:
+            looped = not ended and "the call was stopped: it repeated" in after
             cut = not ended and (not after or "the call was cut off" in after)
-            why.append("cut" if cut else "invalid")
+            why.append("loop" if looped else "cut" if cut else "invalid")
     return why
 
 

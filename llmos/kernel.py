@@ -18,6 +18,11 @@ Contract
   ``max_seconds`` of wall time per :meth:`ask`; ``max_step_tokens`` bounds one
   generation (a model that never stops). Running out yields an ``Error`` event
   with a ``budget_*`` code and ``Done(reason="budget")``.
+* Loops inside a call: once the last :data:`LOOP_SPAN` pieces of a generation inside an open call
+  are one unit of at most :data:`LOOP_UNIT` pieces over and over (``_usd_usd_usd…``), decoding
+  stops and the model reads a malformed-call result that names the unit (sampling penalties such
+  as DRY stay off inside calls, where code and data may repeat on purpose, so without this only
+  ``max_step_tokens`` ends such a loop). Prose is left to the sampler.
 * KV continuity comes from rendering: the dialect renders the whole conversation
   every step, assistant chunks carry their exact tokens, so the CPU finds a common
   prefix and evaluates only the result tokens.
@@ -105,9 +110,34 @@ class _Step:
 
     text: str = ""
     tokens: list[int | None] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
     outcome: CallClosed | TurnEnded | Malformed | None = None
     visible: str = ""
     timed_out: bool = False  # cut by the time budget
+    loop: str = ""  # the unit a call repeated until the loop guard stopped it
+
+
+LOOP_UNIT = 8  # pieces (tokens on a token CPU) in the longest unit the loop guard looks for
+LOOP_SPAN = 96  # pieces of one unit over and over inside a call: a loop, not code (see the contract)
+
+
+def repeated_unit(pieces: list[str], unit: int = LOOP_UNIT, span: int = LOOP_SPAN) -> str:
+    """The unit that the last ``span`` of ``pieces`` repeat over and over, or "" when they do not."""
+    if len(pieces) < span:
+        return ""
+    tail = pieces[-span:]
+    for period in range(1, unit + 1):
+        if all(tail[i] == tail[i - period] for i in range(period, span)):
+            return "".join(tail[-period:])
+    return ""
+
+
+def _run_length(text: str, unit: str) -> int:
+    """How many times ``text`` ends with ``unit`` in a row."""
+    count, end = 0, len(text)
+    while unit and end >= len(unit) and text.startswith(unit, end - len(unit)):
+        count, end = count + 1, end - len(unit)
+    return count
 
 
 class Kernel:
@@ -296,6 +326,7 @@ class Kernel:
         try:
             for piece in stream:
                 step.tokens.append(piece.token)
+                step.pieces.append(piece.text)
                 step.text += piece.text
                 for event in parser.feed(piece):
                     yield from self._observe(event, step)
@@ -304,8 +335,16 @@ class Kernel:
                 if time.monotonic() - started > self.budgets.max_seconds:
                     step.timed_out = True
                     return
+                if parser.in_call:
+                    step.loop = repeated_unit(step.pieces)
+                    if step.loop:
+                        break  # a loop inside the call: finish() reports the call cut off
             for event in parser.finish():
                 yield from self._observe(event, step)
+            if step.loop and isinstance(step.outcome, Malformed):
+                times = _run_length(step.text, step.loop)
+                message = f"the call was stopped: it repeated {step.loop!r} {times} times in a row"
+                step.outcome = Malformed(f"{message}; write it again without the repeat", step.outcome.raw)
         finally:
             stream.close()
 

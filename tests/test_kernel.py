@@ -144,9 +144,39 @@ def test_model_mistakes_become_results_the_model_reads(output, message):
 
 def test_huge_arguments_are_refused():
     budgets = Budgets(max_step_tokens=200_000, max_tokens=400_000)
-    kernel = scripted([call("echo", text="x" * 300_000), f"done{END}"], [echo], budgets=budgets)
+    huge = " ".join(str(i) for i in range(60_000))  # no loop: the loop guard leaves it to the size check
+    kernel = scripted([call("echo", text=huge), f"done{END}"], [echo], budgets=budgets)
     result = next(e for e in kernel.ask("go") if e.kind == "result")
     assert result.is_error and ("too large" in result.text or "longer than" in result.text)
+
+
+def test_a_loop_inside_a_call_is_stopped_early_and_the_model_reads_why():
+    looping = f'{CALL}{{"name": "echo", "arguments": {{"text": "df' + "_usd" * 3000
+    cpu = ScriptedCPU([looping, call("echo", text="df_usd"), f"ok{END}"])
+    kernel = Kernel(cpu, LlmosDialect(), [echo], budgets=Budgets(max_step_tokens=4000, max_tokens=8000))
+    events = list(kernel.ask("go"))
+    first = next(e for e in events if e.kind == "result")
+    assert first.is_error and "repeated" in first.text and "without the repeat" in first.text
+    assert "_usd" in first.text
+    assert cpu.counters.tokens_sampled < 200  # stopped after LOOP_SPAN pieces, not at the 4,000-token budget
+    assert [e.text for e in events if e.kind == "result"][1] == "df_usd"  # the model wrote it again
+    assert events[-1].answer == "ok"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "unit"),
+    [
+        (["x"] * 96, "x"),
+        (["a", "=", "["] + ["_us", "d"] * 48, "_usd"),
+        (["0", ", "] * 40, ""),  # a list of 40 zeros is data, shorter than a loop
+        ([str(i) for i in range(200)], ""),
+        (["ab", "c"] * 47 + ["ab", "X"], ""),  # the last piece breaks the repeat
+    ],
+)
+def test_the_loop_guard_finds_one_unit_over_and_over(pieces, unit):
+    from llmos.kernel import repeated_unit
+
+    assert repeated_unit(pieces) == unit
 
 
 def test_a_model_that_never_stops_hits_the_budget():

@@ -92,6 +92,8 @@ StreamEvent = Text | CallClosed | TurnEnded | Malformed
 
 
 class StreamParser(ABC):
+    in_call: bool = False  # inside an open call now (the kernel's loop guard watches only there)
+
     @abstractmethod
     def feed(self, piece: Piece) -> list[StreamEvent]: ...
 
