@@ -425,8 +425,10 @@ def test_tiny_eval_says_why_a_call_did_not_parse() -> None:
         {"role": "result", "text": f"error: {call} is not allowed here: only the kernel writes it"},
         {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "print(1)\\nprint(2'},
         {"role": "result", "text": f"error: the call was cut off before {end}"},
+        {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "df' + "_usd" * 30},
+        {"role": "result", "text": "error: the call was stopped: it repeated '_usd' 30 times in a row; write it again"},
         {"role": "assistant", "text": f'{call}{{"name": "python", "arguments": {{"code": "print(1)'},
     ]
     transcript = {"turns": turns}
-    assert [c and c[0] for c in tiny_eval.calls_in(transcript)] == ["python", None, None, None, None]
-    assert tiny_eval.malformed_why(transcript) == ["invalid", "invalid", "cut", "cut"]
+    assert [c and c[0] for c in tiny_eval.calls_in(transcript)] == ["python", None, None, None, None, None]
+    assert tiny_eval.malformed_why(transcript) == ["invalid", "invalid", "cut", "loop", "cut"]
