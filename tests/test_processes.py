@@ -284,3 +284,22 @@ def test_the_compute_thread_raises_in_the_caller_and_runs_its_own_calls_directly
         compute.run(lambda: 1 / 0)
     # a call made on the compute thread itself runs there at once instead of waiting for itself
     assert compute.run(compute.run, threading.get_ident) == compute.compute_thread_ident()
+
+
+def test_a_caller_interrupted_while_it_waits_hears_of_it_once_the_call_is_over() -> None:
+    """Ctrl-C in a thread waiting for its decode: the decode still reads the caller's batch, so the
+    KeyboardInterrupt comes after it, as it did when the decode ran in the caller's thread."""
+    import signal
+
+    assert threading.current_thread() is threading.main_thread()  # where Python delivers SIGINT
+    over = threading.Event()
+
+    def slow_call() -> None:
+        time.sleep(0.5)
+        over.set()
+
+    interrupt = threading.Timer(0.1, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    interrupt.start()
+    with pytest.raises(KeyboardInterrupt):
+        compute.run(slow_call)
+    assert over.is_set()

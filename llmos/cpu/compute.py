@@ -19,7 +19,9 @@ Contract
   at a time, in the order they arrive (llama.cpp would share the same cores anyway, and two
   spinning teams at once are slower than either alone).
 * A call from the compute thread itself runs directly (no hand-off, no deadlock).
-* An exception inside the call is raised in the caller. The thread starts on first use; at exit
+* An exception inside the call is raised in the caller. A caller interrupted while it waits
+  (KeyboardInterrupt) raises once the call is over, never while the call still reads its
+  arguments, as before this module. The thread starts on first use; at exit
   Python waits for the call in flight, never for a queue (each caller waits for its own call).
 * A forked child starts a thread of its own on first use (the parent's does not survive a fork).
 * Cost: one hand-off per call (tens of microseconds against milliseconds per decode).
@@ -33,7 +35,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -47,7 +49,14 @@ def run(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on the compute thread; its result, or its exception raised here."""
     if threading.get_ident() == _thread_ident:
         return fn(*args)
-    return _pool().submit(fn, *args).result()
+    future = _pool().submit(fn, *args)
+    try:
+        return future.result()
+    except BaseException:
+        # interrupted while waiting (Ctrl-C): the call goes on with the caller's buffers (a llama_batch),
+        # so the caller hears of it only once the call is over, as when it ran in the caller's thread
+        wait([future])
+        raise
 
 
 def decode(lib: Any, ctx: Any, batch: Any) -> int:
