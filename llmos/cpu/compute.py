@@ -6,10 +6,10 @@ libgomp keeps one worker team per thread that ever started a region. Once the pr
 of those workers than the machine has cores (two threads that decoded, ``n_threads`` = cores
 each), libgomp throttles spinning at its barriers to about 100 spins before sleeping on a futex,
 and llama.cpp crosses a barrier after every operation of the graph. Measured on the 2-core
-machine (SmolLM2-135M, Q8_0, one session, stop 43): 117 tokens/s alone, 86 once a
-:class:`~llmos.cpu.batch.BatchEngine` had decoded in its own thread, 117 again with every
-decode on this module's thread. The same throttle hit any two threads that decode: the batch
-engine's and a plain CPU's, a TUI worker and the thread that loaded the model.
+machine (SmolLM2-135M, Q8_0, one session, stop 43): a plain CPU in the main thread decoded 117
+tokens/s, and 86 once a :class:`~llmos.cpu.batch.BatchEngine` had decoded in its own thread; with
+every decode on this module's thread, 113 both before and after the engine. Any two threads that
+decode meet the same throttle (measured: the engine's and a plain CPU's).
 
 So :func:`decode` hands ``llama_decode`` to one long-lived thread, and the process has one team.
 
