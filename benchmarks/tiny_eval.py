@@ -198,6 +198,9 @@ def score_layout_ratio(rng: random.Random, world: World, model: str, out: Path) 
         "ratio_right": right,
         "success": bool(right and got and got in (result.answer or "")),
         "status": result.status,
+        "expression": str(first.get("expression", ""))[:400] if first else None,
+        "reference": reference["expression"],
+        "malformed_why": malformed_why(transcript),
     }
 
 

@@ -244,3 +244,19 @@ def test_a_valuations_broken_ratio_copy_is_context_and_its_retry_is_the_target()
             assert good.endswith(")") and good != first.text.split('"expression": "')[1].split('"')[0]
             assert not turns[turns.index(retry) + 1].text.startswith("error")  # the retry's result is the ratio
     assert 3 <= retried <= 16  # about RATIO_SLIP_SHARE of 40
+
+
+def test_the_curriculums_running_text_shares_no_sentence_template_with_the_held_out_prose() -> None:
+    from llmos_tiny import smol_data
+
+    def runs(template: str) -> set[tuple[str, ...]]:
+        found = set()
+        for literal in re.split(r"\{\w+\}", template.lower()):
+            words = re.findall(r"[\w'-]+", literal)
+            found |= {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+        return found
+
+    held_out = runs(smol_data.PROSE_KNOWN) | runs(smol_data.PROSE_UNKNOWN)
+    assert held_out and "prose" in smol_data.HELD_OUT_LAYOUTS and "story" in smol_data.TRAIN_LAYOUTS
+    shared = {t: runs(t) & held_out for t in smol_data.STORY_KNOWN + smol_data.STORY_UNKNOWN}
+    assert not any(shared.values()), shared

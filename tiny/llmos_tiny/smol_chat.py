@@ -156,6 +156,30 @@ REQUESTS = (
     "How do I make hot chocolate?",
     "How do I brew coffee with a French press?",
     "What were the 1920s known for?",
+    # words a tool's name or description shares (file, message, search, page, code) in requests that
+    # need none: the seed-53 round called a tool for a rewrite that named a file and for a message
+    "Make this email kinder: 'Where is the invoice?'",
+    "Rephrase this in a calmer tone: 'Call me back right now.'",
+    "Rewrite this sentence more formally: 'Can you send the slides?'",
+    "Write a polite reminder asking a colleague to share a document.",
+    "Suggest a subject line for an email about a team lunch.",
+    "Write a text message inviting a friend to dinner on Friday.",
+    "Draft a short message wishing my grandmother a happy retirement.",
+    "Compose a note welcoming a new neighbour to the street.",
+    "Write a message to thank my team for their hard work this month.",
+    "What is a PDF file?",
+    "What is the difference between a file and a folder?",
+    "How should I name my files so I can find them later?",
+    "What is a web browser?",
+    "What does a search engine do?",
+    "What is a calculator used for in school?",
+    "Explain what a web page is to my grandfather.",
+    "Suggest a word that means the same as 'quick'.",
+    "What's a word with the same meaning as 'angry'?",
+    "Which word means the opposite of 'brave'?",
+    "What are the steps to make a sandwich?",
+    "How do I make a smoothie?",
+    "How do I wash a wool sweater?",
 )
 
 

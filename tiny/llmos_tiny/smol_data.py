@@ -45,8 +45,12 @@ from llmos_tiny.curriculum import answer, call, lead_in, tool_turn
 from llmos_tiny.world import World, all_tool_names
 from llmos_tiny.world import tool_specs as specs_for
 
-LAYOUTS = ("table", "renamed_table", "list", "prose")
-HELD_OUT_LAYOUTS = ("prose",)  # never in training: tiny_eval's valuation pages use them
+LAYOUTS = ("table", "renamed_table", "list", "story", "prose")
+# "prose" never is in training: tiny_eval's held-out pages use it. "story" is the curriculum's own
+# running text (issue 25 asks for prose pages): other sentences, other order of the facts, two rounds
+# to a paragraph, so "prose" stays a family the model has not read (a test checks the two share no
+# sentence template).
+HELD_OUT_LAYOUTS = ("prose",)
 TRAIN_LAYOUTS = tuple(layout for layout in LAYOUTS if layout not in HELD_OUT_LAYOUTS)
 CURRENCIES = (("$", ""), ("€", ""), ("£", ""), ("USD ", ""), ("EUR ", ""))
 UNDISCLOSED = ("not disclosed", "undisclosed", "n/a", "not reported", "—", "unknown")
@@ -118,7 +122,7 @@ def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[s
         if value:
             known.append((rnd, shown_amount, shown_value))
         rows.append((date, rnd, shown_amount, shown_value, lead, bool(value)))
-    render = {"renamed_table": _renamed_table, "list": _listing, "prose": _prose}[layout]
+    render = {"renamed_table": _renamed_table, "list": _listing, "story": _story, "prose": _prose}[layout]
     body = render(c, rows, rng)
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(c.title)}</title></head><body>"
@@ -152,17 +156,37 @@ def _listing(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
     return f"<h2>Funding rounds</h2><ul>{''.join(items)}</ul>"
 
 
+STORY_KNOWN = (
+    "{lead} led the {rnd} in {date}: {amount} for {name}, which was valued at {value} afterwards.",
+    "The {rnd} ({date}) brought in {amount} and valued {name} at {value}; {lead} led it.",
+    "{name} closed its {rnd} in {date}, taking {amount} from {lead} at a {value} valuation.",
+)
+STORY_UNKNOWN = (
+    "The {rnd} came in {date}: {amount} from {lead}, valuation {value}.",
+    "{lead} put {amount} into the {rnd} ({date}); its valuation: {value}.",
+)
+
+
+def _story(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
+    sentences = []
+    for date, rnd, amount, value, lead, known in rows:
+        template = rng.choice(STORY_KNOWN if known else STORY_UNKNOWN)
+        sentences.append(template.format(lead=lead, rnd=rnd, date=date, amount=amount, name=c.name, value=value))
+    paragraphs = [" ".join(sentences[i : i + 2]) for i in range(0, len(sentences), 2)]
+    return "<h2>How it was funded</h2>" + "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+
+
+PROSE_KNOWN = (
+    "In {date}, {name} raised {amount} in its {rnd} round, led by {lead}, at a post-money valuation of {value}."
+)
+PROSE_UNKNOWN = "In {date}, it raised {amount} in a {rnd} round led by {lead}; the valuation was {value}."
+
+
 def _prose(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
     sentences = []
     for date, rnd, amount, value, lead, known in rows:
-        if known:
-            sentences.append(
-                f"In {date}, {c.name} raised {amount} in its {rnd} round, led by {lead}, at a post-money valuation of {value}."
-            )
-        else:
-            sentences.append(
-                f"In {date}, it raised {amount} in a {rnd} round led by {lead}; the valuation was {value}."
-            )
+        template = PROSE_KNOWN if known else PROSE_UNKNOWN
+        sentences.append(template.format(date=date, name=c.name, amount=amount, rnd=rnd, lead=lead, value=value))
     paragraphs = [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)]
     return "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
 
