@@ -202,7 +202,7 @@ def test_the_valuation_cells_print_what_the_curriculum_says_and_pass_the_demos_c
         assert reference.check_plot(tmp_path / "valuations.png") == []
 
 
-def test_a_chat_target_greets_a_greeting_and_neither_echoes_nor_writes_unasked_code() -> None:
+def test_a_chat_target_greets_a_greeting_and_neither_echoes_nor_writes_unasked_code_nor_runs_of_emoji() -> None:
     from llmos_tiny import smol_chat
 
     assert smol_chat.fits("hello!", "Hello! How can I help you today?")
@@ -217,6 +217,9 @@ def test_a_chat_target_greets_a_greeting_and_neither_echoes_nor_writes_unasked_c
     assert smol_chat.fits("hi", "Hi! How can I help?")  # a one-word greeting may open the answer
     assert not smol_chat.fits("Write a card for a friend turning 40.", "```python\nprint('Happy 40th!')\n```")
     assert smol_chat.fits("Write a python function that adds two numbers.", "```python\ndef add(a, b): ...\n```")
+    invitation = "Write a text message inviting a friend to dinner."
+    assert not smol_chat.fits(invitation, "Here's a text message:\n\n\U0001f381\U0001f4a1\U0001f31f\U0001f340 [#1234]")
+    assert smol_chat.fits(invitation, "Hi Sam! Dinner at mine on Friday at 7? \U0001f37d\ufe0f Let me know.")
 
 
 def test_a_valuations_broken_ratio_copy_is_context_and_its_retry_is_the_target() -> None:

@@ -203,15 +203,21 @@ RETRIES = tuple(Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.15, seed=s
 # or answers a card with a code block; a fine-tune trained on those echoes or writes code unasked.
 CODE = re.compile(r"```|^\s*(def|import|class|print\()\b", re.MULTILINE)
 ASKS_FOR_CODE = re.compile(r"\b(code|python|program|script|function)\b", re.IGNORECASE)
+# A run of pictographs: the base model answered an invitation with 17 emoji and a made-up link, and the
+# seed-55 round, trained on it, began three held-out messages with its first two emoji and ran to the budget.
+SYMBOL_RUN = re.compile(r"(?:[\U0001F000-\U0001FAFF\u2600-\u27BF][\u200d\ufe0f]*){3}")
 
 
 def fits(prompt: str, answer: str) -> bool:
     """Whether the base model's answer can be a target: a greeting's answer greets back, no answer
-    starts by repeating the prompt, and only a prompt that asks for code gets code."""
+    starts by repeating the prompt, only a prompt that asks for code gets code, and no answer holds a
+    run of three pictographs."""
     said, heard = (re.sub(r"\W+", " ", text).strip().lower() for text in (answer, prompt))
     if len(heard.split()) >= 3 and said.startswith(heard):  # a greeting may be answered with itself
         return False
     if CODE.search(answer) and not ASKS_FOR_CODE.search(prompt):
+        return False
+    if SYMBOL_RUN.search(answer):
         return False
     return not SALUTATION.match(prompt) or bool(SALUTATION.match(answer))
 
