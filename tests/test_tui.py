@@ -22,6 +22,7 @@ from llmos_shell.tui.widgets import (  # noqa: E402
     ApprovalScreen,
     AssistantMessage,
     Notice,
+    RamMeter,
     SessionsScreen,
     ToolPanel,
     UserMessage,
@@ -130,6 +131,29 @@ async def test_typing_sends_and_tokens_stream_in(tmp_path):
         message = app.query_one(AssistantMessage)
         assert "http://evil.test/a.png" in message.source and "![" not in message.source  # shown, not an image
         assert app.query_one(Input).value == ""
+
+
+@pytest.mark.anyio
+async def test_the_meter_counts_the_answers_page_only_once_the_whole_answer_is_on_screen(tmp_path):
+    # the meter's page count is what tells a person (and the tmux tests) that the turn is over
+    text = "Hello there, this answer streams in many small pieces and is shown whole at the end."
+    app = ChatApp(factory(None, [text + END], session_id="x"), None)
+    seen: list[tuple[int, str]] = []
+    async with app.run_test(size=SIZE) as pilot:
+        meter = app.query_one(RamMeter)
+        show = meter.show
+
+        def record(used: int, n_ctx: int, pages: int) -> None:
+            blocks = [b for m in app.query(AssistantMessage) for b in m.query("MarkdownBlock")]
+            seen.append((pages, " ".join(str(b.render()) for b in blocks)))
+            show(used, n_ctx, pages)
+
+        meter.show = record
+        await until(pilot, lambda: app.session is not None)
+        await pilot.press(*"hi", "enter")
+        await until(pilot, lambda: not app.busy and app.last_answer)
+    counted = [shown for pages, shown in seen if pages == 3]  # system, question, answer
+    assert counted and all(shown == text for shown in counted)
 
 
 @pytest.mark.anyio

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import queue
 import threading
@@ -79,6 +80,7 @@ class ChatApp(App[None]):
         self._answers: queue.Queue[bool] | None = None  # the pending approval, if any
         self._message: AssistantMessage | None = None
         self._panels: dict[str, ToolPanel] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()  # coroutine callbacks in flight (kept from the GC)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -127,7 +129,10 @@ class ChatApp(App[None]):
 
         def run() -> None:
             with self._context():  # as call_from_thread does: active app and message pump set
-                callback(*args)
+                result = callback(*args)
+                if inspect.isawaitable(result):  # a coroutine callback runs as a task of the app loop
+                    self._tasks.add(task := asyncio.ensure_future(result))
+                    task.add_done_callback(self._tasks.discard)
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: the app is gone, nobody to tell
             self._app_loop.call_soon_threadsafe(run)
@@ -205,13 +210,15 @@ class ChatApp(App[None]):
             log.mount(Notice(f"[{event.code}] {event.message}", markup=False))
         elif kind == "done":
             self.last_answer = event.answer
-        if kind != "token":
-            self._update_ram()
+        if kind not in ("token", "done"):
+            self._update_ram()  # at "done" the answer is not on screen yet: _turn_over counts it
         log.scroll_end(animate=False)
 
-    def _turn_over(self, cancelled: bool) -> None:
+    async def _turn_over(self, cancelled: bool) -> None:
+        # the meter counting the answer's page is what says the turn is over, so the whole answer
+        # is on screen first (a pending partial redraw would otherwise land after the meter)
         if self._message is not None:
-            self._message.flush()
+            await self._message.flush()
         if cancelled:
             self.query_one("#log").mount(Notice("(cancelled)"))
         self.busy = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -20,6 +20,9 @@ from textual.widgets import Button, Collapsible, Label, Markdown, OptionList, St
 from textual.widgets.option_list import Option
 
 from llmos.policy.render import render_safe
+
+if TYPE_CHECKING:
+    from textual.await_complete import AwaitComplete
 
 
 class UserMessage(Static):
@@ -45,9 +48,10 @@ class AssistantMessage(Markdown):
             self._pending = True
             self.set_timer(0.05, self.flush)
 
-    def flush(self) -> None:
+    def flush(self) -> AwaitComplete:
+        """Redraw with all text so far; await the result to know it is on screen (parsing is async)."""
         self._pending = False
-        self.update(render_safe(self.text))
+        return self.update(render_safe(self.text))
 
 
 class ToolPanel(Collapsible):
