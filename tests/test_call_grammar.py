@@ -179,10 +179,11 @@ def test_a_chat_answer_is_untouched_by_the_call_grammar(smol, specs) -> None:
 def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) -> None:
     """A request llmos-smol answers with a python call that, decoded free, does not parse (the
     seed-49 round wrote code with unescaped quotes, not JSON; the seed-51 round put a control token
-    inside the call; the seed-53 round loops on ``", \\`` until the kernel's loop guard stops it);
-    under the grammar it parses (what the code then does is the model's)."""
+    inside the call; the seed-53 round loops on ``", \\`` until the kernel's loop guard stops it;
+    the seed-57 round writes that one well-formed, and on this request its free call runs on until
+    it is cut off); under the grammar it parses (what the code then does is the model's)."""
     tools = load_tools(allow={"python", "calculator"})
-    question = "Use python to compute the sum of the squares from 1 to 20."
+    question = "Use python to print the lines of a two-line poem about the sea."
     first = {}
     for constrain in (False, True):
         sampling = Sampling(constrain_calls=constrain)
