@@ -168,12 +168,8 @@ STORY_UNKNOWN = (
 
 
 def _story(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
-    sentences = []
-    for date, rnd, amount, value, lead, known in rows:
-        template = rng.choice(STORY_KNOWN if known else STORY_UNKNOWN)
-        sentences.append(template.format(lead=lead, rnd=rnd, date=date, amount=amount, name=c.name, value=value))
-    paragraphs = [" ".join(sentences[i : i + 2]) for i in range(0, len(sentences), 2)]
-    return "<h2>How it was funded</h2>" + "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    text = _running_text(c, rows, lambda known: rng.choice(STORY_KNOWN if known else STORY_UNKNOWN), 2)
+    return "<h2>How it was funded</h2>" + text
 
 
 PROSE_KNOWN = (
@@ -183,11 +179,16 @@ PROSE_UNKNOWN = "In {date}, it raised {amount} in a {rnd} round led by {lead}; t
 
 
 def _prose(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
-    sentences = []
-    for date, rnd, amount, value, lead, known in rows:
-        template = PROSE_KNOWN if known else PROSE_UNKNOWN
-        sentences.append(template.format(date=date, name=c.name, amount=amount, rnd=rnd, lead=lead, value=value))
-    paragraphs = [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)]
+    return _running_text(c, rows, lambda known: PROSE_KNOWN if known else PROSE_UNKNOWN, 3)
+
+
+def _running_text(c: funding.Company, rows: list[tuple], template: Callable[[bool], str], per_paragraph: int) -> str:
+    """A sentence a round (``template(known)`` says which), ``per_paragraph`` of them to a paragraph."""
+    sentences = [
+        template(known).format(lead=lead, rnd=rnd, date=date, amount=amount, name=c.name, value=value)
+        for date, rnd, amount, value, lead, known in rows
+    ]
+    paragraphs = [" ".join(sentences[i : i + per_paragraph]) for i in range(0, len(sentences), per_paragraph)]
     return "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
 
 
