@@ -201,7 +201,18 @@ def score_layout_ratio(rng: random.Random, world: World, model: str, out: Path) 
         "expression": str(first.get("expression", ""))[:400] if first else None,
         "reference": reference["expression"],
         "malformed_why": malformed_why(transcript),
+        "working": working_before(transcript, "calculator")[:600],
     }
+
+
+def working_before(transcript: dict, tool: str) -> str:
+    """The model's words in the turn of its first ``tool`` call, before that turn's first call marker
+    (for the ratio: the rounds it listed, or did not, before copying them into the calculator)."""
+    opens = re.compile("|".join(re.escape(d.CALL) for d in (llmos_dialect, smol_dialect)))
+    for turn in transcript["turns"]:
+        if turn["role"] == "assistant" and f'"{tool}"' in turn["text"]:
+            return opens.split(turn["text"], maxsplit=1)[0].strip()
+    return ""
 
 
 def _value(arguments: dict) -> str | None:

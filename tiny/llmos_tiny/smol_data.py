@@ -156,14 +156,25 @@ def _listing(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
     return f"<h2>Funding rounds</h2><ul>{''.join(items)}</ul>"
 
 
+# Several orders of the facts, the valuation before the amount in some: the seed-55 and seed-57
+# rounds, trained on the first three and two alone, paired the held-out prose's figures by position
+# (every amount in page order against the disclosed valuations in page order).
 STORY_KNOWN = (
     "{lead} led the {rnd} in {date}: {amount} for {name}, which was valued at {value} afterwards.",
     "The {rnd} ({date}) brought in {amount} and valued {name} at {value}; {lead} led it.",
     "{name} closed its {rnd} in {date}, taking {amount} from {lead} at a {value} valuation.",
+    "Valued at {value} after it, {name} took {amount} in the {rnd} ({date}), with {lead} leading.",
+    "{date} saw the {rnd}: {lead} and others invested {amount}, putting {name} at {value}.",
+    "A {value} valuation came with the {rnd} of {date}, when {lead} backed {name} with {amount}.",
+    "For its {rnd}, {name} got {amount} ({lead}, {date}); that priced the company at {value}.",
+    "{amount} arrived in {date} with the {rnd}. {lead} headed it, and {name} was then worth {value}.",
 )
 STORY_UNKNOWN = (
     "The {rnd} came in {date}: {amount} from {lead}, valuation {value}.",
     "{lead} put {amount} into the {rnd} ({date}); its valuation: {value}.",
+    "In the {rnd} ({date}) {name} took {amount} from {lead}; what it was worth then is {value}.",
+    "{date}: a {rnd} of {amount}, {lead} leading, with the valuation {value}.",
+    "{name} got {amount} from {lead} for its {rnd} in {date} (valuation: {value}).",
 )
 
 
@@ -207,7 +218,12 @@ def _funding_world(rng: random.Random, world: World, layouts: Sequence[str], min
 # ---------------------------------------------------------------- tasks
 
 
-def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = TRAIN_LAYOUTS) -> list[Turn]:
+# The ratio question's pages: running text twice as often as each other layout, since a sentence
+# holds each pair in an order of its own where a table row or a list item has one.
+RATIO_LAYOUTS = (*TRAIN_LAYOUTS, "story")
+
+
+def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = RATIO_LAYOUTS) -> list[Turn]:
     """Search, open the funding page (any layout), the mean valuation/amount ratio by calculator."""
     company, layout, pairs = _funding_world(rng, world, layouts)
     query, expression = f"{company.name} funding rounds", ratio_of(pairs)
@@ -469,8 +485,8 @@ TASKS: list[tuple[Task, float]] = [
     (tool_error, 0.06),
     # the valuation task's weakest steps in the eval are the ratio and then calling python at all
     # (the ratio questions end after the calculator): the valuation counts only as a first task
-    (ratio_question, 0.15),
-    (valuation, 0.30),
+    (ratio_question, 0.24),  # 0.15 up to seed 57; the prose layouts are the one target left
+    (valuation, 0.24),  # 0.30 up to seed 57
 ]
 CHAT_SHARE = 0.32  # of tasks: plain chat, answered in the base model's words
 
