@@ -176,22 +176,41 @@ def test_a_chat_answer_is_untouched_by_the_call_grammar(smol, specs) -> None:
     assert [p.token for p in constrained] == [p.token for p in free]
 
 
+# Requests llmos-smol answers with a python call, several of which it breaks when decoded free: quotes
+# inside the code, a call never closed. Each round breaks other ones (seed 49 wrote code with unescaped
+# quotes, seed 51 put a control token inside the call, seed 53 looped on ``", \\``), so the test asks
+# several and counts, instead of pinning one request to one round.
+PYTHON_REQUESTS = (
+    "Use python to print 'He said \"hi\"' exactly.",
+    "Use python to build a CSV with columns name and age for Ann 31 and Bo 42 and print it.",
+    "Use python to convert the dictionary {'a': 1, 'b': 2} to JSON and print it.",
+    "Use python to print the lines of a two-line poem about the sea.",
+    "Use python to print a short shopping list, one item per line.",
+    "Use python to compute the sum of the squares from 1 to 20.",
+)
+# What the grammar rules out. A budget can still cut a call off and the loop guard stop one: a grammar
+# says what a call may be, not that the model ends it.
+BROKEN = ("error: the call is not valid JSON", "error: the call was not closed with")
+
+
 def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) -> None:
-    """A request llmos-smol answers with a python call that, decoded free, does not parse (the
-    seed-49 round wrote code with unescaped quotes, not JSON; the seed-51 round put a control token
-    inside the call; the seed-53 round loops on ``", \\`` until the kernel's loop guard stops it;
-    the seed-57 round writes that one well-formed, and on this request its free call runs on until
-    it is cut off); under the grammar it parses (what the code then does is the model's)."""
     tools = load_tools(allow={"python", "calculator"})
-    question = "Use python to print the lines of a two-line poem about the sea."
-    first = {}
-    for constrain in (False, True):
+
+    def first(question: str, constrain: bool) -> Any:
         sampling = Sampling(constrain_calls=constrain)
         kernel = Kernel(smol.cpu, smol.dialect, tools, sampling=sampling, budgets=Budgets(max_steps=1))
-        first[constrain] = next(e for e in kernel.ask(question) if e.kind in ("call", "result"))
-    unparsed = first[False]
-    assert unparsed.kind == "result" and unparsed.name == "?" and unparsed.is_error, unparsed
-    assert first[True].kind == "call" and first[True].name == "python"
+        return next(e for e in kernel.ask(question) if e.kind in ("call", "result"))
+
+    def broken(event: Any) -> bool:
+        return event.kind == "result" and event.name == "?" and event.text.startswith(BROKEN)
+
+    free = {q: first(q, constrain=False) for q in PYTHON_REQUESTS}
+    constrained = {q: first(q, constrain=True) for q in PYTHON_REQUESTS}
+    broken_free = [q for q in PYTHON_REQUESTS if broken(free[q])]
+    assert len(broken_free) >= 2, free  # decoded free, the model writes calls that do not parse
+    assert not [q for q in PYTHON_REQUESTS if broken(constrained[q])], constrained
+    mended = [q for q in broken_free if constrained[q].kind == "call"]
+    assert len(mended) >= 2, {q: constrained[q] for q in broken_free}  # the tool and the code are the model's
 
 
 class _GrammarFirst:

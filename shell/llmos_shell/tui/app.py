@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import queue
 import threading
@@ -34,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -80,7 +80,6 @@ class ChatApp(App[None]):
         self._answers: queue.Queue[bool] | None = None  # the pending approval, if any
         self._message: AssistantMessage | None = None
         self._panels: dict[str, ToolPanel] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()  # coroutine callbacks in flight (kept from the GC)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -129,10 +128,7 @@ class ChatApp(App[None]):
 
         def run() -> None:
             with self._context():  # as call_from_thread does: active app and message pump set
-                result = callback(*args)
-                if inspect.isawaitable(result):  # a coroutine callback runs as a task of the app loop
-                    self._tasks.add(task := asyncio.ensure_future(result))
-                    task.add_done_callback(self._tasks.discard)
+                callback(*args)
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: the app is gone, nobody to tell
             self._app_loop.call_soon_threadsafe(run)
@@ -214,6 +210,7 @@ class ChatApp(App[None]):
             self._update_ram()  # at "done" the answer is not on screen yet: _turn_over counts it
         log.scroll_end(animate=False)
 
+    @work(group="turn-over")  # a worker: textual cancels it if the app closes before the redraw is done
     async def _turn_over(self, cancelled: bool) -> None:
         # the meter counting the answer's page is what says the turn is over, so the whole answer
         # is on screen first (a pending partial redraw would otherwise land after the meter)
