@@ -87,12 +87,15 @@ def _reference():
     return module
 
 
+# A call's opening and end markers in either dialect the evaluated models speak.
+CALL_OPENS = "|".join(re.escape(d.CALL) for d in (llmos_dialect, smol_dialect))
+CALL_ENDS = "|".join(re.escape(d.CALL_END) for d in (llmos_dialect, smol_dialect))
+
+
 def _call_bodies(transcript: dict) -> list[tuple[str, bool, str]]:
     """Each call's body as the model wrote it, whether its end marker follows, and the result
     turn after it (the kernel's observation; ``""`` when the run ended there)."""
-    ends = "|".join(re.escape(d.CALL_END) for d in (llmos_dialect, smol_dialect))
-    opens = "|".join(re.escape(d.CALL) for d in (llmos_dialect, smol_dialect))
-    pattern = re.compile(f"(?:{opens})(.*?)(?:({ends})|$)", re.S)
+    pattern = re.compile(f"(?:{CALL_OPENS})(.*?)(?:({CALL_ENDS})|$)", re.S)
     turns = transcript["turns"]
     found = []
     for i, turn in enumerate(turns):
@@ -208,10 +211,9 @@ def score_layout_ratio(rng: random.Random, world: World, model: str, out: Path) 
 def working_before(transcript: dict, tool: str) -> str:
     """The model's words in the turn of its first ``tool`` call, before that turn's first call marker
     (for the ratio: the rounds it listed, or did not, before copying them into the calculator)."""
-    opens = re.compile("|".join(re.escape(d.CALL) for d in (llmos_dialect, smol_dialect)))
     for turn in transcript["turns"]:
         if turn["role"] == "assistant" and f'"{tool}"' in turn["text"]:
-            return opens.split(turn["text"], maxsplit=1)[0].strip()
+            return re.split(CALL_OPENS, turn["text"], maxsplit=1)[0].strip()
     return ""
 
 
