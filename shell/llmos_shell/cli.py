@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--model",
-            help="a GGUF path, a pulled model (short name or hf:owner/repo/file.gguf), "
-            "an http(s):// OpenAI-compatible server, or 'default'",
+            help="a GGUF path, a model's name (llmos-smol, llmos-tiny, smollm2, a pulled short name or "
+            "hf:owner/repo/file.gguf), an http(s):// OpenAI-compatible server, or 'default' "
+            "(llmos-smol, or $LLMOS_MODEL when set)",
         )
         sub.add_argument(
             "--dialect",
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
             help="default: detected (a server URL: openai, i.e. chat completions)",
         )
         sub.add_argument("--tools", help="comma-separated tool names (default: all installed)")
-        sub.add_argument("--n-ctx", type=int, default=2048)
+        sub.add_argument("--n-ctx", type=int, default=4096)
         sub.add_argument("--store", help="session database (default: $LLMOS_HOME/sessions.db)")
 
     chat = commands.add_parser("chat", help="chat in the terminal, streaming tokens and showing tool calls")
@@ -357,8 +358,12 @@ def _models(args: argparse.Namespace) -> int:
         elif entry.kind == "fine-tune":
             hint = FINE_TUNES[entry.name].rebuild
         where = entry.path or f"(not installed: {hint})"
+        if entry.kind == "fine-tune" and entry.path:
+            base = PACKAGED_MODELS[FINE_TUNES[entry.name].base]
+            where += "" if base.path() else f" (its base is not installed: {base.install})"
         size = f"{entry.size / 1e6:8.1f} MB" if entry.size else " " * 11
-        print(f"{entry.kind:<10} {entry.name:<40} {size}  {where}")
+        name = f"{entry.name} (default)" if entry.default else entry.name
+        print(f"{entry.kind:<10} {name:<40} {size}  {where}")
     return EXIT_OK
 
 

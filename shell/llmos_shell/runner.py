@@ -493,13 +493,13 @@ def _shared_machines(tasks: list[tuple[Path, Task]], slots: int, shared: dict[st
 def _local_spec(model: str | None) -> str | None:
     """The model file a task's model names, or ``None`` (a server, or no such model: the task reports it)."""
     from llmos.cpu.base import CPUError
-    from llmos.models import default_model, resolve_spec
+    from llmos.models import FINE_TUNES, resolve_spec
 
     try:
         spec = resolve_spec(model)
-        if spec and spec.startswith(("http://", "https://")):
+        if spec.startswith(("http://", "https://")):
             return None
-        return str(default_model()) if spec in (None, "", "default") else str(Path(spec).expanduser())
+        return spec if spec in FINE_TUNES else str(Path(spec).expanduser())
     except CPUError:
         return None
 

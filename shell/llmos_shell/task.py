@@ -5,7 +5,7 @@ generated from :class:`Task` (``python -m llmos_shell.task > docs/task.schema.js
 editors can complete and check task files. A minimal task::
 
     prompt: What is 15% of 1,240?
-    model: default            # bundled | a GGUF path | hf:owner/repo/file.gguf or a short name | http://host:port
+    model: default            # llmos-smol | a GGUF path | hf:owner/repo/file.gguf or a short name | http://host:port
     tools: {calculator: allow, python: ask}   # or a list of names
     budgets: {steps: 8, tokens: 2048, seconds: 300}
     checks:
@@ -118,13 +118,13 @@ class Task(_Strict):
     title: str | None = Field(None, description="a name for the run (default: the file name)")
     model: str | None = Field(
         None,
-        description="'default' (bundled), a GGUF path, 'hf:owner/repo/file.gguf' or a short name "
+        description="'default' (llmos-smol, or $LLMOS_MODEL), a GGUF path, 'hf:owner/repo/file.gguf' or a short name "
         "(see `llmos models`), or an http(s):// OpenAI-compatible endpoint",
     )
     dialect: Literal["llmos", "hermes", "openai", "generic"] | None = Field(
         None, description="default: detected from the model"
     )
-    n_ctx: int = Field(2048, ge=64, description="context window in tokens")
+    n_ctx: int = Field(4096, ge=64, description="context window in tokens")
     system: str | None = Field(None, description="system prompt (default: the dialect's)")
     force_call: bool = Field(False, description="force the first step to be a tool call (grammar)")
     tools: list[str] | dict[str, Action] | None = Field(
@@ -214,14 +214,14 @@ class Task(_Strict):
 
 
 def _is_path_spec(model: str) -> bool:
-    """Everything that is not the bundled model, a URL, a hub id, a known short name or a packaged model
-    (``smollm2``) is a path."""
+    """Everything that is not ``default``, a URL, a hub id, or a model's name (known, packaged, a fine-tune,
+    llmos-tiny) is a path."""
     if model == "default" or model.startswith(("http://", "https://", "hf:")):
         return False
-    from llmos.models import PACKAGED_MODELS
+    from llmos.models import FINE_TUNES, PACKAGED_MODELS, TINY
     from llmos.pull import KNOWN_MODELS  # light: a dict, no hub import
 
-    return model not in KNOWN_MODELS and model not in PACKAGED_MODELS
+    return model not in {*KNOWN_MODELS, *PACKAGED_MODELS, *FINE_TUNES, TINY}
 
 
 def _against(base: Path, value: str) -> Path:

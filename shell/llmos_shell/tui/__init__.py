@@ -55,5 +55,4 @@ def run_tui(args: argparse.Namespace) -> int:
 def _is_server(model: str | None) -> bool:
     from llmos.models import resolve_spec
 
-    spec = resolve_spec(model)
-    return bool(spec and spec.startswith(("http://", "https://")))
+    return resolve_spec(model).startswith(("http://", "https://"))
