@@ -147,8 +147,13 @@ TINY = "llmos-tiny"
 
 def default_spec() -> str:
     """What ``"default"`` names: ``$LLMOS_MODEL`` (any spec) when set, else :data:`DEFAULT_MODEL`."""
+    return _configured() or DEFAULT_MODEL
+
+
+def _configured() -> str:
+    """``$LLMOS_MODEL``, or ``""`` when it is unset or says ``default``."""
     configured = os.environ.get("LLMOS_MODEL", "")
-    return configured if configured not in ("", "default") else DEFAULT_MODEL
+    return "" if configured == "default" else configured
 
 
 def resolve_spec(spec: str | None) -> str:
@@ -358,15 +363,14 @@ def list_models(root: Path | None = None) -> list[ModelEntry]:
     from llmos.pull import KNOWN_MODELS, models_dir
 
     root = root or models_dir()
-    default = default_spec()
-    configured = os.environ.get("LLMOS_MODEL", "") not in ("", "default")
+    configured = _configured()
     entries: list[ModelEntry] = []
     if configured:
-        entries.append(ModelEntry("configured", "$LLMOS_MODEL", default, _size(Path(default)), default=True))
+        entries.append(ModelEntry("configured", "$LLMOS_MODEL", configured, _size(Path(configured)), default=True))
     for name, tune in FINE_TUNES.items():  # the path is the adapter's; its base is listed as a package
         adapter = BUNDLED.with_name(tune.adapter)
         shipped = str(adapter) if adapter.is_file() else ""
-        is_default = not configured and name == default
+        is_default = not configured and name == DEFAULT_MODEL
         entries.append(ModelEntry("fine-tune", name, shipped, _size(adapter), default=is_default))
     if BUNDLED.is_file():
         entries.append(ModelEntry("bundled", TINY, str(BUNDLED), BUNDLED.stat().st_size))

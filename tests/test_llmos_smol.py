@@ -67,11 +67,12 @@ def test_the_answer_to_fifteen_percent_of_1240_states_186(fifteen_percent) -> No
     assert "186" in fifteen_percent[-1].answer
 
 
-def test_the_terminal_assistant_greets_and_calculates_with_llmos_smol(tmp_path) -> None:
-    options = f"--model llmos-smol --n-ctx 4096 --store {tmp_path / 's.db'}"
-    screen = TmuxScreen(f"LLMOS_HOME={tmp_path / 'home'} {sys.executable} -c '{MAIN}' tui {options}")
+def test_the_terminal_assistant_greets_and_calculates_with_the_default_model(tmp_path) -> None:
+    """``llmos tui`` as a new user starts it: no model named, so llmos-smol."""
+    options = f"--store {tmp_path / 's.db'}"
+    screen = TmuxScreen(f"env -u LLMOS_MODEL LLMOS_HOME={tmp_path / 'home'} {sys.executable} -c '{MAIN}' tui {options}")
     try:
-        screen.shows("llmos — session ")
+        assert "· llmos-smol" in screen.shows("llmos — session ")  # the header names the model
         screen.type("hello, who are you?")
         screen.shows("hello, who are you?")
         screen.type("Enter")  # apart: a burst of keys with its Enter can read as one paste

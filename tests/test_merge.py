@@ -55,7 +55,20 @@ def test_it_is_built_once_and_named_by_what_went_into_it(files, tmp_path) -> Non
     assert not list(merged.parent.glob(".*partial"))  # nothing half-written left behind
     other = tmp_path / "other.lora.gguf"
     other.write_bytes(adapter.read_bytes() + b"\0")  # another adapter: another file
-    assert merged_model(base, other, folder=merged.parent) != merged
+    assert merged_model(base, other, folder=merged.parent) not in (merged, None)
+    assert merged.is_file()  # another adapter's merge stays
+
+
+def test_a_new_version_of_an_adapter_replaces_the_old_versions_merge(files, tmp_path) -> None:
+    base, adapter, _ = files
+    (tmp_path / "v1").mkdir(), (tmp_path / "v2").mkdir()
+    first, second = tmp_path / "v1" / adapter.name, tmp_path / "v2" / adapter.name
+    first.write_bytes(adapter.read_bytes())
+    second.write_bytes(adapter.read_bytes() + b"\0")  # the same adapter's next version
+    old = merged_model(base, first, folder=tmp_path / "merged")
+    new = merged_model(base, second, folder=tmp_path / "merged")
+    assert old is not None and new is not None and old != new
+    assert list((tmp_path / "merged").iterdir()) == [new]
 
 
 def test_llmos_smol_opens_the_merged_file_unless_told_not_to(files, monkeypatch) -> None:

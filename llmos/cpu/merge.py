@@ -3,8 +3,8 @@
 llama.cpp applies an adapter at every step as two extra small matrix products per layer;
 folding it into the weights once (``W + alpha/rank · B A``) gives a file that decodes at the
 base model's speed. :func:`merged_model` builds that file once into ``$LLMOS_HOME/models/merged``
-(named by the adapter's and the base's hashes and the type, so a new adapter gets a new file)
-and returns its path; :func:`merge` does the work.
+(named by the adapter's and the base's hashes and the type, so a new adapter gets a new file and
+the old one's merge is removed) and returns its path; :func:`merge` does the work.
 
 Contract
 --------
@@ -53,7 +53,8 @@ def merged_model(base: Path, adapter: Path, qtype: str = MERGED_TYPE, folder: Pa
     from llmos.pull import sha256_of
 
     key = hashlib.sha256((sha256_of(base) + sha256_of(adapter) + qtype).encode()).hexdigest()[:16]
-    path = folder / f"{adapter.name.removesuffix('.gguf').removesuffix('.lora')}-{qtype}-{key}.gguf"
+    stem = f"{adapter.name.removesuffix('.gguf').removesuffix('.lora')}-{qtype}"
+    path = folder / f"{stem}-{key}.gguf"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -62,6 +63,11 @@ def merged_model(base: Path, adapter: Path, qtype: str = MERGED_TYPE, folder: Pa
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)
+        # the merges of this adapter's earlier versions (or of another base) are dead weight, 145 MB
+        # each for llmos-smol; a process that has one open keeps reading it (unlinked, still mapped)
+        for stale in folder.glob(f"{stem}-*.gguf"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
     return path
 
 

@@ -119,7 +119,9 @@ class ChatApp(App[None]):
                 (t.role, visible_text(self.session.kernel.dialect, t) if t.role == "assistant" else t.text)
                 for t in self.session.kernel.turns
             ]
-            self._post(self._opened, self.session.id, shown)
+            machine = self.session.machine
+            model = "" if machine is None else Path(machine.spec).name if Path(machine.spec).is_file() else machine.spec
+            self._post(self._opened, self.session.id, shown, model)
 
         self._submit(work)
 
@@ -163,8 +165,8 @@ class ChatApp(App[None]):
 
     # -- events, on the app thread ----------------------------------------------------
 
-    def _opened(self, session_id: str, turns: list[tuple[str, str]]) -> None:
-        self.sub_title = f"session {session_id}"
+    def _opened(self, session_id: str, turns: list[tuple[str, str]], model: str) -> None:
+        self.sub_title = f"session {session_id} · {model}" if model else f"session {session_id}"
         log = self.query_one("#log")
         for role, text in turns:  # a reopened session shows its conversation
             if role == "user":
