@@ -199,17 +199,18 @@ def test_the_kernel_keeps_the_models_calls_well_formed_unless_told_not_to(smol) 
     def first(question: str, constrain: bool) -> Any:
         sampling = Sampling(constrain_calls=constrain)
         kernel = Kernel(smol.cpu, smol.dialect, tools, sampling=sampling, budgets=Budgets(max_steps=1))
-        return next(e for e in kernel.ask(question) if e.kind in ("call", "result"))
+        # None: the model answered in words (seed 61 writes the shopping list without python)
+        return next((e for e in kernel.ask(question) if e.kind in ("call", "result")), None)
 
     def broken(event: Any) -> bool:
-        return event.kind == "result" and event.name == "?" and event.text.startswith(BROKEN)
+        return event is not None and event.kind == "result" and event.name == "?" and event.text.startswith(BROKEN)
 
     free = {q: first(q, constrain=False) for q in PYTHON_REQUESTS}
     constrained = {q: first(q, constrain=True) for q in PYTHON_REQUESTS}
     broken_free = [q for q in PYTHON_REQUESTS if broken(free[q])]
     assert len(broken_free) >= 2, free  # decoded free, the model writes calls that do not parse
     assert not [q for q in PYTHON_REQUESTS if broken(constrained[q])], constrained
-    mended = [q for q in broken_free if constrained[q].kind == "call"]
+    mended = [q for q in broken_free if constrained[q] is not None and constrained[q].kind == "call"]
     assert len(mended) >= 2, {q: constrained[q] for q in broken_free}  # the tool and the code are the model's
 
 

@@ -263,3 +263,26 @@ def test_the_curriculums_running_text_shares_no_sentence_template_with_the_held_
     assert held_out and "prose" in smol_data.HELD_OUT_LAYOUTS and "story" in smol_data.TRAIN_LAYOUTS
     shared = {t: runs(t) & held_out for t in smol_data.STORY_KNOWN + smol_data.STORY_UNKNOWN}
     assert not any(shared.values()), shared
+
+
+def test_a_ratio_questions_working_lists_every_round_and_its_expression_copies_those_with_both() -> None:
+    """Before the calculator: every round in page order, ``at`` its valuation where the page gives one;
+    the expression's terms are the lines with both figures, in the same order."""
+    import random
+
+    from llmos_tiny import smol_data
+    from llmos_tiny.world import World
+
+    layouts, undisclosed = set(), 0
+    with World() as world:
+        for seed in range(30):
+            turns = smol_data.ratio_question(random.Random(seed), world)
+            layouts.add(turns[0].meta["layout"])
+            ratio = next(t for t in turns if '"name": "calculator"' in t.text)
+            listing = ratio.text.split("with each valuation the page gives:")[1].split("The mean valuation")[0]
+            lines = listing.strip().splitlines()
+            both = [line.split(": raised ")[1].split(" at ") for line in lines if " at " in line]
+            undisclosed += len(lines) - len(both)
+            expression = ratio.text.split('"expression": "')[1].split('"')[0]
+            assert both and expression == "mean(" + ", ".join(f"{value}/{amount}" for amount, value in both) + ")"
+    assert {"table", "story"} <= layouts and undisclosed > 0

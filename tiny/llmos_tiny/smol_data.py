@@ -89,20 +89,36 @@ def figure(shown: str, style: int, currency: tuple[str, str]) -> str:
 
 
 Pairs = list[tuple[str, str, str]]  # the rounds with both figures: (round, amount, valuation) as the page writes them
+Rounds = list[tuple[str, str, str | None]]  # every round, in page order; None: its valuation is not disclosed
 
 
 def table_pairs(c: funding.Company) -> Pairs:
     """:data:`Pairs` of the demo's table page (``funding.funding_page``)."""
-    return [(rnd, amount, value) for _, rnd, amount, value, _ in c.rows if value]
+    return pairs_of(table_rounds(c))
 
 
-def ratio_working(pairs: Pairs) -> str:
-    """The model's words before the ratio's calculator call: the rounds with both figures, listed in
-    page order as the page writes them, so the calculator's terms copy from a few tokens back, not
-    from a page a thousand tokens up (the eval's ratio misses paired a valuation with a neighbour
-    row's amount)."""
-    lines = "".join(f"\n- {rnd}: raised {amount} at {value}" for rnd, amount, value in pairs)
-    return f"The rounds with both figures:{lines}\nTheir mean valuation/amount ratio:"
+def table_rounds(c: funding.Company) -> Rounds:
+    """:data:`Rounds` of the demo's table page."""
+    return [(rnd, amount, value or None) for _, rnd, amount, value, _ in c.rows]
+
+
+def pairs_of(rounds: Rounds) -> Pairs:
+    return [(rnd, amount, value) for rnd, amount, value in rounds if value]
+
+
+def ratio_working(rounds: Rounds) -> str:
+    """The model's words before the ratio's calculator call: every round in page order, its amount
+    as the page writes it and, where the page gives one, ``at`` its valuation; the calculator's terms
+    then copy the lines with both figures from a few tokens back, not from a page a thousand tokens
+    up. Every round, not only those with both figures: on the held-out prose, seed 59 (which listed
+    only those) took the amounts from the first round on and the valuations from the first valued
+    round on, pairing each valuation with a neighbour's amount. A round with no valuation simply has
+    no ``at``: a phrase for "undisclosed" on every such line would repeat, and the DRY penalty the
+    model decodes with (``FineTune.sampling``) bends repeated phrases."""
+    lines = "".join(f"\n- {rnd}: raised {amount}" + (f" at {value}" if value else "") for rnd, amount, value in rounds)
+    return (
+        f"The rounds, with each valuation the page gives:{lines}\nThe mean valuation/amount ratio of those with both:"
+    )
 
 
 def ratio_of(pairs: Pairs) -> str:
@@ -110,17 +126,16 @@ def ratio_of(pairs: Pairs) -> str:
     return f"mean({', '.join(f'{value}/{amount}' for _, amount, value in pairs)})"
 
 
-def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[str, Pairs]:
-    """The company's funding page in ``layout`` and its :data:`Pairs`."""
+def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[str, Rounds]:
+    """The company's funding page in ``layout`` and its :data:`Rounds`."""
     if layout == "table":
-        return funding.funding_page(c, []), table_pairs(c)
+        return funding.funding_page(c, []), table_rounds(c)
     style, currency, undisclosed = rng.randrange(3), rng.choice(CURRENCIES), rng.choice(UNDISCLOSED)
-    rows, known = [], []
+    rows, rounds = [], []
     for date, rnd, amount, value, lead in c.rows:
         shown_amount = figure(amount, style, currency)
         shown_value = figure(value, style, currency) if value else undisclosed
-        if value:
-            known.append((rnd, shown_amount, shown_value))
+        rounds.append((rnd, shown_amount, figure(value, style, currency) if value else None))
         rows.append((date, rnd, shown_amount, shown_value, lead, bool(value)))
     render = {"renamed_table": _renamed_table, "list": _listing, "story": _story, "prose": _prose}[layout]
     body = render(c, rows, rng)
@@ -130,7 +145,7 @@ def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[s
         f"<h1>{html.escape(c.name)}: funding history</h1><p>{html.escape(c.intro)}</p>{body}"
         f"<p>{html.escape(c.after)}</p></article></main><footer><p>Private markets notes</p></footer></body></html>"
     )
-    return page, known
+    return page, rounds
 
 
 def _renamed_table(c: funding.Company, rows: list[tuple], rng: random.Random) -> str:
@@ -207,12 +222,12 @@ def _funding_world(rng: random.Random, world: World, layouts: Sequence[str], min
     """A company's funding page in one of ``layouts`` beside a few other companies' pages."""
     company = funding.random_company(rng, min_rounds)
     layout = rng.choice(list(layouts))
-    page, pairs = funding_page(company, layout, rng)
+    page, rounds = funding_page(company, layout, rng)
     world.add(company.url, page, company.title, company.keywords)
     for _ in range(rng.randint(1, 3)):
         other = funding.random_company(rng)
         world.add(other.url, funding_page(other, rng.choice(list(layouts)), rng)[0], other.title, other.keywords)
-    return company, layout, pairs
+    return company, layout, rounds
 
 
 # ---------------------------------------------------------------- tasks
@@ -225,7 +240,8 @@ RATIO_LAYOUTS = (*TRAIN_LAYOUTS, "story")
 
 def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = RATIO_LAYOUTS) -> list[Turn]:
     """Search, open the funding page (any layout), the mean valuation/amount ratio by calculator."""
-    company, layout, pairs = _funding_world(rng, world, layouts)
+    company, layout, rounds = _funding_world(rng, world, layouts)
+    pairs = pairs_of(rounds)
     query, expression = f"{company.name} funding rounds", ratio_of(pairs)
     listing, opened = world.call("search", query=query), world.call("open", url=company.url)
     ratio = world.call("calculator", expression=expression)
@@ -236,7 +252,7 @@ def ratio_question(rng: random.Random, world: World, layouts: Sequence[str] = RA
         tool_turn(listing, rng),
         call("open", "", url=company.url),
         tool_turn(opened, rng),
-        call("calculator", ratio_working(pairs), expression=expression),
+        call("calculator", ratio_working(rounds), expression=expression),
         tool_turn(ratio, rng),
         answer(
             f"Over the {known} rounds of {company.name} with both figures reported, the mean valuation/amount ratio is {ratio.text}."
