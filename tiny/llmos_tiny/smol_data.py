@@ -12,8 +12,8 @@ Contract
   separators too), data work through python, look-ups through search and open (with injected
   pages), recall of a paged-out page, images, tool errors and the retry or the honest answer after
   them, funding pages in several layouts, currencies and ways of saying "undisclosed", the mean
-  valuation/amount ratio by calculator (the model first lists the rounds with both figures in its
-  own words, :func:`ratio_working`; the calculator's terms then copy that list's figures as the page
+  valuation/amount ratio by calculator (the model first lists every round, with its valuation where the
+  page gives one, :func:`ratio_working`; the calculator's terms then copy that list's pairs as the page
   writes them, ``$4.5B/$250M``, which the calculator reads: copying is what a small model does well,
   converting scales is not), differences below zero (the answer keeps the sign), and the valuation
   task (phrasings in :data:`VALUATION_PROMPTS`, with a first message that states the plan; a python
@@ -135,7 +135,7 @@ def funding_page(c: funding.Company, layout: str, rng: random.Random) -> tuple[s
     for date, rnd, amount, value, lead in c.rows:
         shown_amount = figure(amount, style, currency)
         shown_value = figure(value, style, currency) if value else undisclosed
-        rounds.append((rnd, shown_amount, figure(value, style, currency) if value else None))
+        rounds.append((rnd, shown_amount, shown_value if value else None))
         rows.append((date, rnd, shown_amount, shown_value, lead, bool(value)))
     render = {"renamed_table": _renamed_table, "list": _listing, "story": _story, "prose": _prose}[layout]
     body = render(c, rows, rng)
